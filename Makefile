@@ -1,0 +1,43 @@
+# opsportal: `make run` sets everything up and starts the portal; `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run setup test test-faults lint format clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+.env:
+	@umask 077; printf 'SECRET_KEY=%s\nDEBUG=false\nALLOWED_HOSTS=localhost,127.0.0.1\n' \
+		"$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" > .env
+	@echo "wrote .env with a generated SECRET_KEY"
+
+setup: $(VENV)/.installed .env
+	$(PY) manage.py quickstart
+
+# The embedded default: SQLite, the ORM broker, one web server and one qcluster.
+run: setup
+	@echo "opsportal on http://$(HOST):$(PORT)/  (Ctrl-C stops both processes)"
+	@trap 'kill 0' INT TERM EXIT; \
+		$(PY) manage.py qcluster & \
+		$(VENV)/bin/gunicorn opsportal.wsgi -c gunicorn.conf.py -b $(HOST):$(PORT)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache

@@ -1,0 +1,332 @@
+"""Services, their probe results, state changes and incidents.
+
+A Service row carries its current state (status, counters, last result) so reads
+are one query; every result and every change of state is also a row of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from health.probes import registry as probe_registry
+from health.probes.base import DEGRADED, DOWN, UP, ProbeOutcome
+from opsportal.spec import ConfigError
+
+UNKNOWN, PAUSED = "unknown", "paused"
+SOFT, HARD = "soft", "hard"
+HEALTHY = "healthy"
+
+
+def probe_kinds() -> list[tuple[str, str]]:
+    return probe_registry.choices()
+
+
+class Service(models.Model):
+    class Status(models.TextChoices):
+        UNKNOWN = UNKNOWN
+        UP = UP
+        DEGRADED = DEGRADED
+        DOWN = DOWN
+        PAUSED = PAUSED
+
+    class StateType(models.TextChoices):
+        SOFT = SOFT
+        HARD = HARD
+
+    # Configuration
+    name = models.SlugField(max_length=100, unique=True)
+    kind = models.CharField(max_length=32, choices=probe_kinds)
+    description = models.CharField(max_length=200, blank=True)
+    settings = models.JSONField(default=dict, blank=True, help_text="Kind-specific keys (see README).")
+    interval = models.PositiveIntegerField(default=60, validators=[MinValueValidator(1)], help_text="seconds")
+    timeout = models.FloatField(default=5.0, validators=[MinValueValidator(0.1)], help_text="seconds")
+    critical = models.BooleanField(default=True)
+    failure_threshold = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1)])
+    degraded_latency_ms = models.PositiveIntegerField(default=2000, help_text="0 turns it off")
+    enabled = models.BooleanField(default=True)
+    paused = models.BooleanField(default=False, help_text="Maintenance: probed and stored, no incidents.")
+    depends_on = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="dependents")
+
+    # Current state, kept on the row for cheap reads
+    status = models.CharField(max_length=16, choices=Status.choices, default=UNKNOWN)
+    state_type = models.CharField(max_length=8, choices=StateType.choices, default=HARD)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    consecutive_successes = models.PositiveIntegerField(default=0)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_latency_ms = models.FloatField(null=True, blank=True)
+    last_detail = models.CharField(max_length=500, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    # Scheduling: when the next probe is due, and since when one is running (a claim)
+    next_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    running_since = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.kind not in probe_registry:
+            raise ValidationError({"kind": f"unknown kind {self.kind!r}"})
+        try:
+            self.settings = probe_registry.get(self.kind).validate_settings(self.settings, "settings")
+        except ConfigError as exc:
+            raise ValidationError({"settings": str(exc)}) from None
+
+    @property
+    def is_paused(self) -> bool:
+        return not self.enabled or self.paused
+
+    @property
+    def is_hard_down(self) -> bool:
+        return self.status == DOWN and self.state_type == HARD
+
+    @property
+    def healthy(self) -> bool:
+        return self.status in (UP, DEGRADED)
+
+    def apply_outcome(self, outcome: ProbeOutcome, now: datetime) -> Transition:
+        """Advance the SOFT/HARD state machine by one probe outcome (in memory; the caller saves)."""
+        old_status, old_type = self.status, self.state_type
+        self.last_checked_at = now
+        self.last_latency_ms = outcome.latency_ms
+        self.last_detail = outcome.detail[:500]
+        if outcome.status == DOWN:
+            self.consecutive_failures += 1
+            self.consecutive_successes = 0
+            self.last_error = outcome.detail[:500]
+            new_status = DOWN
+            new_type = HARD if self.consecutive_failures >= self.failure_threshold else SOFT
+        else:
+            self.consecutive_failures = 0
+            self.consecutive_successes += 1
+            new_status, new_type = outcome.status, HARD
+        if self.is_paused:
+            new_status, new_type = PAUSED, HARD
+        self.status, self.state_type = new_status, new_type
+        changed = (old_status, old_type) != (new_status, new_type)
+        if changed:
+            self.status_changed_at = now
+        return Transition(
+            service=self,
+            old_status=old_status,
+            old_type=old_type,
+            changed=changed,
+            became_hard_down=self.is_hard_down and not (old_status == DOWN and old_type == HARD),
+            recovered=new_status in (UP, DEGRADED),
+        )
+
+    def status_dict(self) -> dict[str, Any]:
+        """This service as `/health/status` and `runprobes --json` show it."""
+        return {
+            "kind": self.kind,
+            "status": self.status,
+            "stateType": self.state_type,
+            "critical": self.critical,
+            "latencyMs": None if self.last_latency_ms is None else round(self.last_latency_ms, 1),
+            "lastCheckedAt": self.last_checked_at.isoformat() if self.last_checked_at else None,
+            "consecutiveFailures": self.consecutive_failures,
+            "detail": self.last_detail,
+        }
+
+
+@dataclass
+class Transition:
+    service: Service
+    old_status: str
+    old_type: str
+    changed: bool
+    became_hard_down: bool
+    recovered: bool
+
+
+def overall_status(services: list[Service]) -> str:
+    """healthy: all up; down: a critical service is HARD down; degraded: anything else.
+
+    Paused services do not count; a service never probed is not known to be up.
+    """
+    counted = [s for s in services if s.status != PAUSED and not s.is_paused]
+    if any(s.critical and s.is_hard_down for s in counted):
+        return DOWN
+    if all(s.status == UP for s in counted):
+        return HEALTHY
+    return DEGRADED
+
+
+class ProbeResult(models.Model):
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="results")
+    checked_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=16, choices=[(UP, UP), (DEGRADED, DEGRADED), (DOWN, DOWN)])
+    latency_ms = models.FloatField(null=True, blank=True)
+    detail = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-checked_at"]
+        indexes = [
+            # "latest N of a service" and "a service over a time range"
+            models.Index(fields=["service", "-checked_at"], name="result_service_time"),
+            models.Index(fields=["checked_at"], name="result_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service_id} {self.status} @ {self.checked_at:%Y-%m-%d %H:%M:%S}"
+
+
+class StateChange(models.Model):
+    """A row for every change of a service's state (Healthchecks' Flip)."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="state_changes")
+    created_at = models.DateTimeField(default=timezone.now)
+    old_status = models.CharField(max_length=16)
+    old_type = models.CharField(max_length=8)
+    new_status = models.CharField(max_length=16)
+    new_type = models.CharField(max_length=8)
+    detail = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["service", "-created_at"], name="change_service_time")]
+
+    def __str__(self) -> str:
+        return f"{self.service_id}: {self.old_status}/{self.old_type} -> {self.new_status}/{self.new_type}"
+
+
+class Incident(models.Model):
+    class Severity(models.TextChoices):
+        WARNING = "warning"
+        CRITICAL = "critical"
+        ESCALATED = "escalated"
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="incidents")
+    opened_at = models.DateTimeField(default=timezone.now)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.CRITICAL)
+    cause = models.CharField(max_length=500, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="children",
+        help_text="The incident of the service this one depends on, when that caused it.",
+    )
+
+    class Meta:
+        ordering = ["-opened_at"]
+        constraints = [
+            # One open incident per service at most, enforced by the database.
+            models.UniqueConstraint(
+                fields=["service"], condition=Q(resolved_at__isnull=True), name="one_open_incident_per_service"
+            )
+        ]
+        indexes = [models.Index(fields=["resolved_at", "-opened_at"], name="incident_open_time")]
+
+    def __str__(self) -> str:
+        return f"{self.service_id} incident opened {self.opened_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None
+
+
+class ApiToken(models.Model):
+    """A bearer token for the JSON API; only its SHA-256 hash is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=12, editable=False, help_text="First characters, to tell tokens apart.")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name or self.user})"
+
+    @staticmethod
+    def hash(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user: Any, name: str = "") -> tuple[ApiToken, str]:
+        """Create a token; the clear text is returned once and never stored."""
+        token = "ops_" + secrets.token_urlsafe(32)
+        row = cls.objects.create(user=user, name=name, prefix=token[:10], token_hash=cls.hash(token))
+        return row, token
+
+
+class Event(models.Model):
+    """A notification-worthy event (an outbox row): recorded where it happens, sent elsewhere.
+
+    The notifications issue delivers these through apprise; until then they are a history.
+    """
+
+    class Kind(models.TextChoices):
+        INCIDENT_OPENED = "incident_opened"
+        INCIDENT_ACKNOWLEDGED = "incident_acknowledged"
+        INCIDENT_RESOLVED = "incident_resolved"
+        RECOVERY_SUCCEEDED = "recovery_succeeded"
+        RECOVERY_FAILED = "recovery_failed"
+        RECOVERY_ESCALATED = "recovery_escalated"
+        TUNNEL_RESTARTED = "tunnel_restarted"
+        TUNNEL_RESTART_SUPPRESSED = "tunnel_restart_suppressed"
+        BREAKER_OPENED = "breaker_opened"
+        BREAKER_CLOSED = "breaker_closed"
+        SCHEDULER_LATE = "scheduler_late"
+        FLAPPING_STARTED = "flapping_started"
+        FLAPPING_STOPPED = "flapping_stopped"
+        REMINDER = "reminder"
+        TEST = "test"
+
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+    service = models.ForeignKey(Service, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+    subject = models.CharField(max_length=100, blank=True, help_text="what it is about: a service or tunnel name")
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["kind", "-created_at"], name="event_kind_time")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.title}"
+
+    @classmethod
+    def emit(
+        cls, kind: str, title: str, *, service: Service | None = None, subject: str = "", body: str = "", **data: Any
+    ) -> Event:
+        return cls.objects.create(
+            kind=kind,
+            title=title[:200],
+            service=service,
+            subject=subject or (service.name if service else ""),
+            body=body,
+            data=data,
+        )

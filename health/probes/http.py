@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import requests
+from django.conf import settings
+from requests.adapters import HTTPAdapter
+
+from health.probes.base import UP, Probe, ProbeConfigError, ProbeError, ProbeOutcome, ProbeTimeout
+from opsportal.spec import ConfigError, Key, expand_env
+
+_session: requests.Session | None = None
+_session_lock = threading.Lock()
+_MISSING = object()
+
+
+def session() -> requests.Session:
+    """One pooled Session for every HTTP probe of the process (connections are reused)."""
+    global _session
+    with _session_lock:
+        if _session is None:
+            s = requests.Session()
+            size = max(10, settings.PROBE_CONCURRENCY)
+            adapter = HTTPAdapter(pool_connections=size, pool_maxsize=size, max_retries=0)
+            s.mount("http://", adapter)
+            s.mount("https://", adapter)
+            s.max_redirects = 10
+            s.headers["User-Agent"] = "opsportal-probe"
+            _session = s
+        return _session
+
+
+def json_lookup(document: Any, path: str) -> Any:
+    """Follow a dotted path (`data.items.0.status`) into decoded JSON; _MISSING when absent."""
+    node = document
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
+class HttpProbe(Probe):
+    """Requests a URL and checks the status, optionally a body substring or a JSON field."""
+
+    keys = {
+        "url": Key("str", required=True),
+        "method": Key("str", default="GET", choices=("GET", "HEAD", "POST", "PUT", "OPTIONS")),
+        "headers": Key("dict[str]", default={}, help="values may use ${ENV_VAR}"),
+        "body": Key("text", help="request body, for POST/PUT"),
+        "expect_status": Key("list[int]", minimum=100, maximum=599, help="default: any 2xx"),
+        "body_contains": Key("str"),
+        "json_path": Key("str"),
+        "json_equals": Key("scalar"),
+        "verify_tls": Key("bool", default=True),
+        "follow_redirects": Key("bool", default=True),
+    }
+
+    def _read_body(self, response: requests.Response, deadline: float) -> bytes:
+        # Stream with a total deadline and a size cap: a trickling or endless body cannot hold us.
+        limit = settings.PROBE_MAX_BODY_BYTES
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(chunk_size=16384):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise ProbeError(f"response body larger than {limit} bytes")
+            if time.monotonic() > deadline:
+                raise ProbeTimeout(f"response body not complete within {self.timeout:g} s")
+        return b"".join(chunks)
+
+    def run(self) -> ProbeOutcome:
+        cfg = self.cfg
+        try:
+            url = expand_env(cfg["url"], self.secrets)
+            headers = {k: expand_env(v, self.secrets) for k, v in cfg["headers"].items()}
+        except ConfigError as exc:
+            raise ProbeConfigError(f"config error: {exc}") from None
+        start = time.perf_counter()
+        deadline = time.monotonic() + self.timeout
+        try:
+            with session().request(
+                cfg["method"],
+                url,
+                headers=headers,
+                data=cfg["body"].encode() if cfg["body"] else None,
+                timeout=(self.timeout, self.timeout),
+                verify=cfg["verify_tls"],
+                allow_redirects=cfg["follow_redirects"],
+                stream=True,
+            ) as response:
+                body = b"" if cfg["method"] == "HEAD" else self._read_body(response, deadline)
+                status = response.status_code
+        except requests.exceptions.SSLError as exc:
+            raise ProbeError(f"TLS error: {_reason(exc)}") from None
+        except requests.exceptions.TooManyRedirects:
+            raise ProbeError("too many redirects (more than 10)") from None
+        except (requests.exceptions.Timeout, TimeoutError):
+            raise ProbeTimeout(f"no answer within {self.timeout:g} s") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise ProbeError(f"connection failed: {_reason(exc)}") from None
+        except requests.exceptions.RequestException as exc:
+            raise ProbeError(f"request failed: {_reason(exc)}") from None
+        latency = (time.perf_counter() - start) * 1000
+
+        expected = cfg["expect_status"]
+        if (expected and status not in expected) or (not expected and not 200 <= status < 300):
+            want = ", ".join(map(str, expected)) if expected else "2xx"
+            raise ProbeError(f"HTTP {status} (expected {want})")
+        text = body.decode("utf-8", errors="replace")
+        if cfg["body_contains"] and cfg["body_contains"] not in text:
+            raise ProbeError(f"HTTP {status}, body does not contain {cfg['body_contains']!r}")
+        if cfg["json_path"]:
+            try:
+                document = json.loads(text)
+            except ValueError:
+                raise ProbeError(f"HTTP {status}, body is not JSON") from None
+            value = json_lookup(document, cfg["json_path"])
+            if value is _MISSING:
+                raise ProbeError(f"HTTP {status}, JSON has no {cfg['json_path']}")
+            if cfg["json_equals"] is not None and value != cfg["json_equals"]:
+                raise ProbeError(f"HTTP {status}, {cfg['json_path']} is {value!r}, expected {cfg['json_equals']!r}")
+        return ProbeOutcome(UP, latency, f"HTTP {status}")
+
+
+def _reason(exc: Exception) -> str:
+    # requests nests the root cause; its last line is the readable part.
+    text = str(exc.args[0] if exc.args else exc)
+    for marker in ("Caused by ", "] "):
+        if marker in text:
+            text = text.rsplit(marker, 1)[-1]
+    return text.strip("()'\" ")[:200]

@@ -1,0 +1,278 @@
+"""Run probes concurrently and record what they found.
+
+A probe round: build each service's probe, run them in a thread pool (a slow or
+hanging target costs only its own timeout), then in one transaction write every
+ProbeResult in bulk, advance each Service's state, record state changes and open
+or resolve incidents. Probes never touch state; this module does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.db import close_old_connections, connections, transaction
+from django.utils import timezone
+
+from health.models import Event, Incident, ProbeResult, Service, StateChange, Transition, overall_status
+from health.probes import registry
+from health.probes.base import DEGRADED, DOWN, UP, ProbeError, ProbeOutcome
+from opsportal.spec import scrub
+
+log = logging.getLogger("opsportal.health")
+
+# Time a round waits beyond the longest timeout before calling a probe hung.
+GRACE_SECONDS = 2.0
+
+
+@dataclass
+class RoundResult:
+    services: list[Service]
+    outcomes: dict[str, ProbeOutcome]
+    transitions: list[Transition]
+    status: str
+    started_at: datetime
+    duration_s: float
+    recovery: list = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return {"healthy": 0, DEGRADED: 1}.get(self.status, 2)
+
+    def as_dict(self) -> dict:
+        """The shape `/health/status` uses for `status` and `services`."""
+        return {
+            "status": self.status,
+            "timestamp": self.started_at.isoformat(),
+            "services": {s.name: s.status_dict() for s in self.services},
+        }
+
+
+def probe_once(service: Service) -> ProbeOutcome:
+    """Run one service's probe and turn every failure into a `down` outcome."""
+    start = time.perf_counter()
+    probe = None
+    try:
+        probe = registry.get(service.kind)(service.settings, timeout=service.timeout, service_name=service.name)
+        outcome = probe.run()
+    except KeyError:
+        outcome = ProbeOutcome(DOWN, None, f"config error: unknown kind {service.kind!r}")
+    except ProbeError as exc:
+        outcome = ProbeOutcome(DOWN, (time.perf_counter() - start) * 1000, str(exc))
+    except Exception as exc:  # a bug in a probe must not stop the round
+        log.exception("probe %s crashed", service.name)
+        outcome = ProbeOutcome(DOWN, None, f"internal error: {type(exc).__name__}")
+    if probe is not None:
+        outcome.secrets.extend(probe.secrets)
+    if outcome.status == UP and service.degraded_latency_ms and (outcome.latency_ms or 0) > service.degraded_latency_ms:
+        outcome.status = DEGRADED
+        outcome.detail = f"slow: {outcome.latency_ms:.0f} ms > {service.degraded_latency_ms} ms; {outcome.detail}"
+    outcome.detail = scrub(outcome.detail, outcome.secrets)[:500]
+    return outcome
+
+
+def _probe_in_thread(service: Service) -> ProbeOutcome:
+    try:
+        return probe_once(service)
+    finally:
+        # A worker thread that touched the ORM (the `database` probe) must not leak its connection.
+        connections.close_all()
+
+
+def run_probes(services: list[Service]) -> dict[str, ProbeOutcome]:
+    """Run the probes concurrently; a probe still running past its timeout is reported as down."""
+    if not services:
+        return {}
+    workers = min(settings.PROBE_CONCURRENCY, len(services))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe")
+    try:
+        futures = {pool.submit(_probe_in_thread, s): s for s in services}
+        # Every probe enforces its own timeout; this bound catches one that does not.
+        waves = -(-len(services) // workers)
+        limit = max(s.timeout for s in services) * waves + GRACE_SECONDS
+        done, _ = wait(futures, timeout=limit)
+        outcomes: dict[str, ProbeOutcome] = {}
+        for future, service in futures.items():
+            if future in done:
+                outcomes[service.name] = future.result()
+            else:
+                future.cancel()
+                outcomes[service.name] = ProbeOutcome(
+                    DOWN, None, f"probe did not finish within {service.timeout:g} s (hung)"
+                )
+        return outcomes
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+STATE_FIELDS = [
+    "status",
+    "state_type",
+    "consecutive_failures",
+    "consecutive_successes",
+    "last_checked_at",
+    "last_latency_ms",
+    "last_detail",
+    "last_error",
+    "status_changed_at",
+]
+
+
+@transaction.atomic
+def record(services: list[Service], outcomes: dict[str, ProbeOutcome], now: datetime) -> list[Transition]:
+    """Write results, advance state and open/resolve incidents: a constant number of queries."""
+    transitions: list[Transition] = []
+    results: list[ProbeResult] = []
+    changes: list[StateChange] = []
+    for service in services:
+        outcome = outcomes[service.name]
+        results.append(
+            ProbeResult(
+                service=service,
+                checked_at=now,
+                status=outcome.status,
+                latency_ms=outcome.latency_ms,
+                detail=outcome.detail,
+            )
+        )
+        t = service.apply_outcome(outcome, now)
+        transitions.append(t)
+        if t.changed:
+            changes.append(
+                StateChange(
+                    service=service,
+                    created_at=now,
+                    old_status=t.old_status,
+                    old_type=t.old_type,
+                    new_status=service.status,
+                    new_type=service.state_type,
+                    detail=outcome.detail,
+                )
+            )
+    ProbeResult.objects.bulk_create(results)
+    StateChange.objects.bulk_create(changes)
+    Service.objects.bulk_update(services, STATE_FIELDS)
+    _incidents(transitions, now)
+    return transitions
+
+
+def _incidents(transitions: list[Transition], now: datetime) -> None:
+    opening = [t.service for t in transitions if t.became_hard_down and not t.service.is_paused]
+    recovered = [t.service.pk for t in transitions if t.recovered]
+    if recovered:
+        closing = list(
+            Incident.objects.filter(service_id__in=recovered, resolved_at__isnull=True).select_related("service")
+        )
+        Incident.objects.filter(pk__in=[i.pk for i in closing]).update(resolved_at=now)
+        Event.objects.bulk_create(
+            Event(
+                kind=Event.Kind.INCIDENT_RESOLVED,
+                created_at=now,
+                service=i.service,
+                subject=i.service.name,
+                title=f"{i.service.name} is {i.service.status} again",
+                body=i.service.last_detail,
+                data={"incident": i.pk, "openedAt": i.opened_at.isoformat()},
+            )
+            for i in closing
+        )
+    if opening:
+        already = set(
+            Incident.objects.filter(service__in=opening, resolved_at__isnull=True).values_list("service_id", flat=True)
+        )
+        new = [
+            Incident(
+                service=s,
+                opened_at=now,
+                severity=Incident.Severity.CRITICAL if s.critical else Incident.Severity.WARNING,
+                cause=s.last_detail,
+                last_error=s.last_error,
+            )
+            for s in opening
+            if s.pk not in already
+        ]
+        Incident.objects.bulk_create(new)
+        Event.objects.bulk_create(
+            Event(
+                kind=Event.Kind.INCIDENT_OPENED,
+                created_at=now,
+                service=i.service,
+                subject=i.service.name,
+                title=f"{i.service.name} is down",
+                body=i.cause,
+                data={"severity": i.severity},
+            )
+            for i in new
+        )
+        for incident in new:
+            log.warning("Incident opened for %s: %s", incident.service.name, incident.cause)
+    # Keep the latest error on incidents that stay open.
+    still_down = [t.service for t in transitions if t.service.status == DOWN and not t.became_hard_down]
+    for service in still_down:
+        Incident.objects.filter(service=service, resolved_at__isnull=True).exclude(
+            last_error=service.last_error
+        ).update(last_error=service.last_error)
+
+
+def select_services(names: Iterable[str] | None = None) -> list[Service]:
+    """The services to probe: those named (unknown names raise), else every enabled one."""
+    names = list(names or [])
+    qs = Service.objects.all()
+    if names:
+        found = {s.name: s for s in qs.filter(name__in=names)}
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise Service.DoesNotExist("unknown service: " + ", ".join(missing))
+        return [found[n] for n in dict.fromkeys(names)]
+    return list(qs.filter(enabled=True))
+
+
+def run_round(services: list[Service] | None = None, *, recover: bool = True) -> RoundResult:
+    """One probe round: probe, record, then (optionally) start auto-recovery."""
+    close_old_connections()
+    if services is None:
+        services = select_services()
+    started = timezone.now()
+    t0 = time.perf_counter()
+    outcomes = run_probes(services)
+    now = timezone.now()
+    transitions = record(services, outcomes, now)
+    result = RoundResult(
+        services=services,
+        outcomes=outcomes,
+        transitions=transitions,
+        # The probed set decides: `runprobes web` answers for web alone, as a Nagios check does.
+        status=overall_status(services),
+        started_at=started,
+        duration_s=time.perf_counter() - t0,
+    )
+    log.info(
+        "Probe round: %d services in %.2f s, overall %s",
+        len(services),
+        result.duration_s,
+        result.status,
+    )
+    for t in transitions:
+        if t.changed:
+            s = t.service
+            level = logging.WARNING if s.status == DOWN else logging.INFO
+            log.log(
+                level,
+                "%s: %s/%s -> %s/%s (%s)",
+                s.name,
+                t.old_status,
+                t.old_type,
+                s.status,
+                s.state_type,
+                s.last_detail,
+            )
+    if recover and settings.AUTO_RECOVERY_ENABLED:
+        from recovery.engine import auto_recover  # recovery depends on health, not the reverse
+
+        result.recovery = auto_recover(result)
+    return result

@@ -1,0 +1,8 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from health import views
+
+urlpatterns: list = []
+_ = (path, views)

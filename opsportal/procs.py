@@ -1,0 +1,158 @@
+"""Local processes: find, identify (pid + create time), stop gracefully, start detached.
+
+Shared by the `process` probe, the `restart_process` action and the tunnel watchdog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+
+@dataclass(frozen=True)
+class ProcRef:
+    """A process identity that survives pid reuse: the pid and its create time."""
+
+    pid: int
+    create_time: float
+
+    @classmethod
+    def of(cls, proc: psutil.Process) -> ProcRef:
+        return cls(proc.pid, proc.create_time())
+
+    def process(self) -> psutil.Process | None:
+        """The live process, or None when it is gone, a zombie, or the pid was reused."""
+        try:
+            proc = psutil.Process(self.pid)
+            if abs(proc.create_time() - self.create_time) > 0.01:
+                return None
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                _reap(proc)
+                return None
+            return proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return None
+
+    def alive(self) -> bool:
+        return self.process() is not None
+
+
+def _reap(proc: psutil.Process) -> None:
+    # A zombie child of ours is collected so it does not pile up.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(proc.pid, os.WNOHANG)
+
+
+def read_pid_file(path: str) -> int | None:
+    try:
+        return int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def find_processes(
+    process_name: str | None = None,
+    cmdline_contains: str | None = None,
+    pid_file: str | None = None,
+) -> list[psutil.Process]:
+    """Live, non-zombie processes matching one criterion; never this process itself."""
+    me = os.getpid()
+    found: list[psutil.Process] = []
+    if pid_file:
+        pid = read_pid_file(pid_file)
+        candidates = [psutil.Process(pid)] if pid and psutil.pid_exists(pid) else []
+    else:
+        candidates = list(psutil.process_iter(["name", "cmdline", "status"]))
+    for proc in candidates:
+        try:
+            if proc.pid == me or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if process_name and proc.name() != process_name:
+                continue
+            if cmdline_contains and cmdline_contains not in " ".join(proc.cmdline()):
+                continue
+            found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def stop(procs: Sequence[psutil.Process], grace: float = 5.0) -> list[int]:
+    """SIGTERM, wait up to `grace` seconds, then SIGKILL what is left; returns the pids stopped."""
+    targets: list[psutil.Process] = []
+    for proc in procs:
+        try:
+            targets.extend([*proc.children(recursive=True), proc])
+        except psutil.NoSuchProcess:
+            continue
+    for proc in targets:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(targets, timeout=grace)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=grace)
+    return [p.pid for p in procs]
+
+
+def start_detached(argv: Sequence[str], log_file: str | None = None, env: dict[str, str] | None = None) -> ProcRef:
+    """Start argv (never a shell) in its own session, output appended to log_file."""
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        out = open(log_file, "ab")  # noqa: SIM115 - handed to the child, closed below
+    else:
+        out = open(os.devnull, "wb")  # noqa: SIM115
+    try:
+        child = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            env={**os.environ, **(env or {})},
+        )
+    finally:
+        out.close()
+    return ProcRef(child.pid, psutil.Process(child.pid).create_time())
+
+
+def alive_after(ref: ProcRef, settle: float) -> bool:
+    """True when the process is still alive after `settle` seconds."""
+    deadline = time.monotonic() + settle
+    while time.monotonic() < deadline:
+        if not ref.alive():
+            return False
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+    return ref.alive()
+
+
+def describe(proc: psutil.Process) -> str:
+    try:
+        uptime = time.time() - proc.create_time()
+        rss = proc.memory_info().rss / (1024 * 1024)
+        return f"pid {proc.pid}, up {format_duration(uptime)}, rss {rss:.1f} MiB"
+    except psutil.NoSuchProcess:
+        return f"pid {proc.pid} (gone)"
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"

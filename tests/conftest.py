@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers import HttpServer, TcpServer
+
+
+@pytest.fixture
+def http_server() -> Iterator[HttpServer]:
+    server = HttpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_http_server() -> Iterator:
+    """A factory for several HTTP servers in one test; all are stopped after it."""
+    servers: list[HttpServer] = []
+
+    def make() -> HttpServer:
+        server = HttpServer().start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def tcp_server() -> Iterator[TcpServer]:
+    server = TcpServer().start()
+    yield server
+    server.stop()
+
+
+def postgres_configured() -> bool:
+    return os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+
+
+requires_postgres = pytest.mark.skipif(
+    not postgres_configured(),
+    reason="needs PostgreSQL: set DATABASE_URL=postgres://... (CI runs this against the real server)",
+)

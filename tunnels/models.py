@@ -1,0 +1,76 @@
+"""Tunnels (a connector process such as cloudflared) and a row for every watchdog event."""
+
+from __future__ import annotations
+
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+
+class Tunnel(models.Model):
+    class Status(models.TextChoices):
+        UNKNOWN = "unknown"
+        UP = "up"
+        NOT_READY = "not_ready"
+        DOWN = "down"
+        SUPPRESSED = "suppressed"
+
+    name = models.SlugField(max_length=100, unique=True)
+    command = models.JSONField(help_text="argv list that starts the connector (never a shell string)")
+    process_match = models.CharField(max_length=200, blank=True)
+    ready_url = models.CharField(max_length=500, blank=True)
+    public_url = models.CharField(max_length=500, blank=True)
+    check_interval = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
+    max_restarts_per_hour = models.PositiveIntegerField(default=5)
+    ready_failure_threshold = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1)])
+    startup_timeout = models.FloatField(default=30.0)
+    log_file = models.CharField(max_length=500, blank=True)
+    enabled = models.BooleanField(default=True)
+
+    # Current state
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.UNKNOWN)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    pid_create_time = models.FloatField(null=True, blank=True)
+    ready_connections = models.PositiveIntegerField(null=True, blank=True)
+    consecutive_ready_failures = models.PositiveIntegerField(default=0)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_restart_at = models.DateTimeField(null=True, blank=True)
+    last_detail = models.CharField(max_length=500, blank=True)
+    next_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    running_since = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TunnelEvent(models.Model):
+    class Kind(models.TextChoices):
+        CHECK_OK = "check_ok"
+        PROCESS_MISSING = "process_missing"
+        NOT_READY = "not_ready"
+        ORIGIN_UNREACHABLE = "origin_unreachable"
+        RESTARTED = "restarted"
+        RESTART_FAILED = "restart_failed"
+        RESTART_SUPPRESSED = "restart_suppressed"
+
+    tunnel = models.ForeignKey(Tunnel, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    detail = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["tunnel", "-created_at"], name="event_tunnel_time"),
+            models.Index(fields=["tunnel", "kind", "-created_at"], name="event_tunnel_kind_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tunnel_id} {self.kind} @ {self.created_at:%Y-%m-%d %H:%M:%S}"
