@@ -25,3 +25,7 @@ def database_status() -> dict[str, Any]:
         "latencyMs": latency,
         "circuitBreaker": {"state": "closed", "consecutiveFailures": 0},
     }
+
+
+def reset_breaker() -> None:
+    """Close the circuit breaker (the `reconnect_database` action calls this)."""
