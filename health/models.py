@@ -132,6 +132,37 @@ class Service(models.Model):
             recovered=new_status in (UP, DEGRADED),
         )
 
+    def set_paused(self, paused: bool, *, now: datetime | None = None) -> bool:
+        """Maintenance on/off (the dashboard's Pause/Resume). Returns False when nothing changed.
+
+        Pausing shows `paused` at once; resuming shows `unknown` until the next probe, because
+        nothing is known about a service while it was paused.
+        """
+        if self.paused == paused:
+            return False
+        now = now or timezone.now()
+        old_status, old_type = self.status, self.state_type
+        self.paused = paused
+        if paused:
+            self.status, self.state_type = PAUSED, HARD
+        elif self.status == PAUSED and self.enabled:
+            self.status, self.state_type = UNKNOWN, HARD
+        changed = (old_status, old_type) != (self.status, self.state_type)
+        if changed:
+            self.status_changed_at = now
+        self.save(update_fields=["paused", "status", "state_type", "status_changed_at", "updated_at"])
+        if changed:
+            StateChange.objects.create(
+                service=self,
+                created_at=now,
+                old_status=old_status,
+                old_type=old_type,
+                new_status=self.status,
+                new_type=self.state_type,
+                detail="paused (maintenance)" if paused else "resumed",
+            )
+        return True
+
     def status_dict(self) -> dict[str, Any]:
         """This service as `/health/status` and `runprobes --json` show it."""
         return {
@@ -248,6 +279,28 @@ class Incident(models.Model):
     @property
     def is_open(self) -> bool:
         return self.resolved_at is None
+
+    def acknowledge(self, user: Any, *, now: datetime | None = None) -> bool:
+        """A person has seen it: record who and when, and emit `incident_acknowledged`.
+
+        A conditional UPDATE, so two people pressing at once record one acknowledgement.
+        Returns False when it was already acknowledged or is resolved.
+        """
+        now = now or timezone.now()
+        done = Incident.objects.filter(pk=self.pk, acknowledged_at__isnull=True, resolved_at__isnull=True).update(
+            acknowledged_at=now, acknowledged_by=user
+        )
+        if not done:
+            return False
+        self.acknowledged_at, self.acknowledged_by = now, user
+        Event.emit(
+            Event.Kind.INCIDENT_ACKNOWLEDGED,
+            f"{self.service.name} incident acknowledged by {user.get_username()}",
+            service=self.service,
+            incident=self.pk,
+            user=user.get_username(),
+        )
+        return True
 
 
 class ApiToken(models.Model):
