@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import requests
+import urllib3
 from django.conf import settings
 from requests.adapters import HTTPAdapter
 
@@ -67,7 +68,17 @@ class HttpProbe(Probe):
         limit = settings.PROBE_MAX_BODY_BYTES
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_content(chunk_size=16384):
+        # read1() returns whatever has arrived; iter_content() would block until a whole chunk
+        # is in, so a server trickling a byte at a time would never reach the deadline check.
+        while True:
+            try:
+                chunk = response.raw.read1(16384, decode_content=True)
+            except urllib3.exceptions.ReadTimeoutError:
+                raise ProbeTimeout(f"response body stalled for {self.timeout:g} s") from None
+            except urllib3.exceptions.HTTPError as exc:  # truncated body, bad encoding
+                raise ProbeError(f"response body unreadable: {type(exc).__name__}") from None
+            if not chunk:
+                break
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:
