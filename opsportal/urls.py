@@ -7,4 +7,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("health/", include("health.urls")),
+    path("", include("health.dashboard_urls")),
 ]
