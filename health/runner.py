@@ -22,6 +22,7 @@ from django.utils import timezone
 from health.models import Event, Incident, ProbeResult, Service, StateChange, Transition, overall_status
 from health.probes import registry
 from health.probes.base import DEGRADED, DOWN, UP, ProbeError, ProbeOutcome
+from opsportal.bulk import bulk_set
 from opsportal.spec import scrub
 
 log = logging.getLogger("opsportal.health")
@@ -156,7 +157,7 @@ def record(services: list[Service], outcomes: dict[str, ProbeOutcome], now: date
             )
     ProbeResult.objects.bulk_create(results)
     StateChange.objects.bulk_create(changes)
-    Service.objects.bulk_update(services, STATE_FIELDS)
+    bulk_set(services, STATE_FIELDS)
     _incidents(transitions, now)
     return transitions
 
@@ -212,11 +213,16 @@ def _incidents(transitions: list[Transition], now: datetime) -> None:
         for incident in new:
             log.warning("Incident opened for %s: %s", incident.service.name, incident.cause)
     # Keep the latest error on incidents that stay open.
-    still_down = [t.service for t in transitions if t.service.status == DOWN and not t.became_hard_down]
-    for service in still_down:
-        Incident.objects.filter(service=service, resolved_at__isnull=True).exclude(
-            last_error=service.last_error
-        ).update(last_error=service.last_error)
+    still_down = {t.service.pk: t.service for t in transitions if t.service.status == DOWN and not t.became_hard_down}
+    if still_down:
+        stale = [
+            i
+            for i in Incident.objects.filter(service_id__in=list(still_down), resolved_at__isnull=True)
+            if i.last_error != still_down[i.service_id].last_error
+        ]
+        for incident in stale:
+            incident.last_error = still_down[incident.service_id].last_error
+        bulk_set(stale, ["last_error"])
 
 
 def select_services(names: Iterable[str] | None = None) -> list[Service]:
