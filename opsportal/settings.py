@@ -6,6 +6,7 @@ Every setting is documented in the README's "Settings" table.
 from __future__ import annotations
 
 import secrets
+import sys
 from pathlib import Path
 
 import environ
@@ -146,6 +147,44 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# --- Production: HTTPS, cookies, static files (docs/deploy.md) ----------------
+# `HTTPS=true` says the portal is served over TLS (ending at nginx in front of gunicorn); it turns on
+# secure cookies, the redirect and HSTS. Each can still be set on its own.
+HTTPS = env_bool("HTTPS", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS)
+# Load balancers and the portal's own self-probe hit these over plain HTTP on loopback.
+SECURE_REDIRECT_EXEMPT = [r"^health/live$", r"^health/ready$"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", HTTPS)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# gunicorn speaks plain HTTP, so with HTTPS on, the scheme can only come from the proxy's header.
+if env_bool("SECURE_PROXY_SSL_HEADER", HTTPS):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Subdomains and the browsers' preload list concern the whole domain, not this app: they are the
+# operator's explicit choice, so their `check --deploy` reminders are silenced while they are off.
+SILENCED_SYSTEM_CHECKS = [
+    *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
+    *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+]
+SESSION_COOKIE_HTTPONLY = True
+
+# Hashed, compressed static files served by whitenoise (`collectstatic`, run by `make setup`, builds
+# them). Debug runs and the test suite use plain files so they never need a collectstatic first.
+_TESTING = "pytest" in sys.modules
+STATIC_MANIFEST = env_bool("STATIC_MANIFEST", not DEBUG and not _TESTING)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if STATIC_MANIFEST
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
 
 # --- Monitoring behaviour ----------------------------------------------------
 AUTO_RECOVERY_ENABLED = env_bool("AUTO_RECOVERY_ENABLED", True)
