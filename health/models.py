@@ -7,6 +7,7 @@ are one query; every result and every change of state is also a row of its own.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -314,6 +315,8 @@ class ApiToken(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
+    TOUCH_EVERY_SECONDS = 60
+
     class Meta:
         ordering = ["-created_at"]
 
@@ -330,6 +333,36 @@ class ApiToken(models.Model):
         token = "ops_" + secrets.token_urlsafe(32)
         row = cls.objects.create(user=user, name=name, prefix=token[:10], token_hash=cls.hash(token))
         return row, token
+
+    @classmethod
+    def authenticate(cls, token: str) -> ApiToken | None:
+        """The live token row for a clear-text token (of an active user), or None.
+
+        Looked up by its hash, then compared in constant time so the answer leaks nothing of the hash.
+        """
+        digest = cls.hash(token)
+        row = cls.objects.select_related("user").filter(token_hash=digest).first()
+        if row is None or not hmac.compare_digest(row.token_hash, digest):
+            return None
+        if row.is_revoked or not row.user.is_active:
+            return None
+        return row
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def touch(self, now: datetime | None = None) -> None:
+        """Record a use; at most one write a minute, so a frequent poller does not write on every request."""
+        now = now or timezone.now()
+        if self.last_used_at is None or (now - self.last_used_at).total_seconds() >= self.TOUCH_EVERY_SECONDS:
+            self.last_used_at = now
+            ApiToken.objects.filter(pk=self.pk).update(last_used_at=now)
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])
 
 
 class Event(models.Model):

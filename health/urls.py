@@ -1,8 +1,19 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 
 from health import views
 
-urlpatterns: list = []
-_ = (path, views)
+app_name = "health"
+
+urlpatterns = [
+    path("live", views.live, name="live"),
+    path("ready", views.ready, name="ready"),
+    path("status", views.status, name="status"),
+    path("recovery-stats", views.recovery_stats, name="recovery-stats"),
+    path("recover", views.recover, name="recover"),
+    path("incidents", views.incidents, name="incidents"),
+    path("openapi.json", views.openapi, name="openapi"),
+    # Last: anything else under /health/ is a JSON 404.
+    re_path(r"^.*$", views.not_found),
+]

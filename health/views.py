@@ -1,0 +1,86 @@
+"""The JSON health API: thin views over health.api (parsing, payloads) and health.auth (credentials)."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from health import api
+from health.api import api_view, json_response
+from health.auth import metrics_readable, readable, staff_required, via
+from health.models import DOWN
+
+
+@api_view("GET")
+def live(request: HttpRequest) -> HttpResponse:
+    return json_response(api.live_payload())
+
+
+@api_view("GET")
+def ready(request: HttpRequest) -> HttpResponse:
+    payload, status = api.ready_payload()
+    return json_response(payload, status=status)
+
+
+@api_view("GET")
+@readable
+def status(request: HttpRequest) -> HttpResponse:
+    payload = api.status_payload()
+    code = 503 if payload["status"] == DOWN else 200
+    if api.wants_health_json(request):
+        return json_response(api.health_json_payload(payload), status=code, content_type=api.HEALTH_JSON)
+    return json_response(payload, status=code)
+
+
+@api_view("GET")
+@readable
+def recovery_stats(request: HttpRequest) -> HttpResponse:
+    from recovery.stats import stats_payload
+
+    limit = api.int_param(request, "limit", 50, 1, 500)
+    offset = api.int_param(request, "offset", 0, 0, 100_000)
+    return json_response(stats_payload(limit, offset))
+
+
+@api_view("GET")
+@readable
+def incidents(request: HttpRequest) -> HttpResponse:
+    status_filter = api.choice_param(request, "status", ("open", "resolved"))
+    service = request.GET.get("service") or None
+    limit = api.int_param(request, "limit", 50, 1, 500)
+    offset = api.int_param(request, "offset", 0, 0, 100_000)
+    return json_response(api.incidents_payload(status_filter, service, limit, offset))
+
+
+# CSRF is enforced by health.auth for session requests only: a bearer token carries no cookie to forge.
+@csrf_exempt
+@api_view("POST")
+@staff_required
+def recover(request: HttpRequest) -> HttpResponse:
+    body = api.parse_object(request, {"services": api.SERVICES_FIELD, "force": api.BOOL_FIELD})
+    return json_response(api.recover_payload(body, request.api_user, via(request)))
+
+
+@api_view("GET")
+def openapi(request: HttpRequest) -> HttpResponse:
+    from health.openapi import build_openapi
+
+    return json_response(build_openapi())
+
+
+@api_view("GET")
+@metrics_readable
+def metrics(request: HttpRequest) -> HttpResponse:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from health.metrics import exposition
+
+    response = HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@csrf_exempt
+def not_found(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+    """Unknown paths under /health/ answer JSON, not Django's HTML 404 page."""
+    return api.error(f"no such endpoint: {request.path}", 404)

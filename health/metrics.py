@@ -1,0 +1,101 @@
+"""Prometheus metrics read from the database at scrape time.
+
+A custom prometheus_client Collector rather than in-process counters: with several web workers each
+process would count only its own share, while the database holds the one truth.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from django.db import DatabaseError
+from django.db.models import Count, Q
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from health.models import HEALTHY, Incident, Service, overall_status
+from health.probes.base import DEGRADED, DOWN, UP
+
+log = logging.getLogger("opsportal.health.metrics")
+
+
+class PortalCollector(Collector):
+    """Services, overall status, incidents, recovery attempts and tunnel restarts; a constant number of queries."""
+
+    def collect(self) -> Iterator[Metric]:
+        db_up = GaugeMetricFamily("opsportal_database_up", "1 when the portal's own database answered this scrape")
+        try:
+            metrics = list(self._from_database())
+        except DatabaseError as exc:
+            log.warning("/metrics: database unavailable: %s", exc.__class__.__name__)
+            db_up.add_metric([], 0)
+            yield db_up
+            return
+        db_up.add_metric([], 1)
+        yield db_up
+        yield from metrics
+
+    def _from_database(self) -> Iterator[Metric]:
+        from recovery.models import RecoveryAttempt
+        from tunnels.models import Tunnel, TunnelEvent
+
+        services = list(Service.objects.all())
+        labels = ["service", "kind", "critical"]
+        up = GaugeMetricFamily(
+            "opsportal_service_up", "1 when the service answers (up or degraded), else 0", labels=labels
+        )
+        status = GaugeMetricFamily(
+            "opsportal_service_status", "1 for the service's current status", labels=["service", "status"]
+        )
+        latency = GaugeMetricFamily(
+            "opsportal_service_latency_seconds", "Latency of the last probe", labels=["service"]
+        )
+        failures = GaugeMetricFamily(
+            "opsportal_service_consecutive_failures", "Consecutive failed probes", labels=["service"]
+        )
+        for s in services:
+            up.add_metric([s.name, s.kind, str(s.critical).lower()], 1 if s.status in (UP, DEGRADED) else 0)
+            status.add_metric([s.name, s.status], 1)
+            if s.last_latency_ms is not None:
+                latency.add_metric([s.name], s.last_latency_ms / 1000)
+            failures.add_metric([s.name], s.consecutive_failures)
+        yield from (up, status, latency, failures)
+
+        overall = GaugeMetricFamily("opsportal_status", "1 for the current overall status", labels=["status"])
+        current = overall_status(services)
+        for name in (HEALTHY, DEGRADED, DOWN):
+            overall.add_metric([name], 1 if name == current else 0)
+        yield overall
+
+        incidents = GaugeMetricFamily("opsportal_incidents_open", "Open incidents")
+        incidents.add_metric([], Incident.objects.filter(resolved_at__isnull=True).count())
+        yield incidents
+
+        attempts = CounterMetricFamily(
+            "opsportal_recovery_attempts", "Recovery attempts by outcome", labels=["outcome"]
+        )
+        counts = dict(
+            RecoveryAttempt.objects.values_list("outcome").annotate(n=Count("id")).values_list("outcome", "n")
+        )
+        for outcome in RecoveryAttempt.Outcome.values:
+            attempts.add_metric([outcome], counts.get(outcome, 0))
+        yield attempts
+
+        restarts = CounterMetricFamily(
+            "opsportal_tunnel_restarts", "Tunnel restarts by the watchdog", labels=["tunnel"]
+        )
+        per_tunnel = Tunnel.objects.annotate(
+            n=Count("events", filter=Q(events__kind=TunnelEvent.Kind.RESTARTED))
+        ).values_list("name", "n")
+        for name, n in per_tunnel:
+            restarts.add_metric([name], n)
+        yield restarts
+
+
+def exposition() -> bytes:
+    """The Prometheus text exposition of the portal's state, as of now."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PortalCollector())
+    return generate_latest(registry)
