@@ -193,6 +193,8 @@ PROBE_CONCURRENCY = env_int("PROBE_CONCURRENCY", 64, minimum=1)
 # Largest response body an HTTP probe reads before giving up on it (bytes).
 PROBE_MAX_BODY_BYTES = env_int("PROBE_MAX_BODY_BYTES", 1_048_576, minimum=1024)
 HEALTH_PUBLIC = env_bool("HEALTH_PUBLIC", True)
+# When set, /metrics needs `Authorization: Bearer <METRICS_TOKEN>` (or an API token / staff session).
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
 # --- Logging -------------------------------------------------------------------
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
