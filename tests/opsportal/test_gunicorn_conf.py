@@ -1,0 +1,114 @@
+"""gunicorn.conf.py under a real gunicorn: systemd readiness, the live-checked watchdog, graceful stop."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import free_port, wait_for
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
+    """A stand-in for systemd's notify socket: a real AF_UNIX datagram socket we read from."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.settimeout(0.2)
+    yield sock
+    sock.close()
+
+
+def messages(sock: socket.socket, want: str, timeout: float) -> list[str]:
+    got: list[str] = []
+
+    def received() -> bool:
+        with contextlib.suppress(TimeoutError):
+            got.append(sock.recv(1024).decode())
+        return any(want in m for m in got)
+
+    wait_for(received, timeout=timeout, interval=0)
+    return got
+
+
+def test_it_notifies_systemd_pings_the_watchdog_and_stops_gracefully(
+    tmp_path: Path, notify_socket: socket.socket
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "DEBUG": "false",
+        "OPSPORTAL_VAR_DIR": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "WEB_BIND": f"127.0.0.1:{port}",
+        "WEB_WORKERS": "1",
+        "NOTIFY_SOCKET": notify_socket.getsockname(),
+        "WATCHDOG_USEC": "600000",  # 0.6 s: pings every 0.2 s
+    }
+    proc = subprocess.Popen(
+        [GUNICORN, "opsportal.wsgi", "-c", "gunicorn.conf.py"],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        got = messages(notify_socket, "READY=1", timeout=30)
+        assert any(m.startswith("READY=1") for m in got), got
+        got = messages(notify_socket, "WATCHDOG=1", timeout=30)
+        assert "WATCHDOG=1" in got, got
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=40) == 0
+        assert "Shutting down" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def load_conf() -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gunicorn_conf", BASE_DIR / "gunicorn.conf.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_it_pings_only_when_live_answers_200(make_http_server) -> None:
+    from tests.servers import Reply
+
+    conf = load_conf()
+    server = make_http_server()
+    server.routes["/health/live"] = Reply(200, {"status": "alive"})
+    assert conf.live_ok(socket.AF_INET, ("127.0.0.1", server.port)) is True
+    server.routes["/health/live"] = Reply(503, {"status": "down"})
+    assert conf.live_ok(socket.AF_INET, ("127.0.0.1", server.port)) is False
+    assert conf.live_ok(socket.AF_INET, ("127.0.0.1", free_port())) is False
+    hung = make_http_server()
+    hung.reply = Reply(hang=True)
+    assert conf.live_ok(socket.AF_INET, ("0.0.0.0", hung.port), timeout_s=0.3) is False
+
+
+def test_it_sizes_workers_from_cores_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WEB_WORKERS", raising=False)
+    assert load_conf().workers == min(4, len(os.sched_getaffinity(0)) * 2 + 1)
+    monkeypatch.setenv("WEB_WORKERS", "7")
+    assert load_conf().workers == 7
+    monkeypatch.setenv("WEB_WORKERS", "many")
+    with pytest.raises(SystemExit, match="WEB_WORKERS: must be an integer, got 'many'"):
+        load_conf()
