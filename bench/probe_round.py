@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _django import setup  # noqa: E402
-from stub_server import StubServer  # noqa: E402
+from stub_server import StubProcess  # noqa: E402
 
 
 def peak_rss_mib() -> float:
@@ -73,8 +73,8 @@ def main() -> None:
 
     counts = [int(x) for x in args.n.split(",") if x]
     sweeps = [int(x) for x in args.concurrency.split(",") if x] or [settings.PROBE_CONCURRENCY]
-    stub = StubServer(args.latency).start()
-    hang = StubServer(3600).start()
+    stub = StubProcess(args.latency).start()
+    hang = StubProcess(3600).start()
     print(f"# probe round benchmark — database {db}, stub latency {args.latency * 1000:.0f} ms\n")
     print(
         "| N | concurrency | round (s) | ideal (s) | vs ideal | sequential (s) | speed-up "
