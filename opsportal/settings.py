@@ -188,6 +188,13 @@ STORAGES = {
 
 # --- Monitoring behaviour ----------------------------------------------------
 AUTO_RECOVERY_ENABLED = env_bool("AUTO_RECOVERY_ENABLED", True)
+# Recovery policy (recovery/policy.py): the longest backoff wait, the global cap on automatic
+# attempts per rolling hour, how long a service must stay healthy before its failure counters
+# reset, and the age at which an attempt still `in_progress` counts as abandoned (its process died).
+RECOVERY_BACKOFF_CAP = env_int("RECOVERY_BACKOFF_CAP", 3600, minimum=0)
+RECOVERY_MAX_AUTO_PER_HOUR = env_int("RECOVERY_MAX_AUTO_PER_HOUR", 30, minimum=0)
+RECOVERY_RESET_AFTER = env_int("RECOVERY_RESET_AFTER", 600, minimum=0)
+RECOVERY_STALE_AFTER = env_int("RECOVERY_STALE_AFTER", 900, minimum=60)
 # Threads a probe round uses; probes are I/O bound, so more threads than cores is right.
 PROBE_CONCURRENCY = env_int("PROBE_CONCURRENCY", 64, minimum=1)
 # Largest response body an HTTP probe reads before giving up on it (bytes).

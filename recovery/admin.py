@@ -1,8 +1,11 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
-from recovery.models import RecoveryAction, RecoveryAttempt
+from recovery.engine import recover_services
+from recovery.models import RecoveryAction, RecoveryAttempt, RecoveryState
 
 
 @admin.register(RecoveryAction)
@@ -15,8 +18,36 @@ class RecoveryActionAdmin(admin.ModelAdmin):
 
 @admin.register(RecoveryAttempt)
 class RecoveryAttemptAdmin(admin.ModelAdmin):
-    list_display = ("service", "started_at", "trigger", "outcome", "action_kind", "duration_ms", "detail")
+    """History is data: attempts are read-only here (their details are already scrubbed of secrets)."""
+
+    list_display = ("service", "started_at", "trigger", "outcome", "action_kind", "verified", "duration_ms", "detail")
     list_filter = ("outcome", "trigger", "action_kind", "service")
     search_fields = ("service__name", "detail", "action_detail")
     list_select_related = ("service",)
     date_hierarchy = "started_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: RecoveryAttempt | None = None) -> bool:
+        return False
+
+
+@admin.register(RecoveryState)
+class RecoveryStateAdmin(admin.ModelAdmin):
+    list_display = ("service", "consecutive_failures", "next_allowed_at", "escalated_at", "running_since")
+    list_filter = ("escalated_at",)
+    list_select_related = ("service",)
+    readonly_fields = ("running_since", "last_attempt_at", "last_finished_at", "cooldown")
+    actions = ["recover_now"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Recover now (honours cooldown and escalation)")
+    def recover_now(self, request: HttpRequest, queryset: QuerySet[RecoveryState]) -> None:
+        names = list(queryset.values_list("service__name", flat=True))
+        results = recover_services(names, trigger="manual", user=request.user, via="admin")
+        for r in results:
+            level = messages.SUCCESS if r["success"] else messages.WARNING
+            self.message_user(request, f"{r['service']}: {r['outcome']} {r['reason'] or r['detail']}", level)

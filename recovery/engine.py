@@ -1,21 +1,66 @@
-"""The recovery engine. INTERFACE STUB: the recovery issue (#4) implements these functions.
+"""The recovery engine: one code path for automatic, manual, API and watchdog recovery.
 
-Callers (runprobes, the scheduled round, POST /health/recover, the dashboard's button,
-`manage.py recover`) use only these entry points.
+Callers (runprobes and the scheduled round through `auto_recover`, POST /health/recover,
+the dashboard's button, `manage.py recover`) use only the two entry points below.
+
+One attempt: claim the service's slot (a conditional UPDATE, so one at a time across
+processes), run the chosen action, wait `verify_delay`, re-probe through the normal
+runner (the result is recorded like any other), then store the outcome, the backoff
+counters and, after `escalate_after` failures in a row, the escalation.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from datetime import timedelta
 from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from health.models import DEGRADED, DOWN, HEALTHY, UP, Event, Incident, Service
+from opsportal.spec import scrub
+from recovery import policy
+from recovery.actions import ActionError, ActionResult
+from recovery.actions import registry as action_registry
+from recovery.models import RecoveryAction, RecoveryAttempt, RecoveryState
+
+log = logging.getLogger("opsportal.recovery")
+Outcome = RecoveryAttempt.Outcome
+Trigger = RecoveryAttempt.Trigger
+DETAIL_CHARS = 4000
 
 
 class RecoveryNotAvailable(NotImplementedError):
-    """Raised until the engine lands; the API answers 501 for it."""
+    """Kept for callers written against the interface stub; the engine no longer raises it."""
 
 
 def auto_recover(round_result: Any) -> list[dict[str, Any]]:
-    """After a probe round: start recovery for unhealthy services, honouring the policy."""
-    return []
+    """After a probe round: recover the unhealthy services that allow it, honouring the policy.
+
+    Critical services recover on SOFT or HARD down (fixing before it becomes real, like Nagios
+    event handlers); a non-critical one only with an action marked `auto = true`.
+    """
+    if not settings.AUTO_RECOVERY_ENABLED:
+        return []
+    now = timezone.now()
+    policy.note_health(round_result.services, now)
+    if round_result.status == HEALTHY:
+        return []
+    down = [s for s in round_result.services if s.status == DOWN and not s.is_paused]
+    if not down:
+        return []
+    abandon_stale()
+    by_service: dict[int, list[RecoveryAction]] = {}
+    for action in RecoveryAction.objects.filter(service__in=down):
+        by_service.setdefault(action.service_id, []).append(action)
+    results = []
+    for service in down:
+        # Only services an action is meant to fix automatically are candidates at all.
+        if any(policy.auto_allowed(a, service) for a in by_service.get(service.pk, [])):
+            results.append(recover_one(service, trigger=Trigger.AUTO))
+    return results
 
 
 def recover_services(
@@ -27,6 +72,265 @@ def recover_services(
     force: bool = False,
 ) -> list[dict[str, Any]]:
     """Recover the named services (None: those that need it). Returns one result dict per service:
-    {"service", "timestamp", "success", "skipped", "reason", "outcome", "attempt"}.
+    {"service", "timestamp", "success", "skipped", "reason", "outcome", "attempt", ...}.
     Raises health.models.Service.DoesNotExist for an unknown name (nothing is run then)."""
-    raise RecoveryNotAvailable("the recovery engine is not available yet")
+    if trigger not in Trigger.values:
+        raise ValueError(f"unknown trigger {trigger!r} (expected one of {', '.join(Trigger.values)})")
+    services = select(names)
+    abandon_stale()
+    return [recover_one(s, trigger=trigger, user=user, via=via, force=force) for s in services]
+
+
+def select(names: list[str] | None) -> list[Service]:
+    """The services named (all must exist), or those that need recovery."""
+    if names:
+        found = {s.name: s for s in Service.objects.filter(name__in=names)}
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise Service.DoesNotExist("unknown service: " + ", ".join(missing))
+        return [found[n] for n in dict.fromkeys(names)]
+    return list(needing_recovery())
+
+
+def needing_recovery() -> Any:
+    """Enabled, not paused, down (SOFT or HARD), with an enabled recovery action."""
+    return (
+        Service.objects.filter(enabled=True, paused=False, status=DOWN, recovery_actions__enabled=True)
+        .distinct()
+        .order_by("name")
+    )
+
+
+def abandon_stale() -> int:
+    """Mark attempts left `in_progress` longer than RECOVERY_STALE_AFTER (their process died) as
+    abandoned, and free their claims. The backoff counters are left as they were."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.RECOVERY_STALE_AFTER)
+    stale = list(
+        RecoveryAttempt.objects.filter(outcome=Outcome.IN_PROGRESS, started_at__lt=cutoff).select_related("service")
+    )
+    for attempt in stale:
+        done = RecoveryAttempt.objects.filter(pk=attempt.pk, outcome=Outcome.IN_PROGRESS).update(
+            outcome=Outcome.ABANDONED,
+            finished_at=now,
+            detail=f"abandoned: still in progress after {settings.RECOVERY_STALE_AFTER} s (its process stopped)",
+        )
+        if done:
+            log.warning(
+                "⚠️ Recovery of %s abandoned (attempt %d, started %s)",
+                attempt.service.name,
+                attempt.pk,
+                attempt.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            )
+    RecoveryState.objects.filter(running_since__lt=cutoff).update(running_since=None, claim_token="")
+    return len(stale)
+
+
+def recover_one(
+    service: Service, *, trigger: str, user: Any = None, via: str = "", force: bool = False
+) -> dict[str, Any]:
+    """One attempt at one service, or a recorded skip that says why not."""
+    auto = trigger == Trigger.AUTO
+    who = {"requested_by": user if getattr(user, "pk", None) else None, "requested_via": via[:100]}
+    state = RecoveryState.for_service(service)
+    policy.lift_if_acknowledged(state)
+    now = timezone.now()
+    if service.is_paused:
+        return _skip(service, trigger, Outcome.SKIPPED_DISABLED, "the service is disabled or paused", **who)
+    actions = policy.eligible_actions(service, auto=auto)
+    if not actions:
+        what = "automatic " if auto else ""
+        return _skip(service, trigger, Outcome.SKIPPED_DISABLED, f"no enabled {what}recovery action", **who)
+    if auto and policy.global_cap_reached(now):
+        reason = f"global cap: {settings.RECOVERY_MAX_AUTO_PER_HOUR} automatic attempts in the last hour"
+        return _skip(service, trigger, Outcome.SKIPPED_COOLDOWN, reason, **who)
+    action = policy.choose_action(actions, state.consecutive_failures)
+    token = state.claim(now, policy.claim_filter(now, force=force), cooldown=action.cooldown)
+    if token is None:
+        state.refresh_from_db()
+        outcome, reason = policy.skip_reason(state, now, force=force)
+        return _skip(service, trigger, outcome, reason, **who)
+    attempt = RecoveryAttempt.objects.create(
+        service=service, action=action, action_kind=action.kind, trigger=trigger, started_at=now, **who
+    )
+    try:
+        return _run(service, action, attempt, state, token)
+    except BaseException:
+        # Never leave the slot held by a crash of our own; the attempt is recorded as failed.
+        attempt.finish(Outcome.FAILED, timezone.now(), detail="internal error while recovering")
+        state.release(token, last_finished_at=timezone.now())
+        raise
+
+
+def _run(
+    service: Service, action: RecoveryAction, attempt: RecoveryAttempt, state: RecoveryState, token: str
+) -> dict[str, Any]:
+    requester = attempt.requested_via or (attempt.requested_by.get_username() if attempt.requested_by else "")
+    log.info(
+        "🔄 Recovery of %s started: %s (trigger %s%s, attempt %d)",
+        service.name,
+        action.kind,
+        attempt.trigger,
+        f" by {requester}" if requester else "",
+        attempt.pk,
+    )
+    result, verify_degraded = run_action(action, service)
+    time.sleep(action.verify_delay)
+    status, verify_detail = verify(service)
+    verified = status == UP or (status == DEGRADED and verify_degraded)
+    success = result.ok and verified
+    now = timezone.now()
+    failures = 0 if success else state.consecutive_failures + 1
+    escalate = not success and failures >= action.escalate_after and state.escalated_at is None
+    escalated_at = None if success else (now if escalate else state.escalated_at)
+    detail = (
+        f"{'fixed' if success else 'not fixed'}: action {'ok' if result.ok else 'failed'}, "
+        f"service {status} after {action.verify_delay:g} s"
+    )
+    attempt.finish(
+        Outcome.SUCCEEDED if success else Outcome.FAILED,
+        now,
+        action_ok=result.ok,
+        action_detail=result.detail[:DETAIL_CHARS],
+        action_data=result.data,
+        verified=verified,
+        verify_detail=verify_detail[:500],
+        detail=detail[:500],
+    )
+    state.release(
+        token,
+        consecutive_failures=failures,
+        last_finished_at=now,
+        next_allowed_at=now + timedelta(seconds=policy.backoff_wait(action.cooldown, failures)),
+        escalated_at=escalated_at,
+    )
+    _events(service, attempt, failures, escalate)
+    level = logging.INFO if success else logging.WARNING
+    mark = "✅" if success else "❌"
+    log.log(
+        level,
+        "%s Recovery of %s %s in %.1f s: %s; %s (attempt %d, %d failed in a row)",
+        mark,
+        service.name,
+        "succeeded" if success else "failed",
+        attempt.duration_ms / 1000,
+        result.detail.splitlines()[0][:200] if result.detail else "",
+        verify_detail[:200],
+        attempt.pk,
+        failures,
+    )
+    return result_dict(attempt, service)
+
+
+def run_action(action: RecoveryAction, service: Service) -> tuple[ActionResult, bool]:
+    """Run the action; every failure becomes a result (scrubbed of secrets), never an exception."""
+    instance = None
+    verify_degraded = False
+    try:
+        instance = action_registry.get(action.kind)(action.settings, service=service, timeout=action.timeout)
+        verify_degraded = bool(instance.cfg.get("verify_degraded"))
+        result = instance.run()
+    except KeyError:
+        result = ActionResult(False, f"config error: unknown action kind {action.kind!r}")
+    except ActionError as exc:
+        result = ActionResult(False, str(exc))
+    except NotImplementedError:
+        result = ActionResult(False, f"the {action.kind} action is not available yet")
+    except Exception as exc:  # a bug in an action must not leave the attempt open
+        log.error("Recovery action %s of %s crashed: %s", action.kind, service.name, type(exc).__name__)
+        result = ActionResult(False, f"internal error: {type(exc).__name__}")
+    secrets = [*result.secrets, *(instance.secrets if instance else [])]
+    result.detail = scrub(result.detail, secrets)
+    return result, verify_degraded
+
+
+def verify(service: Service) -> tuple[str, str]:
+    """Probe the service again through the normal runner (recorded like any probe)."""
+    from health.runner import run_round  # the runner imports the engine lazily too
+
+    fresh = Service.objects.get(pk=service.pk)
+    run_round([fresh], recover=False)
+    return fresh.status, f"{fresh.status}: {fresh.last_detail}"
+
+
+def _events(service: Service, attempt: RecoveryAttempt, failures: int, escalate: bool) -> None:
+    if attempt.outcome == Outcome.SUCCEEDED:
+        Event.emit(
+            Event.Kind.RECOVERY_SUCCEEDED,
+            f"{service.name} recovered by {attempt.action_kind}",
+            service=service,
+            body=attempt.detail,
+            attempt=attempt.pk,
+            trigger=attempt.trigger,
+        )
+        return
+    Event.emit(
+        Event.Kind.RECOVERY_FAILED,
+        f"{service.name}: recovery by {attempt.action_kind} failed ({failures} in a row)",
+        service=service,
+        body=f"{attempt.detail}\n{attempt.action_detail}".strip(),
+        attempt=attempt.pk,
+        trigger=attempt.trigger,
+        failures=failures,
+    )
+    if escalate:
+        escalate_service(service, attempt, failures)
+
+
+def escalate_service(service: Service, attempt: RecoveryAttempt, failures: int) -> None:
+    """Raise the open incident's severity and ask for a person: the acknowledgement is cleared, so a
+    fresh one (which lifts the stop) is needed for the escalation."""
+    incidents = list(Incident.objects.filter(service=service, resolved_at__isnull=True).values_list("pk", flat=True))
+    Incident.objects.filter(pk__in=incidents).update(
+        severity=Incident.Severity.ESCALATED, acknowledged_at=None, acknowledged_by=None
+    )
+    Event.emit(
+        Event.Kind.RECOVERY_ESCALATED,
+        f"{service.name}: recovery failed {failures} times in a row; automatic recovery stopped",
+        service=service,
+        body="Acknowledge the incident to let automatic recovery try again.",
+        attempt=attempt.pk,
+        failures=failures,
+        incident=incidents[0] if incidents else None,
+    )
+    log.error("🚨 Recovery of %s escalated after %d failed attempts; auto-recovery stopped", service.name, failures)
+
+
+def _skip(service: Service, trigger: str, outcome: str, reason: str, **who: Any) -> dict[str, Any]:
+    """Record a skip. Automatic skips are recorded once per streak, so a long outage is not a row a round."""
+    if trigger == Trigger.AUTO:
+        latest = RecoveryAttempt.objects.filter(service=service).order_by("-started_at", "-pk").first()
+        if latest is not None and latest.trigger == Trigger.AUTO and latest.outcome == outcome:
+            log.debug("Recovery of %s skipped again: %s", service.name, reason)
+            return result_dict(latest, service, reason=reason)
+    now = timezone.now()
+    attempt = RecoveryAttempt.objects.create(
+        service=service,
+        trigger=trigger,
+        outcome=outcome,
+        started_at=now,
+        finished_at=now,
+        duration_ms=0.0,
+        detail=reason[:500],
+        **who,
+    )
+    log.info("⏭️ Recovery of %s skipped (%s, trigger %s): %s", service.name, outcome, trigger, reason)
+    return result_dict(attempt, service, reason=reason)
+
+
+def result_dict(attempt: RecoveryAttempt, service: Service, *, reason: str = "") -> dict[str, Any]:
+    """One entry of POST /health/recover's `results`."""
+    skipped = attempt.outcome.startswith("skipped_")
+    return {
+        "service": service.name,
+        "timestamp": attempt.started_at.isoformat(),
+        "success": attempt.outcome == Outcome.SUCCEEDED,
+        "skipped": skipped,
+        "reason": (reason or attempt.detail) if skipped else "",
+        "outcome": attempt.outcome,
+        "attempt": attempt.pk,
+        "action": attempt.action_kind,
+        "verified": attempt.verified,
+        "detail": attempt.detail,
+        "durationMs": attempt.duration_ms,
+    }

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from health.models import Service
@@ -44,6 +49,7 @@ class RecoveryAttempt(models.Model):
         SKIPPED_COOLDOWN = "skipped_cooldown"
         SKIPPED_ESCALATED = "skipped_escalated"
         SKIPPED_DISABLED = "skipped_disabled"
+        SKIPPED_BUSY = "skipped_busy"  # another attempt at the same service was running
         ABANDONED = "abandoned"
 
     class Trigger(models.TextChoices):
@@ -66,6 +72,7 @@ class RecoveryAttempt(models.Model):
     duration_ms = models.FloatField(null=True, blank=True)
     action_ok = models.BooleanField(null=True, blank=True)
     action_detail = models.TextField(blank=True)
+    action_data = models.JSONField(default=dict, blank=True, help_text="e.g. pids stopped and started")
     verified = models.BooleanField(null=True, blank=True)
     verify_detail = models.CharField(max_length=500, blank=True)
     detail = models.CharField(max_length=500, blank=True)
@@ -79,3 +86,76 @@ class RecoveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.service_id} {self.outcome} @ {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def skipped(self) -> bool:
+        return self.outcome.startswith("skipped_")
+
+    def finish(self, outcome: str, now: datetime, **fields: Any) -> None:
+        self.outcome = outcome
+        self.finished_at = now
+        self.duration_ms = round((now - self.started_at).total_seconds() * 1000, 1)
+        for name, value in fields.items():
+            setattr(self, name, value)
+        self.save()
+
+
+class RecoveryState(models.Model):
+    """Per service: the one-at-a-time claim, the backoff counters and the escalation stop.
+
+    Every decision that must hold across processes is a conditional UPDATE on this row.
+    """
+
+    service = models.OneToOneField(Service, on_delete=models.CASCADE, primary_key=True, related_name="recovery_state")
+    running_since = models.DateTimeField(null=True, blank=True, help_text="set while an attempt runs (the claim)")
+    claim_token = models.CharField(max_length=32, blank=True, editable=False)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    next_allowed_at = models.DateTimeField(null=True, blank=True, help_text="cooldown/backoff: no attempt before")
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+    escalated_at = models.DateTimeField(null=True, blank=True, help_text="auto-recovery stopped since")
+    cooldown = models.PositiveIntegerField(default=300, help_text="base cooldown of the last attempt, seconds")
+
+    class Meta:
+        verbose_name = "recovery state"
+
+    def __str__(self) -> str:
+        suffix = " (escalated)" if self.escalated_at else ""
+        return f"{self.service_id}: {self.consecutive_failures} failures{suffix}"
+
+    @classmethod
+    def for_service(cls, service: Service) -> RecoveryState:
+        # get_or_create retries the read when a concurrent insert wins the unique key.
+        state, _ = cls.objects.select_related("service").get_or_create(service=service)
+        return state
+
+    def claim(self, now: datetime, where: Q, *, cooldown: int) -> str | None:
+        """Take the service's one slot with a conditional UPDATE; None when another holds it or policy forbids.
+
+        The row count is the truth: of any number of concurrent callers exactly one gets 1.
+        Cooldown starts now, so even an attempt whose process dies leaves its cooldown behind.
+        """
+        token = uuid.uuid4().hex
+        claimed = (
+            RecoveryState.objects.filter(pk=self.pk)
+            .filter(where)
+            .update(
+                running_since=now,
+                claim_token=token,
+                last_attempt_at=now,
+                cooldown=cooldown,
+                next_allowed_at=now + timedelta(seconds=cooldown),
+            )
+        )
+        if claimed != 1:
+            return None
+        self.refresh_from_db()
+        return token
+
+    def release(self, token: str, **fields: Any) -> bool:
+        """Free the slot and store the outcome's counters; a no-op if the claim was taken over as stale."""
+        fields.update(running_since=None, claim_token="")
+        done = RecoveryState.objects.filter(pk=self.pk, claim_token=token).update(**fields)
+        for name, value in fields.items():
+            setattr(self, name, value)
+        return bool(done)

@@ -1,4 +1,7 @@
-"""The action contract: `run()` performs one repair and returns an ActionResult."""
+"""The action contract: `run()` performs one repair and returns an ActionResult.
+
+An action never writes state; the engine records its result and verifies by re-probing.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,14 @@ from opsportal.spec import ConfigError, Key, validate, with_defaults
 if TYPE_CHECKING:
     from health.models import Service
 
+# Keys every action kind accepts, next to its own.
+COMMON_KEYS: dict[str, Key] = {
+    "verify_degraded": Key("bool", default=False, help="a `degraded` probe after the action also counts as fixed"),
+}
+# How much of a command's output an attempt keeps.
+OUTPUT_LINES = 20
+OUTPUT_CHARS = 2000
+
 
 @dataclass
 class ActionResult:
@@ -17,6 +28,7 @@ class ActionResult:
     detail: str = ""
     exit_code: int | None = None
     secrets: list[str] = field(default_factory=list, repr=False)
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 class ActionError(Exception):
@@ -29,7 +41,8 @@ class Action:
 
     def __init__(self, settings: dict[str, Any], *, service: Service, timeout: float) -> None:
         try:
-            self.cfg = with_defaults(self.keys, validate(self.keys, settings, "settings"))
+            spec = self.all_keys()
+            self.cfg = with_defaults(spec, validate(spec, settings, "settings"))
         except ConfigError as exc:
             raise ActionError(f"config error: {exc}") from exc
         self.service = service
@@ -37,8 +50,18 @@ class Action:
         self.secrets: list[str] = []
 
     @classmethod
+    def all_keys(cls) -> dict[str, Key]:
+        return {**cls.keys, **COMMON_KEYS}
+
+    @classmethod
     def validate_settings(cls, settings: Any, where: str) -> dict[str, Any]:
-        return validate(cls.keys, settings, where)
+        return validate(cls.all_keys(), settings, where)
 
     def run(self) -> ActionResult:  # pragma: no cover - the contract
         raise NotImplementedError
+
+
+def tail(text: str, lines: int = OUTPUT_LINES, chars: int = OUTPUT_CHARS) -> str:
+    """The last lines of some output, bounded, for an attempt's detail."""
+    kept = "\n".join(text.strip().splitlines()[-lines:])
+    return kept[-chars:]

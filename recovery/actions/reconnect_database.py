@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from recovery.actions.base import Action, ActionResult
+from django.db import DatabaseError, connections
+
+from opsportal import db
+from recovery.actions.base import Action, ActionError, ActionResult
 
 
 class ReconnectDatabaseAction(Action):
@@ -9,4 +12,17 @@ class ReconnectDatabaseAction(Action):
     keys = {}
 
     def run(self) -> ActionResult:
-        raise NotImplementedError("the recovery engine issue implements this")
+        closed = 0
+        for conn in connections.all(initialized_only=True):
+            # A connection inside a transaction belongs to its caller; closing it would lose their work.
+            if not conn.in_atomic_block:
+                conn.close()
+                closed += 1
+        db.reset_breaker()
+        try:
+            with connections["default"].cursor() as cursor:
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+        except DatabaseError as exc:
+            raise ActionError(f"SELECT 1 failed after reconnecting: {type(exc).__name__}") from None
+        return ActionResult(True, f"closed {closed} connection(s), breaker reset, SELECT 1 ok")

@@ -5,9 +5,12 @@ from recovery.actions.base import Action, ActionResult
 
 
 class RestartTunnelAction(Action):
-    """Hands over to the tunnel watchdog's restart."""
+    """Hands over to the tunnel watchdog's restart: same claim, same hourly limit, same events."""
 
     keys = {"tunnel": Key("slug", required=True)}
 
     def run(self) -> ActionResult:
-        raise NotImplementedError("the tunnel watchdog issue implements this")
+        from tunnels.watchdog import restart_for_recovery  # the tunnels app imports recovery's registry
+
+        ok, detail = restart_for_recovery(self.cfg["tunnel"])
+        return ActionResult(ok=ok, detail=detail)
