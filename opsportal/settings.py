@@ -87,6 +87,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "health.dashboard.portal_context",
             ],
         },
     },
@@ -200,6 +201,8 @@ PROBE_CONCURRENCY = env_int("PROBE_CONCURRENCY", 64, minimum=1)
 # Largest response body an HTTP probe reads before giving up on it (bytes).
 PROBE_MAX_BODY_BYTES = env_int("PROBE_MAX_BODY_BYTES", 1_048_576, minimum=1024)
 HEALTH_PUBLIC = env_bool("HEALTH_PUBLIC", True)
+# Seconds between the dashboard's live refreshes (overview and service page).
+DASHBOARD_REFRESH_SECONDS = env_int("DASHBOARD_REFRESH_SECONDS", 10, minimum=1)
 # When set, /metrics needs `Authorization: Bearer <METRICS_TOKEN>` (or an API token / staff session).
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 

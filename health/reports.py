@@ -1,0 +1,359 @@
+"""Read models for the dashboard: uptime, the uptime bar, sparklines and latency percentiles.
+
+Everything here is aggregate SQL (TruncHour/TruncDay with Count/Avg and conditional counts)
+that runs on SQLite and PostgreSQL, one query for all services at once, so a page costs a
+constant number of queries however many services or results there are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Avg, Count, F, Q, Window
+from django.db.models.functions import RowNumber, TruncDay, TruncHour, TruncMinute
+from django.utils import timezone
+
+from health.models import UNKNOWN, Incident, ProbeResult, Service, overall_status
+from health.probes.base import DEGRADED, DOWN, UP
+
+UTC = dt.UTC
+BAR_SEGMENTS = 90
+SPARK_HOURS = 24
+UPTIME_WINDOWS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30)}
+STATES = (UP, DEGRADED, DOWN, "paused", UNKNOWN)
+
+
+@dataclass(frozen=True)
+class Range:
+    """A latency chart range: how far back, and the bucket each point covers."""
+
+    key: str
+    span: dt.timedelta
+    step: dt.timedelta
+    trunc: type
+
+    def floor(self, when: dt.datetime) -> dt.datetime:
+        when = when.astimezone(UTC)
+        if self.step == dt.timedelta(minutes=1):
+            return when.replace(second=0, microsecond=0)
+        if self.step == dt.timedelta(hours=1):
+            return when.replace(minute=0, second=0, microsecond=0)
+        return when.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+RANGES = {
+    "1h": Range("1h", dt.timedelta(hours=1), dt.timedelta(minutes=1), TruncMinute),
+    "24h": Range("24h", dt.timedelta(hours=24), dt.timedelta(hours=1), TruncHour),
+    "7d": Range("7d", dt.timedelta(days=7), dt.timedelta(hours=1), TruncHour),
+    "30d": Range("30d", dt.timedelta(days=30), dt.timedelta(days=1), TruncDay),
+}
+DEFAULT_RANGE = "24h"
+
+
+@dataclass
+class Segment:
+    """One bar segment: its start, the worst state seen in it (or "none") and the probe count."""
+
+    start: dt.datetime
+    state: str
+    total: int = 0
+    bad: int = 0
+
+
+@dataclass
+class Card:
+    service: Service
+    uptime: dict[str, float | None]
+    bar: list[Segment]
+    spark: list[float | None]
+
+    @property
+    def state(self) -> str:
+        return "paused" if self.service.is_paused else self.service.status
+
+    @property
+    def uptime_rows(self) -> list[tuple[str, float | None]]:
+        return list(self.uptime.items())
+
+    @property
+    def bar_svg(self) -> str:
+        from health.svg import uptime_bar
+
+        return uptime_bar(self.bar, label=f"{self.service.name} last {len(self.bar)} hours")
+
+    @property
+    def spark_svg(self) -> str:
+        from health.svg import sparkline
+
+        return sparkline(self.spark, label=f"{self.service.name} latency, 24 h")
+
+
+@dataclass
+class LatencyPoint:
+    start: dt.datetime
+    p50: float | None
+    p95: float | None
+    count: int
+
+
+@dataclass
+class Overview:
+    status: str
+    counts: dict[str, int]
+    cards: list[Card]
+    incidents: list[Incident]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _hour(when: dt.datetime) -> dt.datetime:
+    return when.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def uptime(service_ids: list[int], now: dt.datetime) -> dict[int, dict[str, float | None]]:
+    """Uptime % per service over 24 h / 7 d / 30 d in one query (conditional counts).
+
+    Only probed time counts: an hour without results (the portal was not running) is neither
+    up nor down, so monitor downtime never turns into uptime. `degraded` answered, so it is up.
+    """
+    since = {k: now - span for k, span in UPTIME_WINDOWS.items()}
+    aggregates: dict[str, Any] = {}
+    for key, start in since.items():
+        aggregates[f"n_{key}"] = Count("id", filter=Q(checked_at__gte=start))
+        aggregates[f"ok_{key}"] = Count("id", filter=Q(checked_at__gte=start, status__in=(UP, DEGRADED)))
+    rows = (
+        ProbeResult.objects.filter(service_id__in=service_ids, checked_at__gte=min(since.values()))
+        .values("service_id")
+        .annotate(**aggregates)
+        .order_by()
+    )
+    out: dict[int, dict[str, float | None]] = {sid: dict.fromkeys(UPTIME_WINDOWS) for sid in service_ids}
+    for row in rows:
+        out[row["service_id"]] = {
+            k: (100.0 * row[f"ok_{k}"] / row[f"n_{k}"]) if row[f"n_{k}"] else None for k in UPTIME_WINDOWS
+        }
+    return out
+
+
+def hourly(service_ids: list[int], now: dt.datetime, hours: int = BAR_SEGMENTS) -> dict[int, dict[dt.datetime, dict]]:
+    """Per service and hour (UTC) over the last `hours`: probe counts by state and mean latency. One query."""
+    start = _hour(now) - dt.timedelta(hours=hours - 1)
+    rows = (
+        ProbeResult.objects.filter(service_id__in=service_ids, checked_at__gte=start)
+        .annotate(bucket=TruncHour("checked_at", tzinfo=UTC))
+        .values("service_id", "bucket")
+        .annotate(
+            total=Count("id"),
+            down=Count("id", filter=Q(status=DOWN)),
+            degraded=Count("id", filter=Q(status=DEGRADED)),
+            latency=Avg("latency_ms"),
+        )
+        .order_by()
+    )
+    out: dict[int, dict[dt.datetime, dict]] = {sid: {} for sid in service_ids}
+    for row in rows:
+        out[row["service_id"]][_hour(row["bucket"])] = row
+    return out
+
+
+def uptime_bar(buckets: dict[dt.datetime, dict], now: dt.datetime, segments: int = BAR_SEGMENTS) -> list[Segment]:
+    """90 hourly segments, oldest first, each coloured by the worst state seen; "none" where no data."""
+    first = _hour(now) - dt.timedelta(hours=segments - 1)
+    bar = []
+    for i in range(segments):
+        start = first + dt.timedelta(hours=i)
+        row = buckets.get(start)
+        if not row or not row["total"]:
+            bar.append(Segment(start, "none"))
+            continue
+        state = DOWN if row["down"] else DEGRADED if row["degraded"] else UP
+        bar.append(Segment(start, state, row["total"], row["down"]))
+    return bar
+
+
+def sparkline(buckets: dict[dt.datetime, dict], now: dt.datetime, hours: int = SPARK_HOURS) -> list[float | None]:
+    """Mean latency per hour over the last `hours`, oldest first; None where nothing was measured."""
+    first = _hour(now) - dt.timedelta(hours=hours - 1)
+    points = []
+    for i in range(hours):
+        row = buckets.get(first + dt.timedelta(hours=i))
+        points.append(round(row["latency"], 1) if row and row["latency"] is not None else None)
+    return points
+
+
+def cards(services: list[Service], now: dt.datetime) -> list[Card]:
+    """A card per service: two aggregate queries in all, whatever the number of services."""
+    ids = [s.pk for s in services]
+    if not ids:
+        return []
+    ups = uptime(ids, now)
+    hours = hourly(ids, now)
+    return [Card(s, ups[s.pk], uptime_bar(hours[s.pk], now), sparkline(hours[s.pk], now)) for s in services]
+
+
+def state_counts(services: list[Service]) -> dict[str, int]:
+    counts = dict.fromkeys(STATES, 0)
+    for s in services:
+        key = "paused" if s.is_paused else s.status
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def open_incidents() -> list[Incident]:
+    return list(
+        Incident.objects.filter(resolved_at__isnull=True)
+        .select_related("service", "acknowledged_by")
+        .order_by("-opened_at")
+    )
+
+
+def overview(now: dt.datetime | None = None) -> Overview:
+    """What the overview shows, in a constant number of queries."""
+    now = now or timezone.now()
+    services = list(Service.objects.all())
+    return Overview(
+        status=overall_status(services),
+        counts=state_counts(services),
+        cards=cards(services, now),
+        incidents=open_incidents(),
+    )
+
+
+def latency_series(service: Service, range_key: str, now: dt.datetime | None = None) -> list[LatencyPoint]:
+    """p50/p95 latency per bucket over a range, one point per bucket (None where no data).
+
+    Percentiles by the nearest-rank method with window functions (ROW_NUMBER and COUNT over
+    a partition by bucket), which SQLite (>= 3.25) and PostgreSQL both have; the database
+    returns only the two ranked rows of each bucket, so the answer is bounded by the bucket
+    count, not by the number of results.
+    """
+    rng = RANGES[range_key]
+    now = now or timezone.now()
+    first = rng.floor(now - rng.span) + rng.step
+    base = ProbeResult.objects.filter(service=service, checked_at__gte=first, latency_ms__isnull=False).annotate(
+        bucket=rng.trunc("checked_at", tzinfo=UTC)
+    )
+    ranked = (
+        base.annotate(
+            rank=Window(RowNumber(), partition_by=[F("bucket")], order_by=[F("latency_ms").asc(), F("id").asc()]),
+            size=Window(Count("id"), partition_by=[F("bucket")]),
+        )
+        # Integer arithmetic for ceil(size * p), so both databases and Python agree exactly.
+        .filter(Q(rank=(F("size") * 50 + 99) / 100) | Q(rank=(F("size") * 95 + 99) / 100))
+        .values_list("bucket", "rank", "size", "latency_ms")
+    )
+    p50: dict[dt.datetime, float] = {}
+    p95: dict[dt.datetime, float] = {}
+    counts: dict[dt.datetime, int] = {}
+    for bucket, rank, size, latency in ranked:
+        key = rng.floor(bucket)
+        counts[key] = size
+        if rank == _nearest_rank(size, 0.5):
+            p50[key] = latency
+        if rank == _nearest_rank(size, 0.95):
+            p95[key] = latency
+    points = []
+    start = first
+    while start <= now:
+        points.append(LatencyPoint(start, p50.get(start), p95.get(start), counts.get(start, 0)))
+        start += rng.step
+    return points
+
+
+def _nearest_rank(size: int, p: float) -> int:
+    return (size * round(p * 100) + 99) // 100
+
+
+# --- the service page -------------------------------------------------------------------------
+
+MASK = "••••••"
+_SECRET_KEY = re.compile(r"pass|secret|token|auth|cookie|credential|api_?key|private", re.IGNORECASE)
+_URL_CREDENTIALS = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+_DSN_PASSWORD = re.compile(r"\b(password|pwd)\s*=\s*\S+", re.IGNORECASE)
+_SECRET_QUERY = re.compile(r"([?&](?:token|key|api_key|apikey|secret|password|sig|signature)=)[^&#\s]+", re.IGNORECASE)
+
+
+def mask(value: Any, key: str = "", *, inside: str = "") -> Any:
+    """A config value as the dashboard may show it: secrets replaced by a mask.
+
+    Masked: every value of `headers` and `env` tables, keys that name a secret, anything that
+    uses `${VAR}`, credentials in URLs/DSNs and secret-looking query parameters. A `*_env` key
+    holds only the *name* of a variable, which is not a secret.
+    """
+    if isinstance(value, dict):
+        return {k: mask(v, k, inside=key) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask(v, key, inside=inside) for v in value]
+    if not isinstance(value, str):
+        return MASK if _SECRET_KEY.search(key) and not key.endswith("_env") else value
+    if inside in ("headers", "env") or "${" in value or (_SECRET_KEY.search(key) and not key.endswith("_env")):
+        return MASK
+    value = _URL_CREDENTIALS.sub(rf"\1{MASK}@", value)
+    value = _DSN_PASSWORD.sub(rf"\1={MASK}", value)
+    return _SECRET_QUERY.sub(rf"\1{MASK}", value)
+
+
+def service_config(service: Service) -> dict[str, Any]:
+    """The service's configuration as the config file would say it, secrets masked."""
+    out: dict[str, Any] = {
+        "kind": service.kind,
+        "interval": service.interval,
+        "timeout": service.timeout,
+        "critical": service.critical,
+        "failure_threshold": service.failure_threshold,
+        "degraded_latency_ms": service.degraded_latency_ms,
+        "enabled": service.enabled,
+    }
+    out.update(mask(service.settings or {}))
+    return out
+
+
+def action_config(action: Any) -> dict[str, Any]:
+    out = {"kind": action.kind, "timeout": action.timeout, "cooldown": action.cooldown, "auto": action.auto}
+    out.update(mask(action.settings or {}))
+    return out
+
+
+@dataclass
+class CooldownState:
+    """What the Recover confirmation shows: may an attempt start now, and if not, until when."""
+
+    actions: list[Any]
+    last_attempt: Any
+    ready_at: dt.datetime | None
+    consecutive_failures: int
+    escalated: bool
+
+    @property
+    def in_cooldown(self) -> bool:
+        return self.ready_at is not None and self.ready_at > timezone.now()
+
+
+def cooldown_state(service: Service, now: dt.datetime | None = None) -> CooldownState:
+    """The cooldown as the engine's policy computes it: the first action's cooldown, doubled per
+    consecutive failed attempt up to an hour; escalated after `escalate_after` failures in a row."""
+    from recovery.models import RecoveryAttempt  # recovery depends on health, not the reverse
+
+    now = now or timezone.now()
+    actions = list(service.recovery_actions.filter(enabled=True).order_by("position"))
+    recent = list(
+        RecoveryAttempt.objects.filter(service=service)
+        .exclude(outcome__startswith="skipped_")
+        .order_by("-started_at", "-pk")[:20]
+    )
+    failures = 0
+    for attempt in recent:
+        if attempt.outcome not in (RecoveryAttempt.Outcome.FAILED, RecoveryAttempt.Outcome.ABANDONED):
+            break
+        failures += 1
+    last = recent[0] if recent else None
+    ready_at = None
+    if last and actions:
+        cooldown = min(actions[0].cooldown * 2 ** max(failures - 1, 0), max(actions[0].cooldown, 3600))
+        ready_at = last.started_at + dt.timedelta(seconds=cooldown)
+        if ready_at <= now:
+            ready_at = None
+    escalate_after = actions[0].escalate_after if actions else 0
+    return CooldownState(actions, last, ready_at, failures, bool(escalate_after) and failures >= escalate_after)

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from health.models import Incident
+from tests.health.dashboard_fixtures import make_results, make_service, make_world, staff_client, user_client
+
+__all__ = ["staff_client", "user_client"]
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize("url", ["/", "/live/overview/"])
+def test_it_sends_anonymous_users_to_the_login_page(url):
+    response = Client().get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/?next=")
+
+
+@pytest.mark.parametrize("url", ["/", "/live/overview/"])
+def test_it_forbids_non_staff(user_client, url):
+    response = user_client.get(url)
+    assert response.status_code == 403
+    assert b"Staff only" in response.content
+
+
+def test_it_renders_with_no_services(staff_client):
+    response = staff_client.get("/")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "No services yet" in body
+    assert "No open incidents." in body
+
+
+def test_it_shows_a_down_service_with_its_error_and_since_when(staff_client):
+    svc = make_service("api", status="down", last_error="connection refused", consecutive_failures=3)
+    make_results(svc, ["up", "up", "down", "down"])
+    Incident.objects.create(service=svc, cause="connection refused")
+    body = staff_client.get("/").content.decode()
+    assert 'class="card st-down" id="svc-api"' in body
+    assert "connection refused" in body
+    assert "3 failures in a row" in body
+    assert "/services/api/recover/" in body
+    assert "Acknowledge" in body
+    assert "<h1 id=\"overall\"><span class=\"icon\" aria-hidden=\"true\"></span>Down</h1>" in body
+    # 4 results in the last hour: 50 % uptime over each window
+    assert "50.00%" in body
+
+
+def test_it_renders_200_services_in_a_bounded_number_of_queries(staff_client, django_assert_max_num_queries):
+    make_world(1)
+    with django_assert_max_num_queries(14) as small:
+        assert staff_client.get("/").status_code == 200
+    make_world(200, prefix="many", results_per_service=5)
+    with django_assert_max_num_queries(len(small.captured_queries)) as large:
+        response = staff_client.get("/")
+    assert response.status_code == 200
+    assert response.content.decode().count('class="card ') == 201
+    assert len(large.captured_queries) == len(small.captured_queries)
+
+
+def test_it_serves_the_live_partial_without_the_page_frame(staff_client):
+    make_service("web")
+    body = staff_client.get("/live/overview/").content.decode()
+    assert 'id="svc-web"' in body
+    assert "<html" not in body
+
+
+def test_it_shows_the_portal_version_and_menu(staff_client):
+    import opsportal
+
+    body = staff_client.get("/").content.decode()
+    assert f"opsportal {opsportal.__version__}" in body
+    assert "/admin/django_q/schedule/" in body
+    assert "/admin/django_q/failure/" in body
