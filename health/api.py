@@ -267,19 +267,23 @@ def status_payload() -> dict[str, Any]:
 
     failures: list[str] = []
     database = database_status()
-    services = _guarded(lambda: list(Service.objects.all()), None, failures, "services")
-    tunnels = _guarded(tunnels_status, {}, failures, "tunnels")
-    open_incidents = _guarded(
-        lambda: Incident.objects.filter(resolved_at__isnull=True).count(), None, failures, "incidents"
-    )
-    recovery = _guarded(recovery_stats, None, failures, "recovery")
-    scheduler = _guarded(
-        _scheduler_status, {"status": "unknown", "lastRunAt": None, "lagSeconds": None}, failures, "scheduler"
-    )
-    if services is None or database["status"] == "down":
+    unknown_scheduler = {"status": "unknown", "lastRunAt": None, "lagSeconds": None}
+    if database["status"] == "down":
+        # Report what is known without waiting on a database that just failed (or whose breaker is open).
+        services, tunnels, open_incidents, recovery, scheduler = None, {}, None, None, unknown_scheduler
+        failures = ["services", "tunnels", "incidents", "recovery", "scheduler"]
+    else:
+        services = _guarded(lambda: list(Service.objects.all()), None, failures, "services")
+        tunnels = _guarded(tunnels_status, {}, failures, "tunnels")
+        open_incidents = _guarded(
+            lambda: Incident.objects.filter(resolved_at__isnull=True).count(), None, failures, "incidents"
+        )
+        recovery = _guarded(recovery_stats, None, failures, "recovery")
+        scheduler = _guarded(_scheduler_status, unknown_scheduler, failures, "scheduler")
+    if services is None:
+        # The services cannot be read: the portal cannot vouch for anything.
         overall = DOWN
-        if database["status"] != "down":
-            database = {**database, "status": "down"}
+        database = {**database, "status": "down"}
     else:
         overall = _apply_scheduler(overall_status(services), scheduler)
     payload: dict[str, Any] = {
