@@ -208,6 +208,10 @@ METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
 # --- Logging -------------------------------------------------------------------
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+# Log files (the tunnel watchdog's `tunnel-monitor.log`, connector output) rotate daily, kept this many days.
+LOG_DIR = Path(env_str("LOG_DIR", str(BASE_DIR / "logs")))
+LOG_DIR.mkdir(parents=True, exist_ok=True)
+LOG_RETENTION_DAYS = env_int("LOG_RETENTION_DAYS", 7, minimum=1)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -215,9 +219,20 @@ LOGGING = {
         # The old monitors' format: `[2025-12-17 14:30:00] [INFO] message`.
         "human": {"format": "[%(asctime)s] [%(levelname)s] %(message)s", "datefmt": "%Y-%m-%d %H:%M:%S"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "human"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "human"},
+        "tunnel_file": {
+            "class": "logging.handlers.TimedRotatingFileHandler",
+            "filename": str(LOG_DIR / "tunnel-monitor.log"),
+            "when": "midnight",
+            "backupCount": LOG_RETENTION_DAYS,
+            "delay": True,
+            "formatter": "human",
+        },
+    },
     "loggers": {
         "opsportal": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "opsportal.tunnels": {"handlers": ["tunnel_file"], "propagate": True},
         "django": {"handlers": ["console"], "level": "WARNING"},
     },
 }

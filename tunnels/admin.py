@@ -1,26 +1,29 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
 from tunnels.models import Tunnel, TunnelEvent
 
-
-class TunnelEventInline(admin.TabularInline):
-    model = TunnelEvent
-    extra = 0
-    can_delete = False
-    fields = readonly_fields = ("created_at", "kind", "pid", "detail")
-    ordering = ("-created_at",)
-    max_num = 0
-
-    def get_queryset(self, request):  # type: ignore[no-untyped-def]
-        qs = super().get_queryset(request)
-        return qs.order_by("-created_at")
+RECENT_EVENTS = 15
 
 
 @admin.register(Tunnel)
 class TunnelAdmin(admin.ModelAdmin):
-    list_display = ("name", "status", "pid", "last_checked_at", "last_restart_at", "enabled")
+    list_display = (
+        "name",
+        "status",
+        "pid",
+        "ready_connections",
+        "restarts_last_hour",
+        "last_event",
+        "last_checked_at",
+        "last_restart_at",
+        "enabled",
+    )
     list_filter = ("status", "enabled")
     search_fields = ("name", "process_match")
     readonly_fields = (
@@ -34,8 +37,44 @@ class TunnelAdmin(admin.ModelAdmin):
         "last_detail",
         "next_due_at",
         "running_since",
+        "recent_events",
     )
-    inlines = [TunnelEventInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Tunnel]:
+        # The list's event columns come from annotations: a constant number of queries per page.
+        latest = TunnelEvent.objects.filter(tunnel=OuterRef("pk")).order_by("-created_at", "-pk")
+        since = timezone.now() - Tunnel.RESTART_WINDOW
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                last_event_kind=Subquery(latest.values("kind")[:1]),
+                last_event_at=Subquery(latest.values("created_at")[:1]),
+                restarts_hour=Count(
+                    "events", filter=Q(events__kind__in=TunnelEvent.RESTART_KINDS, events__created_at__gt=since)
+                ),
+            )
+        )
+
+    @admin.display(description="restarts (1 h)", ordering="restarts_hour")
+    def restarts_last_hour(self, obj: Tunnel) -> str:
+        return f"{obj.restarts_hour} / {obj.max_restarts_per_hour}"
+
+    @admin.display(description="last event", ordering="last_event_at")
+    def last_event(self, obj: Tunnel) -> str:
+        if not obj.last_event_kind:
+            return "-"
+        return f"{obj.last_event_kind} @ {timezone.localtime(obj.last_event_at):%Y-%m-%d %H:%M:%S}"
+
+    @admin.display(description="recent events")
+    def recent_events(self, obj: Tunnel) -> str:
+        events = obj.events.order_by("-created_at", "-pk")[:RECENT_EVENTS]
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((f"{timezone.localtime(e.created_at):%Y-%m-%d %H:%M:%S}", e.kind, e.pid or "", e.detail) for e in events),
+        )
+        return format_html("<table><tr><th>time</th><th>event</th><th>pid</th><th>detail</th></tr>{}</table>", rows)
 
 
 @admin.register(TunnelEvent)
@@ -44,3 +83,10 @@ class TunnelEventAdmin(admin.ModelAdmin):
     list_filter = ("kind", "tunnel")
     search_fields = ("tunnel__name", "detail")
     list_select_related = ("tunnel",)
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # events are written by the watchdog only
+
+    def has_change_permission(self, request: HttpRequest, obj: TunnelEvent | None = None) -> bool:
+        return False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
@@ -23,7 +25,8 @@ class Tunnel(models.Model):
     check_interval = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
     max_restarts_per_hour = models.PositiveIntegerField(default=5)
     ready_failure_threshold = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1)])
-    startup_timeout = models.FloatField(default=30.0)
+    startup_timeout = models.FloatField(default=30.0, help_text="seconds a restarted connector has to become ready")
+    settle_seconds = models.FloatField(default=2.0, help_text="seconds a started connector must stay alive")
     log_file = models.CharField(max_length=500, blank=True)
     enabled = models.BooleanField(default=True)
 
@@ -42,11 +45,24 @@ class Tunnel(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # The rolling window of the restart limit (max_restarts_per_hour).
+    RESTART_WINDOW = timedelta(hours=1)
+
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    def restarts_in_window(self) -> int:
+        """Restart attempts (succeeded or failed) in the last rolling hour, from the event rows."""
+        since = timezone.now() - self.RESTART_WINDOW
+        return self.events.filter(kind__in=TunnelEvent.RESTART_KINDS, created_at__gt=since).count()
+
+    def suppression_notified(self) -> bool:
+        """Whether a restart_suppressed event was recorded in the last rolling hour."""
+        since = timezone.now() - self.RESTART_WINDOW
+        return self.events.filter(kind=TunnelEvent.Kind.RESTART_SUPPRESSED, created_at__gt=since).exists()
 
 
 class TunnelEvent(models.Model):
@@ -58,6 +74,9 @@ class TunnelEvent(models.Model):
         RESTARTED = "restarted"
         RESTART_FAILED = "restart_failed"
         RESTART_SUPPRESSED = "restart_suppressed"
+
+    # What the hourly restart limit counts: every attempt, so a crash loop is held too.
+    RESTART_KINDS = (Kind.RESTARTED, Kind.RESTART_FAILED)
 
     tunnel = models.ForeignKey(Tunnel, on_delete=models.CASCADE, related_name="events")
     created_at = models.DateTimeField(default=timezone.now)

@@ -6,7 +6,7 @@ from opsportal.spec import Key
 
 TUNNEL_KEYS: dict[str, Key] = {
     "name": Key("slug", required=True),
-    "command": Key("argv", required=True),
+    "command": Key("argv", required=True, help="argv; items may use ${ENV_VAR} (a secret, never shown)"),
     "process_match": Key("str", help="cmdline substring that finds the connector when not started by us"),
     "ready_url": Key("str"),
     "public_url": Key("str"),
@@ -14,6 +14,7 @@ TUNNEL_KEYS: dict[str, Key] = {
     "max_restarts_per_hour": Key("int", default=5, minimum=0),
     "ready_failure_threshold": Key("int", default=2, minimum=1),
     "startup_timeout": Key("number", default=30, minimum=1),
+    "settle_seconds": Key("number", default=2, minimum=0, help="a started connector must stay alive this long"),
     "log_file": Key("str"),
     "enabled": Key("bool", default=True),
 }

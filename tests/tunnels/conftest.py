@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from opsportal import procs
+from tests.servers import free_port
+from tunnels import watchdog
+from tunnels.models import Tunnel
+
+FAKE = Path(__file__).with_name("fake_cloudflared.py")
+
+
+@dataclass
+class FakeTunnel:
+    """A Tunnel row whose command is the fake connector on its own port."""
+
+    tunnel: Tunnel
+    port: int
+    control: Path  # the not-ready control file
+    marker: str  # a command-line substring only this tunnel's connectors have
+
+    def processes(self) -> list[psutil.Process]:
+        return procs.find_processes(cmdline_contains=self.marker)
+
+    def reload(self) -> Tunnel:
+        self.tunnel.refresh_from_db()
+        return self.tunnel
+
+    def start(self) -> int:
+        """Bring the connector up through the watchdog (the first check starts it); returns its pid."""
+        result = watchdog.check_now(self.reload())
+        assert result is not None and result.restarted, result
+        return result.pid or 0
+
+
+def zombie_children() -> list[psutil.Process]:
+    return [c for c in psutil.Process().children(recursive=True) if _status(c) == psutil.STATUS_ZOMBIE]
+
+
+def _status(proc: psutil.Process) -> str:
+    try:
+        return proc.status()
+    except psutil.NoSuchProcess:
+        return "gone"
+
+
+def assert_clean(fake: FakeTunnel) -> None:
+    """Stop the tunnel's connectors and assert none is left running, orphaned or a zombie."""
+    procs.stop(fake.processes(), grace=3)
+    watchdog.reap_started()
+    assert fake.processes() == []
+    assert zombie_children() == []
+
+
+@pytest.fixture
+def make_tunnel(tmp_path: Path) -> Iterator[Callable[..., FakeTunnel]]:
+    made: list[FakeTunnel] = []
+
+    def make(*fake_args: str, name: str = "edge", ready: bool = True, **fields: Any) -> FakeTunnel:
+        port = free_port()
+        marker = f"{FAKE.name} --port {port} "
+        control = tmp_path / f"{name}-not-ready"
+        command = [sys.executable, str(FAKE), "--port", str(port), "--not-ready-file", str(control), *fake_args]
+        values: dict[str, Any] = {
+            "command": command,
+            "process_match": marker,
+            "ready_url": f"http://127.0.0.1:{port}/ready" if ready else "",
+            "check_interval": 30,
+            "startup_timeout": 5,
+            "settle_seconds": 0.3,
+            "log_file": str(tmp_path / f"{name}.log"),
+        }
+        values.update(fields)
+        fake = FakeTunnel(Tunnel.objects.create(name=name, **values), port, control, marker)
+        made.append(fake)
+        return fake
+
+    yield make
+    # Whatever a test leaves running is stopped here, even when it failed half-way.
+    for fake in made:
+        procs.stop(fake.processes(), grace=3)
+    watchdog.reap_started()
