@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db import close_old_connections, connections, transaction
+from django.db import close_old_connections, connection, connections, transaction
 from django.utils import timezone
 
 from health.models import Event, Incident, ProbeResult, Service, StateChange, Transition, overall_status
@@ -240,7 +240,8 @@ def select_services(names: Iterable[str] | None = None) -> list[Service]:
 
 def run_round(services: list[Service] | None = None, *, recover: bool = True) -> RoundResult:
     """One probe round: probe, record, then (optionally) start auto-recovery."""
-    close_old_connections()
+    if not connection.in_atomic_block:  # inside a transaction Django would close the connection under it
+        close_old_connections()
     if services is None:
         services = select_services()
     started = timezone.now()
