@@ -318,42 +318,40 @@ def action_config(action: Any) -> dict[str, Any]:
 
 @dataclass
 class CooldownState:
-    """What the Recover confirmation shows: may an attempt start now, and if not, until when."""
+    """What the Recover confirmation shows, read from the engine's RecoveryState row (no copy of its policy)."""
 
     actions: list[Any]
+    next_action: Any
     last_attempt: Any
     ready_at: dt.datetime | None
     consecutive_failures: int
-    escalated: bool
+    escalated_at: dt.datetime | None
+    running_since: dt.datetime | None
 
     @property
     def in_cooldown(self) -> bool:
         return self.ready_at is not None and self.ready_at > timezone.now()
 
+    @property
+    def escalated(self) -> bool:
+        return self.escalated_at is not None
 
-def cooldown_state(service: Service, now: dt.datetime | None = None) -> CooldownState:
-    """The cooldown as the engine's policy computes it: the first action's cooldown, doubled per
-    consecutive failed attempt up to an hour; escalated after `escalate_after` failures in a row."""
-    from recovery.models import RecoveryAttempt  # recovery depends on health, not the reverse
 
-    now = now or timezone.now()
-    actions = list(service.recovery_actions.filter(enabled=True).order_by("position"))
-    recent = list(
-        RecoveryAttempt.objects.filter(service=service)
-        .exclude(outcome__startswith="skipped_")
-        .order_by("-started_at", "-pk")[:20]
+def cooldown_state(service: Service) -> CooldownState:
+    # recovery depends on health, not the reverse: imported here
+    from recovery import policy
+    from recovery.models import RecoveryAttempt, RecoveryState
+
+    state = RecoveryState.objects.filter(service=service).first()
+    actions = policy.eligible_actions(service, auto=False)
+    failures = state.consecutive_failures if state else 0
+    last = RecoveryAttempt.objects.filter(service=service).order_by("-started_at", "-pk").first()
+    return CooldownState(
+        actions=actions,
+        next_action=policy.choose_action(actions, failures) if actions else None,
+        last_attempt=last,
+        ready_at=state.next_allowed_at if state else None,
+        consecutive_failures=failures,
+        escalated_at=state.escalated_at if state else None,
+        running_since=state.running_since if state else None,
     )
-    failures = 0
-    for attempt in recent:
-        if attempt.outcome not in (RecoveryAttempt.Outcome.FAILED, RecoveryAttempt.Outcome.ABANDONED):
-            break
-        failures += 1
-    last = recent[0] if recent else None
-    ready_at = None
-    if last and actions:
-        cooldown = min(actions[0].cooldown * 2 ** max(failures - 1, 0), max(actions[0].cooldown, 3600))
-        ready_at = last.started_at + dt.timedelta(seconds=cooldown)
-        if ready_at <= now:
-            ready_at = None
-    escalate_after = actions[0].escalate_after if actions else 0
-    return CooldownState(actions, last, ready_at, failures, bool(escalate_after) and failures >= escalate_after)

@@ -43,7 +43,7 @@ def test_it_shows_a_down_service_with_its_error_and_since_when(staff_client):
     assert "3 failures in a row" in body
     assert "/services/api/recover/" in body
     assert "Acknowledge" in body
-    assert "<h1 id=\"overall\"><span class=\"icon\" aria-hidden=\"true\"></span>Down</h1>" in body
+    assert '<h1 id="overall"><span class="icon" aria-hidden="true"></span>Down</h1>' in body
     # 4 results in the last hour: 50 % uptime over each window
     assert "50.00%" in body
 
