@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+
+import psutil
+import pytest
+
+from health.models import Service
+from opsportal.procs import ProcRef
+from recovery.engine import recover_services
+from recovery.models import RecoveryAttempt
+from tests.recovery.conftest import PY
+from tests.servers import wait_for
+
+
+def sleeper_argv(marker: str) -> list[str]:
+    return [PY, "-c", "import time; time.sleep(10**6)", marker]
+
+
+def start(argv: list[str], spawned: list[psutil.Process]) -> psutil.Process:
+    child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+    proc = psutil.Process(child.pid)
+    spawned.append(proc)
+    return proc
+
+
+@pytest.fixture
+def marker() -> str:
+    return f"opsportal-test-worker-{uuid.uuid4().hex[:10]}"
+
+
+def process_service(name: str, **settings: str) -> Service:
+    return Service.objects.create(name=name, kind="process", settings=settings, timeout=2, failure_threshold=1)
+
+
+@pytest.mark.django_db
+def test_it_kills_the_old_process_and_starts_a_new_one_that_stays_up(add_action, spawned, marker, tmp_path):
+    old = start(sleeper_argv(marker), spawned)
+    old_ref = ProcRef.of(old)
+    svc = process_service("worker", cmdline_contains=marker)
+    log_file = tmp_path / "logs" / "worker.log"
+    add_action(svc, "restart_process", {"argv": sleeper_argv(marker), "log_file": str(log_file), "settle_seconds": 0.3})
+
+    (result,) = recover_services(["worker"], trigger="manual")
+
+    attempt = RecoveryAttempt.objects.get(pk=result["attempt"])
+    started = attempt.action_data["started"]
+    new_ref = ProcRef(started["pid"], started["createTime"])
+    spawned.append(psutil.Process(new_ref.pid))
+    assert result["outcome"] == "succeeded", attempt.action_detail
+    assert new_ref.alive()
+    assert not old_ref.alive()
+    assert new_ref.pid != old_ref.pid
+    assert attempt.action_data["stopped"] == [{"pid": old_ref.pid, "createTime": old_ref.create_time}]
+    assert f"stopped {old_ref.pid}; started pid {new_ref.pid}" == attempt.action_detail
+    assert log_file.exists()  # output goes to the log file, in its own session
+    assert os.getsid(new_ref.pid) == new_ref.pid
+
+
+@pytest.mark.django_db
+def test_it_fails_when_the_new_process_dies_within_the_settle_time(add_action, marker):
+    svc = process_service("worker", cmdline_contains=marker)
+    add_action(svc, "restart_process", {"argv": [PY, "-c", "raise SystemExit(1)", marker], "settle_seconds": 0.5})
+
+    (result,) = recover_services(["worker"], trigger="manual")
+
+    attempt = RecoveryAttempt.objects.get(pk=result["attempt"])
+    assert result["outcome"] == "failed"
+    assert attempt.action_ok is False and "exited within 0.5 s" in attempt.action_detail
+    assert "none running" in attempt.action_detail
+
+
+@pytest.mark.django_db
+def test_it_never_signals_a_process_that_reused_the_pid_in_a_stale_pid_file(add_action, spawned, marker, tmp_path):
+    victim = start(sleeper_argv("innocent-" + marker), spawned)
+    pid_file = tmp_path / "worker.pid"
+    pid_file.write_text(f"{victim.pid}\n")
+    hour_ago = time.time() - 3600
+    os.utime(pid_file, (hour_ago, hour_ago))  # the file predates the process now holding that pid
+    svc = process_service("worker", pid_file=str(pid_file))
+    add_action(svc, "restart_process", {"argv": sleeper_argv(marker), "settle_seconds": 0.2})
+
+    (result,) = recover_services(["worker"], trigger="manual")
+
+    attempt = RecoveryAttempt.objects.get(pk=result["attempt"])
+    new_pid = attempt.action_data["started"]["pid"]
+    spawned.append(psutil.Process(new_pid))
+    assert victim.is_running() and victim.status() != psutil.STATUS_ZOMBIE
+    assert attempt.action_data["stopped"] == []
+    assert pid_file.read_text().strip() == str(new_pid)  # the probe finds the new process
+    assert result["outcome"] == "succeeded"
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_service_that_is_not_a_process_service(add_action, make_service):
+    svc = make_service()
+    add_action(svc, "restart_process", {"argv": ["true"]})
+    (result,) = recover_services(["web"], trigger="manual")
+    assert result["outcome"] == "failed"
+    assert "needs a service of kind process" in RecoveryAttempt.objects.get().action_detail
+
+
+def test_the_spawned_fixture_cleans_up(spawned, marker):
+    # Guard for the cleanup the other tests rely on: a process started here is gone after the fixture.
+    proc = start(sleeper_argv(marker), spawned)
+    assert wait_for(proc.is_running, timeout=2)
