@@ -14,9 +14,8 @@ from tests.servers import free_port
 
 
 def make_user(username: str = "ops", *, staff: bool = True, active: bool = True) -> Any:
-    return get_user_model().objects.create_user(
-        username=username, password="pw-" + username + "-not-default", is_staff=staff, is_active=active
-    )
+    # No password (an unusable one): these users log in by force_login or tokens, and hashing is slow.
+    return get_user_model().objects.create_user(username=username, password=None, is_staff=staff, is_active=active)
 
 
 def bearer(token: str) -> dict[str, str]:
