@@ -42,22 +42,22 @@ def sparkline(values: Sequence[float | None], *, width: int = 120, height: int =
     desc = label or "latency"
     if not known:
         return mark_safe(
-            f'<svg class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-            f'aria-label="{escape(desc)}: no data"><line class="spark-none" x1="0" y1="{height - 2}" '
-            f'x2="{width}" y2="{height - 2}"/></svg>'
+            f'<svg class="spark" viewBox="0 0 {width} {height}" preserveAspectRatio="none" role="img" '
+            f'aria-label="{escape(desc)}: no data"><line class="spark-none" vector-effect="non-scaling-stroke" '
+            f'x1="0" y1="{height - 2}" x2="{width}" y2="{height - 2}"/></svg>'
         )
     top = max(known) or 1.0
     step = width / max(len(values) - 1, 1)
     pts = [(i * step, None if v is None else height - 2 - (v / top) * (height - 4)) for i, v in enumerate(values)]
     parts = []
     for run in _runs(pts):
-        if len(run) == 1:
-            parts.append(f'<circle class="spark-dot" cx="{run[0][0]:.1f}" cy="{run[0][1]:.1f}" r="1.5"/>')
-        else:
-            parts.append(f'<path class="spark-line" d="{_path(run)}"/>')
+        if len(run) == 1:  # a lone hour: a short dash, which survives the stretch to the card's width
+            (x, y), half = run[0], min(step / 2, 3)
+            run = [(max(x - half, 0), y), (min(x + half, width), y)]
+        parts.append(f'<path class="spark-line" vector-effect="non-scaling-stroke" d="{_path(run)}"/>')
     text = f"{desc}: last {known[-1]:.0f} ms, max {top:.0f} ms"
     return mark_safe(
-        f'<svg class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+        f'<svg class="spark" viewBox="0 0 {width} {height}" preserveAspectRatio="none" role="img" '
         f'aria-label="{escape(text)}"><title>{escape(text)}</title>{"".join(parts)}</svg>'
     )
 

@@ -112,6 +112,7 @@ def test_it_masks_every_header_and_env_value():
 def test_it_draws_charts_with_text_alternatives_and_gaps():
     line = svg.sparkline([1.0, 2.0, None, 4.0, 5.0], label="api")
     assert line.count("<path") == 2  # split at the gap
+    assert svg.sparkline([None, 3.0, None]).count("<path") == 1  # a lone point is still drawn
     assert 'aria-label="api: last 5 ms, max 5 ms"' in line
     assert "no data" in svg.sparkline([None, None])
     bar = svg.uptime_bar([reports.Segment(NOW, "down", 3, 3), reports.Segment(NOW, "none")])

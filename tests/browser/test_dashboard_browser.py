@@ -1,0 +1,98 @@
+"""The dashboard in a real headless Chromium: log in, recover a down service, acknowledge, live refresh."""
+
+from __future__ import annotations
+
+import pytest
+
+from health.models import Incident, Service
+from health.runner import run_round
+from recovery.models import RecoveryAction, RecoveryAttempt
+from tests.browser.conftest import login, screenshot
+from tests.servers import Reply
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def broken_api(transactional_db, http_server):
+    """An HTTP service that answers 503 until its recovery action POSTs /fix; probed HARD down."""
+    state = {"fixed": False}
+
+    def handler(request):
+        if request["path"] == "/fix":
+            state["fixed"] = True
+            return Reply(200, "fixed")
+        return Reply(200 if state["fixed"] else 503, "state")
+
+    http_server.handler = handler
+    svc = Service.objects.create(name="api", kind="http", settings={"url": http_server.url + "/health"}, timeout=2)
+    Service.objects.create(name="db", kind="database")
+    RecoveryAction.objects.create(
+        service=svc, kind="http", settings={"url": http_server.url + "/fix", "method": "POST"}, verify_delay=0
+    )
+    services = list(Service.objects.all())
+    for _ in range(2):
+        run_round(services, recover=False)
+    svc.refresh_from_db()
+    assert svc.status == "down" and svc.state_type == "hard"
+    return svc
+
+
+def test_it_logs_in_sees_the_down_service_and_recovers_it_in_two_clicks(page, staff_user, broken_api):
+    login(page, staff_user)
+    card = page.locator("#svc-api")
+    assert "down" in card.locator(".badge").first.inner_text()
+    assert "HTTP 503" in card.inner_text() or "503" in card.inner_text()
+    assert "Down" in page.locator("#overall").inner_text()
+    assert page.locator(".incident").count() == 1
+    screenshot(page, "overview-1280.png")
+    page.set_viewport_size({"width": 390, "height": 844})
+    screenshot(page, "overview-390.png")
+    # No horizontal scrolling on a phone.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    card.get_by_role("link", name="Recover…").click()  # click 1
+    assert "Recover api?" in page.locator("h1").inner_text()
+    assert "ready" in page.locator(".confirm").inner_text()
+    page.get_by_role("button", name="Confirm recovery").click()  # click 2
+    page.wait_for_url(page.base + "/services/api/")
+    assert "Recovered api: verified healthy" in page.locator(".messages").inner_text()
+    attempts = page.locator("section[aria-labelledby=att-h]")
+    assert "succeeded" in attempts.inner_text()
+    assert "manual (ops)" in attempts.inner_text()
+    attempt = RecoveryAttempt.objects.get(service=broken_api)
+    assert attempt.outcome == "succeeded" and attempt.requested_by == staff_user
+    assert Service.objects.get(pk=broken_api.pk).status == "up"
+
+
+def test_it_acknowledges_an_incident(page, staff_user, broken_api):
+    login(page, staff_user)
+    incident = Incident.objects.get(service=broken_api, resolved_at__isnull=True)
+    page.locator(f"#ack-{incident.pk}").click()
+    page.wait_for_load_state()
+    assert "Acknowledged the incident of api." in page.locator(".messages").inner_text()
+    assert "acknowledged by ops" in page.locator(f"#incident-{incident.pk}").inner_text()
+    incident.refresh_from_db()
+    assert incident.acknowledged_by == staff_user
+
+
+def test_it_refreshes_on_its_own_when_a_probe_result_changes(page, staff_user, broken_api, settings, http_server):
+    settings.DASHBOARD_REFRESH_SECONDS = 1
+    login(page, staff_user)
+    assert "down" in page.locator("#svc-api .badge").first.inner_text()
+    page.evaluate("window.__noReload = 'still here'")
+    top = page.locator("#svc-db").bounding_box()["y"]
+    # A refresh with nothing changed swaps the region in place: nothing moves.
+    page.wait_for_function("document.querySelector('#live').hasAttribute('data-live-updated')", timeout=15_000)
+    assert page.locator("#svc-db").bounding_box()["y"] == top
+
+    http_server.handler = lambda request: Reply(200, "ok")
+    run_round([Service.objects.get(pk=broken_api.pk)], recover=False)
+
+    page.wait_for_function(
+        "document.querySelector('#svc-api .badge').textContent.trim().startsWith('up')", timeout=15_000
+    )
+    assert page.evaluate("window.__noReload") == "still here"  # swapped in place, not reloaded
+    assert "Healthy" in page.locator("#overall").inner_text()
+    assert page.locator(".incident").count() == 0
