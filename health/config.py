@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import tomli_w
-from django.db import transaction
+from django.db import models, transaction
 from django.dispatch import Signal
 
 from health.models import Service
@@ -106,8 +106,21 @@ def _kind_table(
     return common, kind_settings
 
 
-def parse(text: str) -> Plan:
-    """Parse and validate a whole file; raise ConfigError on the first problem."""
+def _check_lengths(model: type[models.Model], values: dict[str, Any], where: str) -> None:
+    # The database would refuse (PostgreSQL) or silently keep (SQLite) an over-long string: refuse it here.
+    for f in model._meta.get_fields():
+        limit = getattr(f, "max_length", None)
+        value = values.get(f.name)
+        if limit and isinstance(value, str) and len(value) > limit:
+            raise ConfigError(f"{where}.{f.name}", f"must be at most {limit} characters")
+
+
+def parse(text: str, *, prune: bool = False) -> Plan:
+    """Parse and validate a whole file; raise ConfigError on the first problem.
+
+    With `prune`, references (depends_on, a recovery's tunnel) must be to things the file names,
+    since everything else is about to be deleted.
+    """
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -123,6 +136,7 @@ def parse(text: str) -> Plan:
     for i, table in enumerate(services):
         where = f"service[{i}]"
         common, kind_settings = _kind_table(table, where, SERVICE_KEYS, probe_registry, nested=("recovery",))
+        _check_lengths(Service, common, where)
         if common["name"] in names:
             raise ConfigError(f"{where}.name", f"duplicate name {common['name']!r}")
         names.add(common["name"])
@@ -143,21 +157,24 @@ def parse(text: str) -> Plan:
         raise ConfigError("tunnel", "must be an array of tables ([[tunnel]])")
     for i, table in enumerate(tunnels):
         cleaned = validate(TUNNEL_KEYS, table, f"tunnel[{i}]")
+        _check_lengths(Tunnel, cleaned, f"tunnel[{i}]")
         if cleaned["name"] in tunnel_names:
             raise ConfigError(f"tunnel[{i}].name", f"duplicate name {cleaned['name']!r}")
         tunnel_names.add(cleaned["name"])
         plan.tunnels.append(cleaned)
     for i, svc in enumerate(plan.services):
         for dep in svc.get("depends_on", []):
-            if dep not in names and not Service.objects.filter(name=dep).exists():
+            if dep not in names and (prune or not Service.objects.filter(name=dep).exists()):
                 raise ConfigError(f"service[{i}].depends_on", f"unknown service {dep!r}")
             if dep == svc["name"]:
                 raise ConfigError(f"service[{i}].depends_on", "a service cannot depend on itself")
-    for svc in plan.services:
-        for action in svc["recovery"]:
+    for i, svc in enumerate(plan.services):
+        for j, action in enumerate(svc["recovery"]):
             tunnel = action["settings"].get("tunnel")
-            if tunnel and tunnel not in tunnel_names and not Tunnel.objects.filter(name=tunnel).exists():
-                raise ConfigError(f"service {svc['name']} recovery", f"unknown tunnel {tunnel!r}")
+            if not tunnel or tunnel in tunnel_names:
+                continue
+            if prune or not Tunnel.objects.filter(name=tunnel).exists():
+                raise ConfigError(f"service[{i}].recovery[{j}].tunnel", f"unknown tunnel {tunnel!r}")
     return plan
 
 
@@ -280,7 +297,7 @@ def _apply(plan: Plan, prune: bool, report: ImportReport) -> None:
 
 
 def import_text(text: str, *, prune: bool = False, dry_run: bool = False) -> ImportReport:
-    return apply(parse(text), prune=prune, dry_run=dry_run)
+    return apply(parse(text, prune=prune), prune=prune, dry_run=dry_run)
 
 
 def _without_defaults(values: dict[str, Any], spec: dict[str, Key]) -> dict[str, Any]:
