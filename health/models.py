@@ -416,3 +416,28 @@ class Event(models.Model):
             body=body,
             data=data,
         )
+
+
+class SchedulerHeartbeat(models.Model):
+    """Written by the probe dispatcher on every pass; /health/status reads its age (health.scheduler)."""
+
+    name = models.CharField(max_length=50, unique=True)
+    last_run_at = models.DateTimeField()
+    host = models.CharField(max_length=100, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    passes = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.last_run_at:%Y-%m-%d %H:%M:%S}"
+
+
+class SpoolBatch(models.Model):
+    """A replayed outage-spool file (opsportal.spool): written in the replay's transaction, so a file is
+    replayed exactly once even when the process dies between commit and unlink."""
+
+    batch_id = models.CharField(max_length=64, unique=True)
+    replayed_at = models.DateTimeField(default=timezone.now)
+    records = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.batch_id

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db import close_old_connections, connection, connections, transaction
+from django.db import DatabaseError, close_old_connections, connection, connections, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from health.models import Event, Incident, ProbeResult, Service, StateChange, Transition, overall_status
 from health.probes import registry
 from health.probes.base import DEGRADED, DOWN, UP, ProbeError, ProbeOutcome
+from opsportal import spool as _spool
 from opsportal.bulk import bulk_set
 from opsportal.spec import scrub
 
@@ -225,6 +227,56 @@ def _incidents(transitions: list[Transition], now: datetime) -> None:
         bulk_set(stale, ["last_error"])
 
 
+def record_durably(services: list[Service], outcomes: dict[str, ProbeOutcome], now: datetime) -> list[Transition]:
+    """record() through the database hardening (opsportal.db): transient errors are retried; when the
+    database stays unwritable the round is spooled (opsportal.spool) and replayed in order once it is back."""
+    from opsportal.db import CircuitBreakerError, is_transient, run_db
+
+    before = [{f: getattr(s, f) for f in STATE_FIELDS} for s in services]
+
+    def restore() -> None:
+        for service, state in zip(services, before, strict=True):
+            for name, value in state.items():
+                setattr(service, name, value)
+
+    def attempt() -> list[Transition]:
+        restore()  # a failed try already advanced the in-memory state
+        return record(services, outcomes, now)
+
+    try:
+        _spool.replay_pending()  # older spooled rounds first, so results stay in order
+        return run_db(attempt)
+    except (DatabaseError, CircuitBreakerError) as exc:
+        if isinstance(exc, DatabaseError) and not is_transient(exc):
+            raise
+        payload = {
+            "checkedAt": now,
+            "results": [
+                {
+                    "service": s.pk,
+                    "status": outcomes[s.name].status,
+                    "latencyMs": outcomes[s.name].latency_ms,
+                    "detail": outcomes[s.name].detail,
+                }
+                for s in services
+            ],
+        }
+        _spool.default_spool().append("probe_round", payload)
+        log.warning("Database unwritable (%s): probe round of %d services spooled", type(exc).__name__, len(services))
+        restore()
+        return [s.apply_outcome(outcomes[s.name], now) for s in services]
+
+
+def _replay_round(payload: dict) -> None:
+    by_pk = Service.objects.in_bulk([r["service"] for r in payload["results"]])
+    rows = [(by_pk[r["service"]], r) for r in payload["results"] if r["service"] in by_pk]
+    outcomes = {s.name: ProbeOutcome(r["status"], r["latencyMs"], r["detail"]) for s, r in rows}
+    record([s for s, _ in rows], outcomes, parse_datetime(payload["checkedAt"]))
+
+
+_spool.register("probe_round", _replay_round)
+
+
 def select_services(names: Iterable[str] | None = None) -> list[Service]:
     """The services to probe: those named (unknown names raise), else every enabled one."""
     names = list(names or [])
@@ -248,7 +300,7 @@ def run_round(services: list[Service] | None = None, *, recover: bool = True) ->
     t0 = time.perf_counter()
     outcomes = run_probes(services)
     now = timezone.now()
-    transitions = record(services, outcomes, now)
+    transitions = record_durably(services, outcomes, now)
     result = RoundResult(
         services=services,
         outcomes=outcomes,

@@ -97,6 +97,14 @@ TEMPLATES = [
 DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 30_000, minimum=0)
 DB_CONNECT_TIMEOUT = env_int("DB_CONNECT_TIMEOUT", 5, minimum=1)
 SQLITE_BUSY_TIMEOUT_MS = env_int("SQLITE_BUSY_TIMEOUT_MS", 5_000, minimum=0)
+# Hardening (opsportal/db.py): retries of transient errors, the circuit breaker, the slow-query log.
+DB_RETRY_ATTEMPTS = env_int("DB_RETRY_ATTEMPTS", 3, minimum=0)
+DB_RETRY_BACKOFF_MS = env_int("DB_RETRY_BACKOFF_MS", 1_000, minimum=0)
+DB_BREAKER_FAIL_MAX = env_int("DB_BREAKER_FAIL_MAX", 5, minimum=1)
+DB_BREAKER_RESET_S = env_int("DB_BREAKER_RESET_S", 30, minimum=1)
+SLOW_QUERY_MS = env_int("SLOW_QUERY_MS", 5_000, minimum=0)
+# Outage spool (opsportal/spool.py): bounded, so a long outage cannot fill the disk.
+SPOOL_MAX_BYTES = env_int("SPOOL_MAX_BYTES", 50 * 1024 * 1024, minimum=1024)
 
 _default_db = env_db("DATABASE_URL", f"sqlite:///{VAR_DIR / 'opsportal.sqlite3'}")
 if _default_db["ENGINE"] == "django.db.backends.sqlite3":
@@ -238,13 +246,28 @@ LOGGING = {
 }
 
 
-# --- Django-Q2 (the scheduling issue tunes this) -----------------------------------
+# --- Django-Q2 and the probe dispatcher (health/scheduler.py, docs/architecture.md) --------
+# The dispatcher task runs a ~1 s claim loop for DISPATCH_LOOP_SECONDS; a new one starts every minute,
+# so consecutive loops overlap and cover the scheduler's ~30 s look-ups without a gap.
+DISPATCH_LOOP_SECONDS = env_int("DISPATCH_LOOP_SECONDS", 85, minimum=5)
+DISPATCH_TICK_MS = env_int("DISPATCH_TICK_MS", 1_000, minimum=50)
+# A probe in a scheduled round is cut at this many seconds (and at its interval): a round fits its slot.
+DISPATCH_MAX_PROBE_S = env_int("DISPATCH_MAX_PROBE_S", 50, minimum=1)
+RESULT_RETENTION_DAYS = env_int("RESULT_RETENTION_DAYS", 90, minimum=1)
 Q_CLUSTER = {
     "name": "opsportal",
-    "workers": env_int("Q_WORKERS", 2, minimum=1),
-    "timeout": 90,
-    "retry": 120,
+    "workers": env_int("Q_WORKERS", 3, minimum=2),
+    # A task is killed after `timeout` and never re-delivered: retry > timeout, one attempt, failures acked.
+    "timeout": DISPATCH_LOOP_SECONDS + DISPATCH_MAX_PROBE_S + 15,
+    "retry": DISPATCH_LOOP_SECONDS + DISPATCH_MAX_PROBE_S + 45,
     "max_attempts": 1,
-    "orm": "default",
+    "ack_failures": True,
     "catch_up": False,
+    "save_limit": 250,
+    # Cluster stats go to the default cache: the database cache or Redis, both shared between processes.
+    "cache": "default",
 }
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
