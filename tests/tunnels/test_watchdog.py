@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import signal
 from datetime import timedelta
+from pathlib import Path
 
 import psutil
 import pytest
@@ -42,7 +43,7 @@ def test_it_starts_a_missing_connector_and_records_its_pid(make_tunnel):
     restarted = tunnel.events.get(kind=Kind.RESTARTED)
     assert restarted.pid == tunnel.pid and "readyConnections 4" in restarted.detail
     assert Event.objects.filter(kind=Event.Kind.TUNNEL_RESTARTED, subject="edge").count() == 1
-    assert "Starting fake tunnel" in open(tunnel.log_file).read()  # output appended to the log file
+    assert "Starting fake tunnel" in Path(tunnel.log_file).read_text()  # output appended to the log file
     assert_clean(fake)
 
 
@@ -141,7 +142,7 @@ def test_it_stops_restarting_a_crash_loop_after_max_restarts_per_hour(make_tunne
     assert [r.status for r in results[5:]] == [Tunnel.Status.SUPPRESSED] * 3
     assert "5 restarts in the last hour (max 5)" in tunnel.last_detail
     assert Event.objects.filter(kind=Event.Kind.TUNNEL_RESTART_SUPPRESSED, subject="edge").count() == 1
-    assert "failed to connect to the edge" in open(tunnel.log_file).read()
+    assert "failed to connect to the edge" in Path(tunnel.log_file).read_text()
     assert fake.processes() == [] and zombie_children() == []  # every crashed connector was reaped
     assert_clean(fake)
 

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from io import StringIO
+
+import pytest
+import requests
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from tests.servers import wait_for
+from tests.tunnels.conftest import assert_clean
+from tunnels.management.commands.watchtunnels import Command
+from tunnels.models import Tunnel, TunnelEvent
+
+pytestmark = pytest.mark.django_db
+Kind = TunnelEvent.Kind
+LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] \[(DEBUG|INFO|WARNING|ERROR)\] \[edge\] .+$")
+
+
+def run(*args: str) -> tuple[str, str]:
+    out = StringIO()
+    summary = call_command("watchtunnels", *args, stdout=out)
+    return summary, out.getvalue()
+
+
+def test_it_checks_each_tunnel_once(make_tunnel):
+    fake = make_tunnel()
+    summary, out = run("edge", "--once")
+    assert summary == "checked 1 tunnel(s): edge up"
+    assert re.search(r"edge: up \(PID: \d+\) - restarted \(process not running\)", out)
+    assert fake.reload().events.filter(kind=Kind.RESTARTED).count() == 1
+    assert_clean(fake)
+
+
+def test_it_rejects_unknown_or_disabled_names_and_bad_intervals(make_tunnel):
+    make_tunnel(name="off", enabled=False)
+    with pytest.raises(CommandError, match="unknown tunnel: nope"):
+        run("nope", "--once")
+    with pytest.raises(CommandError, match="tunnel is disabled: off"):
+        run("off", "--once")
+    with pytest.raises(CommandError, match="--interval: must be a positive number"):
+        run("--interval", "0")
+    assert not TunnelEvent.objects.exists()
+
+
+def test_it_writes_the_old_monitors_log_format_without_flooding(make_tunnel, tmp_path):
+    fake = make_tunnel()
+    log_file = tmp_path / "custom" / "tunnel.log"
+    run("--once", "--log-file", str(log_file))
+    lines = log_file.read_text().splitlines()
+    assert lines and all(LINE.match(line) for line in lines), lines
+    pid = fake.reload().pid
+    assert any(line.endswith(f"[INFO] [edge] Tunnel started successfully (PID: {pid})") for line in lines)
+    run("--once", "--log-file", str(log_file))  # healthy and unchanged: a row, but no log line
+    assert log_file.read_text().splitlines() == lines
+    assert fake.reload().events.filter(kind=Kind.CHECK_OK).count() == 1
+    assert_clean(fake)
+
+
+def test_it_logs_to_the_rotating_tunnel_monitor_log_by_default(make_tunnel):
+    fake = make_tunnel()
+    run("--once")
+    text = (settings.LOG_DIR / "tunnel-monitor.log").read_text()
+    assert f"[INFO] [edge] Tunnel started successfully (PID: {fake.reload().pid})" in text
+    assert_clean(fake)
+
+
+def test_it_refuses_a_log_file_it_cannot_write(make_tunnel, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    make_tunnel()
+    with pytest.raises(CommandError, match="--log-file: cannot write"):
+        run("--once", "--log-file", str(blocker / "tunnel.log"))
+    assert not TunnelEvent.objects.exists()
+
+
+def connector_ready(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_it_replaces_a_killed_connector_within_one_interval_in_the_loop(make_tunnel):
+    # The loop runs in this thread (the in-memory SQLite test database is not shared with threads);
+    # a helper thread that touches only processes and HTTP kills the connector and stops the loop.
+    fake = make_tunnel(check_interval=1, startup_timeout=5)
+    old = fake.start()
+    stop = threading.Event()
+    seen: dict[str, float] = {}
+
+    def saboteur() -> None:
+        time.sleep(0.3)
+        seen["killed"] = time.monotonic()
+        os.kill(old, signal.SIGKILL)
+        replaced = wait_for(
+            lambda: any(p.pid != old for p in fake.processes()) and connector_ready(fake.port), timeout=20
+        )
+        if replaced:
+            seen["ready"] = time.monotonic()
+        stop.set()
+
+    helper = threading.Thread(target=saboteur)
+    helper.start()
+    checks = Command(stdout=StringIO()).loop([fake.tunnel], None, stop)
+    helper.join(timeout=30)
+    tunnel = fake.reload()
+    assert "ready" in seen and checks >= 1
+    # Generous bound from the issue: one check interval plus start-up (and slack for a busy machine).
+    assert seen["ready"] - seen["killed"] < 1 + 5 + 2
+    assert tunnel.pid != old and tunnel.status == Tunnel.Status.UP
+    assert list(tunnel.events.order_by("-created_at", "-pk").values_list("kind", flat=True)[:2]) == [
+        Kind.RESTARTED,
+        Kind.PROCESS_MISSING,
+    ]
+    assert_clean(fake)
+
+
+def test_it_loops_at_a_fixed_interval_when_given(make_tunnel):
+    fake = make_tunnel()
+    fake.start()
+    stop = threading.Event()
+    timer = threading.Timer(1.0, stop.set)
+    timer.start()
+    checks = Command(stdout=StringIO()).loop([fake.tunnel], 0.2, stop)
+    timer.join()
+    assert checks >= 2
+    assert fake.reload().events.filter(kind=Kind.CHECK_OK).count() == checks
+    assert_clean(fake)
