@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 
 import pytest
@@ -9,6 +10,7 @@ from django.utils import timezone
 
 from health.models import ApiToken, Incident, Service
 from health.runner import run_round
+from recovery.models import RecoveryAction
 from tests.health.api_support import bearer, make_service, make_user, staff_token, unreachable_database
 
 pytestmark = pytest.mark.django_db
@@ -194,18 +196,37 @@ def test_it_never_shows_a_secret_from_a_service_config(client, http_server, monk
         },
         failure_threshold=1,
     )
-    run_round([service], recover=False)
+    RecoveryAction.objects.create(
+        service=service,
+        kind="http",
+        settings={"url": http_server.url + "/restart", "headers": {"Authorization": "Bearer ${H3_SECRET}"}},
+        verify_delay=0,
+    )
+    # A command whose output (shown as the probe's detail) carries the secret it was given.
+    script = "import os; print('token', os.environ['TOKEN']); raise SystemExit(2)"
+    job = make_service(
+        "nightly-job",
+        kind="command",
+        settings={"argv": [sys.executable, "-c", script], "env": {"TOKEN": "${H3_SECRET}"}},
+        critical=False,
+    )
+    run_round([service, job], recover=False)
     assert http_server.requests[0]["headers"]["Authorization"] == f"Bearer {SECRET}"
     token = staff_token()[1]
-    bodies = [
+    recover = client.post(
+        "/health/recover", {"services": ["billing"], "force": True}, "application/json", **bearer(token)
+    )
+    assert recover.status_code == 200
+    assert [r["path"] for r in http_server.requests].count("/restart") == 1
+    bodies = [recover.content.decode()] + [
         client.get(path, HTTP_ACCEPT=accept).content.decode()
         for path in ("/health/status", "/health/incidents", "/health/recovery-stats", "/metrics")
         for accept in ("application/json", "application/health+json")
     ]
-    bodies.append(
-        client.post("/health/recover", {"services": ["billing"]}, "application/json", **bearer(token)).content.decode()
-    )
     assert Service.objects.get(name="billing").status == "down"
+    # The output does reach the answers, with the secret taken out.
+    assert Service.objects.get(name="nightly-job").last_detail.startswith("exit 2: token ")
+    assert any("exit 2: token " in body for body in bodies)
     for body in bodies:
         assert SECRET not in body
         assert LITERAL_SECRET not in body
