@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import math
+from datetime import timedelta
 
-from health.models import Incident, Service
+import pytest
+from django.utils import timezone
+
+from health.models import Incident, ProbeResult, Service
 from health.runner import run_round
 from recovery.models import RecoveryAction, RecoveryAttempt
 from tests.browser.conftest import login, screenshot
@@ -31,11 +35,30 @@ def broken_api(transactional_db, http_server):
         service=svc, kind="http", settings={"url": http_server.url + "/fix", "method": "POST"}, verify_delay=0
     )
     services = list(Service.objects.all())
+    history(services)
     for _ in range(2):
         run_round(services, recover=False)
     svc.refresh_from_db()
     assert svc.status == "down" and svc.state_type == "hard"
     return svc
+
+
+def history(services: list[Service]) -> None:
+    """40 hours of results every 10 minutes, with a 6-hour gap where the monitor was not running."""
+    now = timezone.now()
+    rows = []
+    for service in services:
+        for k in range(6, 240):
+            if 90 <= k < 126:
+                continue
+            status = "degraded" if k % 37 == 0 else "down" if (service.name == "api" and k % 53 == 0) else "up"
+            latency = 20.0 + 15 * math.sin(k / 9) + (60 if status == "degraded" else 0)
+            rows.append(
+                ProbeResult(
+                    service=service, checked_at=now - timedelta(minutes=10 * k), status=status, latency_ms=latency
+                )
+            )
+    ProbeResult.objects.bulk_create(rows)
 
 
 def test_it_logs_in_sees_the_down_service_and_recovers_it_in_two_clicks(page, staff_user, broken_api):
@@ -51,6 +74,9 @@ def test_it_logs_in_sees_the_down_service_and_recovers_it_in_two_clicks(page, st
     # No horizontal scrolling on a phone.
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.set_viewport_size({"width": 1280, "height": 900})
+    page.emulate_media(color_scheme="dark")
+    screenshot(page, "overview-1280-dark.png")
+    page.emulate_media(color_scheme="light")
 
     card.get_by_role("link", name="Recover…").click()  # click 1
     assert "Recover api?" in page.locator("h1").inner_text()
@@ -61,6 +87,7 @@ def test_it_logs_in_sees_the_down_service_and_recovers_it_in_two_clicks(page, st
     attempts = page.locator("section[aria-labelledby=att-h]")
     assert "succeeded" in attempts.inner_text()
     assert "manual (ops)" in attempts.inner_text()
+    screenshot(page, "service-1280.png")
     attempt = RecoveryAttempt.objects.get(service=broken_api)
     assert attempt.outcome == "succeeded" and attempt.requested_by == staff_user
     assert Service.objects.get(pk=broken_api.pk).status == "up"
