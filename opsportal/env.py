@@ -14,14 +14,16 @@ T = TypeVar("T")
 _env = environ.Env()
 
 
-def _read(name: str, default: T, parse: Callable[[str], T], what: str) -> T:
+def _read(name: str, default: T, parse: Callable[[str], T], what: str, *, secret: bool = False) -> T:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
         return parse(raw)
-    except (ValueError, TypeError) as exc:
-        raise ImproperlyConfigured(f"{name}: must be {what}, got {raw!r}") from exc
+    except (ValueError, TypeError, KeyError, ImproperlyConfigured) as exc:
+        # A value that may hold a password (a database URL) is not echoed.
+        got = "" if secret else f", got {raw!r}"
+        raise ImproperlyConfigured(f"{name}: must be {what}{got}") from exc
 
 
 def _bool(raw: str) -> bool:
@@ -76,5 +78,18 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return _read(name, default, parse, "one of " + ", ".join(choices))
 
 
+DB_ENGINES = ("django.db.backends.sqlite3", "django.db.backends.postgresql")
+
+
+def _db_url(raw: str) -> dict[str, Any]:
+    if "://" not in raw:
+        raise ValueError("not a URL")
+    config = _env.db_url_config(raw)
+    if config.get("ENGINE") not in DB_ENGINES:
+        raise ValueError("unsupported database")
+    return config
+
+
 def env_db(name: str, default: str) -> dict[str, Any]:
-    return _read(name, _env.db_url_config(default), _env.db_url_config, "a database URL")
+    what = "a database URL: sqlite:///PATH or postgres://USER[:PASSWORD]@HOST:PORT/NAME"
+    return _read(name, _db_url(default), _db_url, what, secret=True)
