@@ -10,6 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
@@ -149,7 +150,8 @@ def env_value(name: str, found: list[str] | None = None) -> str:
 
 def scrub(text: str, secrets: list[str]) -> str:
     """Remove secret values from text meant for a detail, a log line or an API answer."""
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        if len(secret) >= 3:
-            text = text.replace(secret, "***")
+    # A secret may also appear URL-encoded (an error message that quotes the request URL).
+    forms = {f for s in secrets for f in (s, quote(s, safe=""), quote_plus(s)) if len(s) >= 3}
+    for secret in sorted(forms, key=len, reverse=True):
+        text = text.replace(secret, "***")
     return text

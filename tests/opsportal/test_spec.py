@@ -1,0 +1,118 @@
+"""Key specs: validation that names the bad key, ${VAR} expansion, secret scrubbing."""
+
+from __future__ import annotations
+
+import pytest
+
+from opsportal.spec import ConfigError, Key, env_value, expand_env, scrub, validate, with_defaults
+
+SPEC = {
+    "name": Key("slug", required=True),
+    "interval": Key("int", default=60, minimum=1, maximum=86400),
+    "ratio": Key("number", minimum=0.5),
+    "verify": Key("bool", default=True),
+    "method": Key("str", default="GET", choices=("GET", "POST")),
+    "argv": Key("argv"),
+    "codes": Key("list[int]", minimum=100, maximum=599),
+    "headers": Key("dict[str]", default={}),
+    "equals": Key("scalar"),
+    "note": Key("text"),
+    "tags": Key("list[str]"),
+}
+
+
+def test_it_returns_the_given_keys_and_fills_defaults_separately():
+    cleaned = validate(SPEC, {"name": "web", "interval": 30, "note": ""}, "service[0]")
+    assert cleaned == {"name": "web", "interval": 30, "note": ""}
+    filled = with_defaults(SPEC, cleaned)
+    assert (filled["interval"], filled["verify"], filled["method"], filled["argv"]) == (30, True, "GET", None)
+
+
+def test_it_treats_none_as_missing():
+    assert validate(SPEC, {"name": "web", "ratio": None}, "") == {"name": "web"}
+    with pytest.raises(ConfigError, match=r"^name: is required$"):
+        validate(SPEC, {"name": None}, "")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, "service[3].name: is required"),
+        ({"name": "Web"}, "service[3].name: must be a slug"),
+        ({"name": "web", "colour": 1}, "service[3].colour: unknown key"),
+        ({"name": "web", "interval": 0}, "service[3].interval: must be a positive integer"),
+        ({"name": "web", "interval": "60"}, "service[3].interval: must be a positive integer"),
+        ({"name": "web", "interval": True}, "service[3].interval: must be a positive integer"),
+        ({"name": "web", "interval": 1.5}, "service[3].interval: must be a positive integer"),
+        ({"name": "web", "interval": 86401}, "service[3].interval: must be at most 86400"),
+        ({"name": "web", "ratio": 0.1}, "service[3].ratio: must be at least 0.5"),
+        ({"name": "web", "ratio": False}, "service[3].ratio: must be a number"),
+        ({"name": "web", "verify": "true"}, "service[3].verify: must be true or false"),
+        ({"name": "web", "method": "DELETE"}, "service[3].method: must be one of GET, POST"),
+        ({"name": "web", "method": ""}, "service[3].method: must be a non-empty string"),
+        ({"name": "web", "argv": "rm -rf /"}, "service[3].argv: must be a non-empty list of strings (an argv"),
+        ({"name": "web", "argv": ["ok", ""]}, "service[3].argv: must be a non-empty list of strings"),
+        ({"name": "web", "codes": [200, 700]}, "service[3].codes: must be at most 599"),
+        ({"name": "web", "codes": [200, True]}, "service[3].codes: must be a non-empty list of integers"),
+        ({"name": "web", "headers": {"A": 1}}, "service[3].headers: must be a table of strings"),
+        ({"name": "web", "equals": [1]}, "service[3].equals: must be a string, number or boolean"),
+        ({"name": "web", "note": 5}, "service[3].note: must be a string"),
+        ({"name": "web", "tags": ["a", 2]}, "service[3].tags: must be a list of non-empty strings"),
+    ],
+)
+def test_it_names_the_table_and_key_of_a_bad_value(data, message):
+    with pytest.raises(ConfigError) as info:
+        validate(SPEC, data, "service[3]")
+    assert str(info.value).startswith(message)
+    assert info.value.where == message.split(":")[0]
+
+
+def test_it_refuses_a_table_that_is_not_a_table():
+    with pytest.raises(ConfigError, match=r"^tunnel\[0\]: must be a table$"):
+        validate(SPEC, ["name"], "tunnel[0]")
+
+
+def test_it_allows_ignored_keys():
+    assert validate(SPEC, {"name": "web", "recovery": []}, "s", ignore=("recovery",)) == {"name": "web"}
+
+
+def test_it_expands_variables_and_collects_their_values(monkeypatch):
+    monkeypatch.setenv("OPS_SPEC_A", "alpha-secret")
+    monkeypatch.setenv("OPS_SPEC_B", "beta")
+    found: list[str] = []
+    assert expand_env("Bearer ${OPS_SPEC_A}/${OPS_SPEC_B}", found) == "Bearer alpha-secret/beta"
+    assert found == ["alpha-secret", "beta"]
+    assert expand_env("no refs, $HOME or {x}") == "no refs, $HOME or {x}"
+
+
+def test_it_names_an_unset_variable(monkeypatch):
+    monkeypatch.delenv("OPS_SPEC_MISSING", raising=False)
+    with pytest.raises(ConfigError, match="^environment variable OPS_SPEC_MISSING is not set$"):
+        expand_env("x ${OPS_SPEC_MISSING}")
+
+
+def test_it_reads_a_named_variable_as_a_secret(monkeypatch):
+    monkeypatch.setenv("OPS_SPEC_DSN", "postgres://u:p@h/d")
+    monkeypatch.setenv("OPS_SPEC_EMPTY", "")
+    found: list[str] = []
+    assert env_value("OPS_SPEC_DSN", found) == "postgres://u:p@h/d"
+    assert found == ["postgres://u:p@h/d"]
+    with pytest.raises(ConfigError, match="OPS_SPEC_EMPTY is not set"):
+        env_value("OPS_SPEC_EMPTY")
+
+
+def test_it_scrubs_secrets_longest_first():
+    text = "token abcdef and abc and abcdef again"
+    assert scrub(text, ["abc", "abcdef", "abcdef"]) == "token *** and *** and *** again"
+
+
+def test_it_scrubs_the_url_encoded_form_of_a_secret():
+    secret = "p@ss word/+1"
+    text = "GET /v1?key=p%40ss%20word%2F%2B1 and form key=p%40ss+word%2F%2B1 failed"
+    scrubbed = scrub(text, [secret])
+    assert scrubbed == "GET /v1?key=*** and form key=*** failed"
+
+
+def test_it_leaves_text_alone_without_secrets_and_ignores_trivially_short_ones():
+    assert scrub("HTTP 200", []) == "HTTP 200"
+    assert scrub("HTTP 200", ["", "20"]) == "HTTP 200"
