@@ -65,6 +65,13 @@ class CheckResult:
     def restarted(self) -> bool:
         return Kind.RESTARTED in self.events
 
+    @property
+    def routine(self) -> bool:
+        """A healthy check, or one more check while restarts stay suppressed: nothing new to tell."""
+        if self.status == Status.SUPPRESSED:
+            return Kind.RESTART_SUPPRESSED not in self.events
+        return self.events == [Kind.CHECK_OK]
+
     def summary(self) -> str:
         pid = f" (PID: {self.pid})" if self.pid else ""
         return f"{self.tunnel}: {self.status}{pid} - {self.detail}"
@@ -212,6 +219,10 @@ class Check:
     def say(self, level: int, message: str, *args: object) -> None:
         log.log(level, "[%s] " + message, self.t.name, *args)
 
+    def alarm(self, message: str, *args: object) -> None:
+        # Once restarts are suppressed the notice has been given: repeats go to DEBUG.
+        self.say(logging.DEBUG if self.previous == Status.SUPPRESSED else logging.WARNING, message, *args)
+
     def steady(self, message: str, *args: object) -> None:
         # Healthy lines only when the state changes, so a healthy tunnel does not flood the log.
         self.say(logging.INFO if self.previous != Status.UP else logging.DEBUG, message, *args)
@@ -257,7 +268,7 @@ class Check:
         if proc is None:
             t.pid = t.pid_create_time = t.ready_connections = None
             self.event(Kind.PROCESS_MISSING, "tunnel process not running")
-            self.say(logging.WARNING, "Tunnel process not running")
+            self.alarm("Tunnel process not running")
             return self.restart_and_save("process not running")
         ref = procs.ProcRef.of(proc)
         t.pid, t.pid_create_time = ref.pid, ref.create_time
@@ -270,7 +281,7 @@ class Check:
                 t.consecutive_ready_failures += 1
                 count = f"{t.consecutive_ready_failures}/{t.ready_failure_threshold}"
                 self.event(Kind.NOT_READY, f"{detail} ({count})", ref.pid)
-                self.say(logging.WARNING, "Tunnel connector %s (%s)", detail, count)
+                self.alarm("Tunnel connector %s (%s)", detail, count)
                 if t.consecutive_ready_failures >= t.ready_failure_threshold:
                     return self.restart_and_save(f"connector {detail}, {count} checks")
                 return self.save(Status.NOT_READY, f"{detail} ({count})")

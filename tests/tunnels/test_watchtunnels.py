@@ -108,7 +108,7 @@ def test_it_replaces_a_killed_connector_within_one_interval_in_the_loop(make_tun
 
     helper = threading.Thread(target=saboteur)
     helper.start()
-    checks = Command(stdout=StringIO()).loop([fake.tunnel], None, stop)
+    checks = Command(stdout=StringIO()).loop(["edge"], None, stop)
     helper.join(timeout=30)
     tunnel = fake.reload()
     assert "ready" in seen and checks >= 1
@@ -125,11 +125,26 @@ def test_it_replaces_a_killed_connector_within_one_interval_in_the_loop(make_tun
 def test_it_loops_at_a_fixed_interval_when_given(make_tunnel):
     fake = make_tunnel()
     fake.start()
+    out = StringIO()
     stop = threading.Event()
     timer = threading.Timer(1.0, stop.set)
     timer.start()
-    checks = Command(stdout=StringIO()).loop([fake.tunnel], 0.2, stop)
+    checks = Command(stdout=out).loop(None, 0.2, stop)
     timer.join()
     assert checks >= 2
     assert fake.reload().events.filter(kind=Kind.CHECK_OK).count() == checks
+    assert out.getvalue() == ""  # routine healthy checks print nothing in the loop
+    assert_clean(fake)
+
+
+def test_it_logs_a_suppressed_crash_loop_once_not_on_every_check(make_tunnel, tmp_path):
+    fake = make_tunnel("--exit-at-once", max_restarts_per_hour=2, settle_seconds=0.2)
+    log_file = tmp_path / "tunnel.log"
+    for _ in range(5):
+        run("--once", "--log-file", str(log_file))
+    text = log_file.read_text()
+    assert text.count("[ERROR] [edge] Tunnel restart failed: connector exited within 0.2 s") == 2
+    assert text.count("[WARNING] [edge] Max restarts reached") == 1
+    assert text.count("Tunnel process not running") == 3  # two attempts and the check that hit the limit
+    assert fake.reload().events.filter(kind=Kind.PROCESS_MISSING).count() == 5  # every check still has its row
     assert_clean(fake)

@@ -42,7 +42,7 @@ class Command(BaseCommand):
                 return f"checked {len(results)} tunnel(s): " + ", ".join(f"{r.tunnel} {r.status}" for r in results)
             stop = threading.Event()
             self.stop_on_signals(stop)
-            checks = self.loop(tunnels, opts["interval"], stop)
+            checks = self.loop(opts["names"] or None, opts["interval"], stop)
             return f"stopped after {checks} check(s)"
 
     def tunnels(self, names: list[str]) -> list[Tunnel]:
@@ -57,36 +57,45 @@ class Command(BaseCommand):
             raise CommandError("tunnel is disabled: " + ", ".join(disabled))
         return [found[n] for n in names]
 
-    def check_all(self, tunnels: list[Tunnel]) -> list[watchdog.CheckResult]:
+    def check_all(self, tunnels: list[Tunnel], *, quiet: bool = False) -> list[watchdog.CheckResult]:
         results = []
         for tunnel in tunnels:
             result = watchdog.check_now(tunnel)
             if result is None:
                 self.stdout.write(f"{tunnel.name}: being checked by another watchdog, skipped")
-            else:
-                self.stdout.write(result.summary())
-                results.append(result)
+                continue
+            results.append(result)
+            self.report(result, quiet)
         return results
 
-    def loop(self, tunnels: list[Tunnel], interval: float | None, stop: threading.Event) -> int:
-        """Check until `stop` is set: every `interval` seconds, or each tunnel at its own check_interval."""
-        names = [t.name for t in tunnels]
+    def report(self, result: watchdog.CheckResult, quiet: bool) -> None:
+        # In the loop a routine check prints nothing: the rows and the log have it.
+        if not (quiet and result.routine):
+            self.stdout.write(result.summary())
+
+    def loop(self, names: list[str] | None, interval: float | None, stop: threading.Event) -> int:
+        """Check until `stop` is set: every `interval` seconds, or each tunnel at its own check_interval.
+
+        Tunnels are read again every round, so one added or enabled while it runs is picked up.
+        """
         checks = 0
         while not stop.is_set():
             if interval is not None:
-                checks += len(self.check_all(tunnels))
+                current = Tunnel.objects.filter(enabled=True)
+                checks += len(self.check_all(list(current.filter(name__in=names) if names else current), quiet=True))
                 stop.wait(interval)
                 continue
             for result in watchdog.run_due(names=names):
-                self.stdout.write(result.summary())
+                self.report(result, quiet=True)
                 checks += 1
             stop.wait(self.idle_seconds(names))
         return checks
 
     @staticmethod
-    def idle_seconds(names: list[str]) -> float:
+    def idle_seconds(names: list[str] | None) -> float:
+        due = Tunnel.objects.filter(enabled=True, next_due_at__isnull=False)
         soonest = (
-            Tunnel.objects.filter(enabled=True, name__in=names, next_due_at__isnull=False)
+            (due.filter(name__in=names) if names else due)
             .order_by("next_due_at")
             .values_list("next_due_at", flat=True)
             .first()
