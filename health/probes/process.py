@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from health.probes.base import UP, Probe, ProbeConfigError, ProbeError, ProbeOutcome
 from opsportal.procs import describe, find_processes
-from opsportal.spec import Key
+from opsportal.spec import ConfigError, Key
 
 MATCH_KEYS = ("process_name", "cmdline_contains", "pid_file")
 
@@ -20,12 +21,10 @@ class ProcessProbe(Probe):
     }
 
     @classmethod
-    def validate_settings(cls, settings, where):  # type: ignore[no-untyped-def]
+    def validate_settings(cls, settings: Any, where: str) -> dict[str, Any]:
         cleaned = super().validate_settings(settings, where)
         given = [k for k in MATCH_KEYS if k in cleaned]
         if len(given) != 1:
-            from opsportal.spec import ConfigError
-
             raise ConfigError(where, "needs exactly one of process_name, cmdline_contains, pid_file")
         return cleaned
 

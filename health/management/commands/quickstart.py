@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import secrets
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,6 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from health.config import import_text
 from health.models import Service
 
 
@@ -25,8 +25,9 @@ class Command(BaseCommand):
         call_command("createcachetable", verbosity=0)
         call_command("collectstatic", verbosity=0, interactive=False)
         if not Service.objects.exists():
-            report = import_text(Path(opts["config"]).read_text())
-            self.stdout.write(f"imported {opts['config']}: {report.lines()[-1]}")
+            # Through importconfig, so a bad file is a one-line error, not a traceback.
+            summary = call_command("importconfig", opts["config"], stdout=io.StringIO())
+            self.stdout.write(f"imported {opts['config']}: {summary}")
         User = get_user_model()
         if not User.objects.filter(is_superuser=True).exists():
             # A generated password, shown once: there is no default credential anywhere.
