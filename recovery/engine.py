@@ -132,9 +132,10 @@ def recover_one(
     """One attempt at one service, or a recorded skip that says why not."""
     auto = trigger == Trigger.AUTO
     who = {"requested_by": user if getattr(user, "pk", None) else None, "requested_via": via[:100]}
+    now = timezone.now()
+    policy.note_health([service], now)  # also when no round ran before (auto-recovery off, a manual call)
     state = RecoveryState.for_service(service)
     policy.lift_if_acknowledged(state)
-    now = timezone.now()
     if service.is_paused:
         return _skip(service, trigger, Outcome.SKIPPED_DISABLED, "the service is disabled or paused", **who)
     actions = policy.eligible_actions(service, auto=auto)

@@ -161,3 +161,23 @@ def test_it_caps_automatic_attempts_per_hour_in_all(http_server, make_service, a
     # Manual recovery is a person's decision and not limited by the automatic cap.
     (manual,) = recover_services(["c"], trigger="manual")
     assert manual["outcome"] == "failed" and runs(log) == 3
+
+
+@pytest.mark.django_db
+def test_it_lifts_escalation_for_a_manual_request_once_the_service_is_healthy(broken, http_server, settings):
+    from tests.servers import Reply
+
+    svc, action, log = broken
+    action.cooldown = 0
+    action.escalate_after = 1
+    action.save()
+    recover_services([svc.name], trigger="manual")
+    assert RecoveryState.objects.get(service=svc).escalated_at is not None
+    settings.AUTO_RECOVERY_ENABLED = False  # no round lifts it for us
+    http_server.reply = Reply(200, "ok")
+    run_round(list(Service.objects.filter(pk=svc.pk)))
+
+    (result,) = recover_services([svc.name], trigger="manual")
+
+    assert result["outcome"] == "succeeded" and runs(log) == 2
+    assert RecoveryState.objects.get(service=svc).escalated_at is None
