@@ -74,3 +74,19 @@ def test_it_shows_the_portal_version_and_menu(staff_client):
     assert f"opsportal {opsportal.__version__}" in body
     assert "/admin/django_q/schedule/" in body
     assert "/admin/django_q/failure/" in body
+
+
+def test_it_styles_the_login_page_to_match(db):
+    body = Client().get("/accounts/login/?next=/").content.decode()
+    assert "/static/opsportal.css" in body
+    assert '<label for="id_username">Username</label>' in body
+    assert 'name="csrfmiddlewaretoken"' in body
+
+
+def test_it_links_admin_and_dashboard_both_ways(staff_client):
+    staff_client.user.is_superuser = True
+    staff_client.user.save()
+    admin = staff_client.get("/admin/").content.decode()
+    assert 'id="to-dashboard" href="/"' in admin
+    assert "opsportal administration" in admin
+    assert 'href="/admin/"' in staff_client.get("/").content.decode()
