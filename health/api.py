@@ -241,26 +241,9 @@ def _guarded(read: Callable[[], Any], fallback: Any, failures: list[str], what: 
         return fallback
 
 
-def _scheduler_status() -> dict[str, Any]:
-    from health.scheduler import scheduler_status
-
-    return scheduler_status()
-
-
-def _apply_scheduler(overall: str, scheduler: dict[str, Any]) -> str:
-    """A late scheduler makes the overall status at least degraded (the scheduler module decides 'late')."""
-    import health.scheduler as sched
-
-    lift = getattr(sched, "apply_scheduler_status", None)
-    if lift is not None:
-        return lift(overall, scheduler)
-    if scheduler.get("status") == "late" and overall == HEALTHY:
-        return DEGRADED
-    return overall
-
-
 def status_payload() -> dict[str, Any]:
     """The body of GET /health/status, in a constant number of queries; what cannot be read is reported as such."""
+    from health.scheduler import apply_scheduler_status, scheduler_status
     from opsportal.db import database_status
     from recovery.stats import recovery_stats
     from tunnels.status import tunnels_status
@@ -279,13 +262,14 @@ def status_payload() -> dict[str, Any]:
             lambda: Incident.objects.filter(resolved_at__isnull=True).count(), None, failures, "incidents"
         )
         recovery = _guarded(recovery_stats, None, failures, "recovery")
-        scheduler = _guarded(_scheduler_status, unknown_scheduler, failures, "scheduler")
+        scheduler = _guarded(scheduler_status, unknown_scheduler, failures, "scheduler")
     if services is None:
         # The services cannot be read: the portal cannot vouch for anything.
         overall = DOWN
         database = {**database, "status": "down"}
     else:
-        overall = _apply_scheduler(overall_status(services), scheduler)
+        # A late scheduler makes `healthy` at least `degraded`: the states shown may be stale.
+        overall = apply_scheduler_status(overall_status(services), scheduler)
     payload: dict[str, Any] = {
         "status": overall,
         "timestamp": timezone.now().isoformat(),

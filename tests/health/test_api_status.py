@@ -8,7 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from health.models import ApiToken, Incident, Service
+from health.models import ApiToken, Incident, SchedulerHeartbeat, Service
 from health.runner import run_round
 from recovery.models import RecoveryAction
 from tests.health.api_support import bearer, make_service, make_user, staff_token, unreachable_database
@@ -262,3 +262,14 @@ def test_it_refuses_post_with_405(client):
     response = client.post("/health/status")
     assert response.status_code == 405
     assert response["Allow"] == "GET, HEAD"
+
+
+def test_it_reports_a_late_scheduler_and_is_degraded_then(client):
+    set_state(make_service("api"), "up")
+    SchedulerHeartbeat.objects.create(name="dispatcher", last_run_at=timezone.now() - timedelta(minutes=10))
+    response = client.get("/health/status")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["scheduler"]["status"] == "late"
+    assert body["scheduler"]["lagSeconds"] >= 600
+    assert body["status"] == "degraded"
