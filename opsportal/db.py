@@ -214,7 +214,10 @@ def run_db(fn: Callable[..., T], *args: Any, using: str = "default", retry: bool
     """
     if not retry or connections[using].in_atomic_block:
         with breaker.calling():
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+        if _pending_events and not connections["default"].in_atomic_block:
+            flush_breaker_events()
+        return result
     retries = settings.DB_RETRY_ATTEMPTS
     retrying = Retrying(
         stop=stop_after_attempt(retries + 1),
@@ -228,7 +231,7 @@ def run_db(fn: Callable[..., T], *args: Any, using: str = "default", retry: bool
         with attempt, breaker.calling():
             result = fn(*args, **kwargs)
     if _pending_events:
-        flush_breaker_events(using)
+        flush_breaker_events()
     return result
 
 
@@ -268,7 +271,7 @@ def database_status(using: str = "default") -> dict[str, Any]:
         detail = transient_reason(exc) or type(exc).__name__
         close_connections(using)
     if status == "up" and _pending_events:
-        flush_breaker_events(using)
+        flush_breaker_events()
     answer: dict[str, Any] = {
         "status": status,
         "vendor": conn.vendor,
