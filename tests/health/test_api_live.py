@@ -51,3 +51,16 @@ def test_it_answers_unknown_paths_under_health_with_a_json_404(client):
         assert response.status_code == 404, path
         assert response["Content-Type"] == "application/json"
         assert response.json() == {"error": f"no such endpoint: {path}"}
+
+
+def test_it_answers_a_server_error_with_json_not_a_traceback(client, monkeypatch):
+    def broken() -> dict:
+        raise RuntimeError("boom: internal detail")
+
+    # Fault injection: the payload builder fails the way a bug would.
+    monkeypatch.setattr("health.api.live_payload", broken)
+    response = client.get("/health/live")
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"error": "internal server error"}
+    assert b"boom" not in response.content
