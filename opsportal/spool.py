@@ -24,6 +24,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,11 @@ def _create_row(payload: dict[str, Any]) -> None:
 register("create", _create_row)
 
 
-class SpoolFull(Exception):
-    pass
+class _Encoder(DjangoJSONEncoder):
+    def default(self, o: Any) -> Any:
+        if isinstance(o, datetime):
+            return o.isoformat()  # full precision: DjangoJSONEncoder would cut to milliseconds
+        return super().default(o)
 
 
 class Spool:
@@ -76,7 +80,7 @@ class Spool:
 
     def append(self, kind: str, payload: dict[str, Any]) -> bool:
         """Append one record durably; False (and an error line, once per outage) when the spool is full."""
-        line = json.dumps({"kind": kind, "at": time.time(), "payload": payload}, cls=DjangoJSONEncoder) + "\n"
+        line = json.dumps({"kind": kind, "at": time.time(), "payload": payload}, cls=_Encoder) + "\n"
         data = line.encode()
         with self._locked():
             size = self.path.stat().st_size if self.path.exists() else 0
@@ -121,11 +125,20 @@ class Spool:
 
         Raises DatabaseError when the database still cannot be written (the rest stays spooled).
         """
-        from health.models import SpoolBatch  # the app models are ready when this runs
-
-        self._cut_batch()
         replayed = 0
-        for batch in self.batches():
+        while True:
+            if not self.batches():
+                self._cut_batch()  # only when older batches are done, so an outage leaves few files
+            batches = self.batches()
+            if not batches:
+                return replayed
+            replayed += self._replay_batches(batches)
+
+    def _replay_batches(self, batches: list[Path]) -> int:
+        from health.models import SpoolBatch
+
+        replayed = 0
+        for batch in batches:
             batch_id = batch.stem
             records = [json.loads(line) for line in batch.read_text().splitlines() if line.strip()]
             if not SpoolBatch.objects.filter(batch_id=batch_id).exists():
