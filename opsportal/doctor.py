@@ -1,0 +1,333 @@
+"""`manage.py doctor`: check an installation and say what is wrong and how to fix it.
+
+One small function per check, each returning a Finding. A check never raises: an unexpected error
+becomes a failed finding, so the command always prints a full report instead of a traceback.
+Checks that need the database are skipped (and say so) when the database itself is unreachable.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from django.conf import settings
+from django.core.cache import caches
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, connection
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from opsportal.spec import scrub
+
+log = logging.getLogger("opsportal.doctor")
+
+# Web, worker and database clocks may differ by this much: the cadence promise is ±5 s of due.
+MAX_CLOCK_SKEW_S = 2.0
+# Django's own thresholds for a strong SECRET_KEY (check --deploy, security.W009).
+SECRET_KEY_MIN_LENGTH = 50
+SECRET_KEY_MIN_UNIQUE = 5
+# Values from examples and templates that must never reach production.
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "replace-me", "test-only-not-secret", "django-insecure-", "secret_key")
+PER_PROCESS_CACHES = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+)
+SCHEDULE_PREFIX = "opsportal-"
+
+
+@dataclass
+class Finding:
+    check: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    skipped: bool = False
+
+
+def ok(check: str, detail: str) -> Finding:
+    return Finding(check, True, detail)
+
+
+def problem(check: str, detail: str, fix: str) -> Finding:
+    return Finding(check, False, detail, fix)
+
+
+def _db_secrets() -> list[str]:
+    password = settings.DATABASES["default"].get("PASSWORD") or ""
+    return [password, settings.REDIS_URL] if settings.REDIS_URL else [password]
+
+
+def _error(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    return scrub(text, _db_secrets())[:300]
+
+
+def _db_label() -> str:
+    db = settings.DATABASES["default"]
+    return f"{connection.vendor} database {str(db.get('NAME'))!r}"
+
+
+def check_database() -> Finding:
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError as exc:
+        return problem(
+            "database",
+            f"cannot reach the {_db_label()}: {_error(exc)}",
+            "check DATABASE_URL and that the server runs and accepts this user (systemctl status postgresql)",
+        )
+    executor = MigrationExecutor(connection)
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    if plan:
+        first = plan[0][0]
+        return problem(
+            "database",
+            f"{_db_label()}: {len(plan)} migration(s) not applied (first: {first.app_label}.{first.name})",
+            "run `python manage.py migrate` (see docs/deploy.md, Upgrades)",
+        )
+    return ok("database", f"{_db_label()} reachable, all migrations applied")
+
+
+def check_cache() -> Finding:
+    aliases = sorted({"default", settings.Q_CLUSTER.get("cache", "default")})
+    for alias in aliases:
+        backend = settings.CACHES.get(alias, {}).get("BACKEND", "")
+        if backend in PER_PROCESS_CACHES:
+            return problem(
+                "cache",
+                f"cache {alias!r} is {backend.rsplit('.', 1)[-1]}: each process sees its own, so the web "
+                "cannot see the qcluster's stats or share rate limits",
+                "set REDIS_URL, or use the database cache (the default without REDIS_URL)",
+            )
+        key, value = f"opsportal:doctor:{uuid.uuid4().hex}", uuid.uuid4().hex
+        try:
+            cache = caches[alias]
+            cache.set(key, value, 30)
+            got = cache.get(key)
+            cache.delete(key)
+        except Exception as exc:  # every backend has its own errors (DatabaseError, redis.ConnectionError…)
+            fix = (
+                "run `python manage.py createcachetable`"
+                if "DatabaseCache" in backend
+                else "check REDIS_URL and that redis-server runs (systemctl status redis-server)"
+            )
+            return problem("cache", f"cache {alias!r} ({backend.rsplit('.', 1)[-1]}) failed: {_error(exc)}", fix)
+        if got != value:
+            return problem(
+                "cache",
+                f"cache {alias!r} did not keep a value it was given",
+                "check the cache server's memory limit and eviction policy",
+            )
+    return ok("cache", f"shared cache works ({', '.join(aliases)}: {backend.rsplit('.', 1)[-1]})")
+
+
+def check_broker() -> Finding:
+    from django_q.brokers import get_broker
+    from django_q.brokers.orm import ORM
+
+    try:
+        broker = get_broker()
+        if isinstance(broker, ORM):
+            # The ORM broker's ping() is always True: ask its table instead.
+            from django_q.models import OrmQ
+
+            OrmQ.objects.using(settings.Q_CLUSTER.get("orm", "default")).exists()
+        elif not broker.ping():
+            raise ConnectionError("ping failed")
+    except Exception as exc:  # redis.ConnectionError, DatabaseError, a bad broker class…
+        return problem(
+            "broker",
+            f"Django-Q2 broker unreachable: {_error(exc)}",
+            "check REDIS_URL and that redis-server runs"
+            if settings.REDIS_URL
+            else "run `python manage.py migrate` (the ORM broker's table lives in the database)",
+        )
+    return ok("broker", f"Django-Q2 broker reachable ({type(broker).__name__})")
+
+
+def check_scheduler() -> Finding:
+    from health.scheduler import scheduler_status
+
+    status = scheduler_status()
+    if status.get("status") == "ok":
+        return ok("scheduler", f"qcluster heartbeat fresh (last run {status.get('lastRunAt')})")
+    if status.get("lastRunAt"):
+        detail = f"qcluster heartbeat is late: last run {status['lastRunAt']}, {status.get('lagSeconds')} s ago"
+    else:
+        detail = "no qcluster heartbeat: no scheduler has run against this database"
+    return problem(
+        "scheduler",
+        detail,
+        "start the workers: `systemctl start opsportal-qcluster` (or `python manage.py qcluster`); "
+        "see `journalctl -u opsportal-qcluster`",
+    )
+
+
+def log_directories() -> list[Path]:
+    """Where the portal writes logs: LOG_DIR if set, each file handler's directory, else the var dir."""
+    dirs: list[Path] = []
+    if getattr(settings, "LOG_DIR", None):
+        dirs.append(Path(settings.LOG_DIR))
+    for handler in settings.LOGGING.get("handlers", {}).values():
+        if handler.get("filename"):
+            dirs.append(Path(handler["filename"]).parent)
+    if not dirs:
+        dirs.append(Path(settings.VAR_DIR))
+    return list(dict.fromkeys(dirs))
+
+
+def check_log_dir() -> Finding:
+    for path in log_directories():
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-"):
+                pass
+        except OSError as exc:
+            return problem(
+                "logs",
+                f"cannot write in {path}: {exc.strerror or exc}",
+                f"create {path} as a directory owned by the service user (docs/deploy.md: "
+                "`install -d -o opsportal -g opsportal ...`), or point LOG_DIR elsewhere",
+            )
+    return ok("logs", "writable: " + ", ".join(str(p) for p in log_directories()))
+
+
+def check_secret_key() -> Finding:
+    try:
+        key = settings.SECRET_KEY
+    except ImproperlyConfigured:  # Django refuses to hand out an empty key
+        key = ""
+    fix = (
+        "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(50))'` and set SECRET_KEY "
+        "in the env file (never commit it)"
+    )
+    if not key:
+        return problem("secret_key", "SECRET_KEY is empty", fix)
+    lowered = key.lower()
+    marker = next((m for m in PLACEHOLDER_MARKERS if m in lowered), None)
+    if marker:
+        return problem("secret_key", f"SECRET_KEY is a placeholder or example value (contains {marker!r})", fix)
+    if len(key) < SECRET_KEY_MIN_LENGTH or len(set(key)) < SECRET_KEY_MIN_UNIQUE:
+        return problem(
+            "secret_key",
+            f"SECRET_KEY is weak: {len(key)} characters, {len(set(key))} distinct "
+            f"(needs >= {SECRET_KEY_MIN_LENGTH} and >= {SECRET_KEY_MIN_UNIQUE})",
+            fix,
+        )
+    return ok("secret_key", f"SECRET_KEY set ({len(key)} characters)")
+
+
+def check_debug() -> Finding:
+    if settings.DEBUG:
+        return problem(
+            "debug",
+            "DEBUG is on: error pages show settings and code to anyone",
+            "set DEBUG=false in the env file",
+        )
+    return ok("debug", "DEBUG is off")
+
+
+def check_schedules() -> Finding:
+    from django_q.models import Schedule
+
+    from health.scheduler import schedule_specs
+
+    present = set(Schedule.objects.filter(name__startswith=SCHEDULE_PREFIX).values_list("name", flat=True))
+    missing = sorted(set(schedule_specs()) - present)
+    if missing:
+        return problem(
+            "schedules",
+            f"Django-Q2 schedule(s) missing: {', '.join(missing)}: the qcluster would not run them",
+            "run `python manage.py migrate` (it creates the schedules by name, idempotently)",
+        )
+    return ok("schedules", f"{len(present)} schedule(s): {', '.join(sorted(present))}")
+
+
+def database_now() -> datetime:
+    """The database server's clock (PostgreSQL's clock_timestamp(); SQLite shares this host's clock)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT clock_timestamp()")
+            return cursor.fetchone()[0]
+        cursor.execute("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
+        return datetime.fromisoformat(cursor.fetchone()[0] + "+00:00")
+
+
+def check_clock() -> Finding:
+    from health.scheduler import scheduler_status
+
+    db_now = database_now()
+    skew = (timezone.now() - db_now).total_seconds()
+    fix = "keep every host's clock synchronised (`timedatectl set-ntp true`, chrony or systemd-timesyncd)"
+    if abs(skew) > MAX_CLOCK_SKEW_S:
+        return problem(
+            "clock", f"this host's clock is {skew:+.1f} s off the database's (limit ±{MAX_CLOCK_SKEW_S:g} s)", fix
+        )
+    # The heartbeat is written with the worker's clock: a time ahead of the database's means a fast worker
+    # clock (a slow one is indistinguishable from a late heartbeat, which the scheduler check reports).
+    last = scheduler_status().get("lastRunAt")
+    written = parse_datetime(last) if isinstance(last, str) else last
+    if written is not None:
+        ahead = (written - database_now()).total_seconds()
+        if ahead > MAX_CLOCK_SKEW_S:
+            return problem("clock", f"the worker's heartbeat is {ahead:.1f} s in the database's future", fix)
+    return ok("clock", f"web and database clocks agree within {abs(skew):.2f} s")
+
+
+def check_static() -> Finding:
+    from django.contrib.staticfiles.storage import ManifestFilesMixin
+    from django.core.files.storage import storages
+
+    storage = storages["staticfiles"]
+    if not isinstance(storage, ManifestFilesMixin):
+        return ok("static", "static files served as they are (no manifest needed)")
+    if storage.read_manifest() is None:
+        return problem(
+            "static",
+            f"no static files manifest in {settings.STATIC_ROOT}: every page would fail",
+            "run `python manage.py collectstatic --noinput` (part of every install and upgrade)",
+        )
+    return ok("static", f"collected static files in {settings.STATIC_ROOT}")
+
+
+Check = Callable[[], Finding]
+# (name, function, needs the database)
+CHECKS: list[tuple[str, Check, bool]] = [
+    ("database", check_database, False),
+    ("cache", check_cache, False),
+    ("broker", check_broker, False),
+    ("scheduler", check_scheduler, True),
+    ("logs", check_log_dir, False),
+    ("secret_key", check_secret_key, False),
+    ("debug", check_debug, False),
+    ("schedules", check_schedules, True),
+    ("clock", check_clock, True),
+    ("static", check_static, False),
+]
+
+
+def run_checks(checks: list[tuple[str, Check, bool]] | None = None) -> list[Finding]:
+    findings: list[Finding] = []
+    blocked = ""  # why checks that need a working, migrated database are skipped
+    for name, check, needs_db in checks if checks is not None else CHECKS:
+        if needs_db and blocked:
+            findings.append(Finding(name, True, f"skipped: {blocked}", skipped=True))
+            continue
+        try:
+            finding = check()
+        except Exception as exc:  # a check must report, never crash the report
+            log.debug("doctor check %s crashed", name, exc_info=True)
+            finding = problem(name, f"the check itself failed: {_error(exc)}", "fix the problems above first")
+        findings.append(finding)
+        if name == "database" and not finding.ok:
+            unreachable = "cannot reach" in finding.detail
+            blocked = "the database is unreachable" if unreachable else "the database is not migrated"
+    return findings
