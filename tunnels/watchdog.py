@@ -49,8 +49,8 @@ RECOVERY_CLAIM_WAIT = 10.0  # how long restart_for_recovery waits for a running 
 Kind = TunnelEvent.Kind
 Status = Tunnel.Status
 
-# Pids this process started: reaped explicitly so exited connectors do not linger as zombies.
-_started: set[int] = set()
+# Connectors this process started: reaped explicitly so exited ones do not linger as zombies.
+_started: set[procs.ProcRef] = set()
 
 
 @dataclass
@@ -172,14 +172,18 @@ def restart_for_recovery(tunnel_name: str) -> tuple[bool, str]:
 
 
 def reap_started() -> None:
-    """Collect the exit status of connectors this process started that have exited."""
-    for pid in list(_started):
+    """Collect the exit status of connectors this process started that have exited (zombies)."""
+    for ref in list(_started):
         try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            done = pid  # already collected elsewhere (subprocess or psutil)
-        if done:
-            _started.discard(pid)
+            proc = psutil.Process(ref.pid)
+            if abs(proc.create_time() - ref.create_time) > 0.01:
+                _started.discard(ref)  # collected elsewhere, and the pid reused: not ours to wait for
+            elif proc.status() == psutil.STATUS_ZOMBIE:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(ref.pid, os.WNOHANG)
+                _started.discard(ref)
+        except psutil.NoSuchProcess:
+            _started.discard(ref)
 
 
 def ready_state(url: str) -> tuple[bool, int | None, str]:
@@ -194,7 +198,7 @@ def ready_state(url: str) -> tuple[bool, int | None, str]:
         return False, None, f"ready endpoint unreachable ({type(exc).__name__})"
     connections = None
     with contextlib.suppress(ValueError, TypeError, AttributeError):
-        connections = int(json.loads(body).get("readyConnections"))
+        connections = max(0, int(json.loads(body).get("readyConnections")))
     shown = f"HTTP {status}" + (f", readyConnections {connections}" if connections is not None else "")
     if status != 200 or (connections is not None and connections < 1):
         return False, connections, f"not ready: {shown}"
@@ -332,7 +336,7 @@ class Check:
             ref = procs.start_detached(argv, log_file=self.log_file())
         except (ConfigError, OSError) as exc:
             return self.failed(Status.DOWN, f"could not start the connector: {exc}", None)
-        _started.add(ref.pid)
+        _started.add(ref)
         if not procs.alive_after(ref, t.settle_seconds):
             return self.failed(Status.DOWN, f"connector exited within {t.settle_seconds:g} s of starting", ref.pid)
         t.pid, t.pid_create_time = ref.pid, ref.create_time

@@ -188,13 +188,15 @@ def test_it_honours_the_limit_recorded_by_earlier_processes(make_tunnel):
 
 
 def test_it_records_a_restart_that_never_becomes_ready_as_failed(make_tunnel):
-    fake = make_tunnel("--never-ready", startup_timeout=1)
+    fake = make_tunnel("--never-ready", startup_timeout=2)
     result = watchdog.check_now(fake.tunnel)
     tunnel = fake.reload()
     assert result.events == [Kind.PROCESS_MISSING, Kind.RESTART_FAILED]
     failed = tunnel.events.get(kind=Kind.RESTART_FAILED)
-    assert "not ready within 1 s" in failed.detail and "HTTP 503" in failed.detail
+    assert "connector not ready within 2 s" in failed.detail
     assert tunnel.status == Tunnel.Status.NOT_READY and tunnel.pid == failed.pid  # left running, tracked
+    assert psutil.Process(tunnel.pid).is_running()
+    assert requests.get(tunnel.ready_url, timeout=5).status_code == 503
     assert not Event.objects.filter(kind=Event.Kind.TUNNEL_RESTARTED).exists()
     assert_clean(fake)
 

@@ -143,7 +143,7 @@ def test_it_logs_a_suppressed_crash_loop_once_not_on_every_check(make_tunnel, tm
     for _ in range(5):
         run("--once", "--log-file", str(log_file))
     text = log_file.read_text()
-    assert text.count("[ERROR] [edge] Tunnel restart failed: connector exited within 0.2 s") == 2
+    assert text.count("[ERROR] [edge] Tunnel restart failed: connector exited") == 2  # within settle, or before ready
     assert text.count("[WARNING] [edge] Max restarts reached") == 1
     assert text.count("Tunnel process not running") == 3  # two attempts and the check that hit the limit
     assert fake.reload().events.filter(kind=Kind.PROCESS_MISSING).count() == 5  # every check still has its row
