@@ -11,6 +11,8 @@ from opsportal.spec import ConfigError, Key, expand_env
 
 # The Nagios plugin convention, so existing check plugins work unchanged.
 EXIT_STATUS = {0: UP, 1: DEGRADED}
+# After a timeout kill, how long to wait for the output pipes to close.
+PIPE_GRACE_SECONDS = 1.0
 
 
 class CommandProbe(Probe):
@@ -43,7 +45,14 @@ class CommandProbe(Probe):
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)
-            child.communicate()
+            try:
+                child.communicate(timeout=PIPE_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                # A descendant that left the group still holds the pipes: stop waiting for them.
+                for pipe in (child.stdout, child.stderr):
+                    if pipe:
+                        pipe.close()
+                child.wait()
             raise ProbeTimeout(f"command did not finish within {self.timeout:g} s") from None
         latency = (time.perf_counter() - start) * 1000
         text = (out or err).decode("utf-8", errors="replace").strip()

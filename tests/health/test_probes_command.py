@@ -132,3 +132,26 @@ def test_it_names_an_unset_env_variable(monkeypatch):
     outcome = probe_once(command_service(["true"], env={"X": "${OPS_TEST_CMD_UNSET}"}))
     assert outcome.status == DOWN
     assert outcome.detail == "config error: environment variable OPS_TEST_CMD_UNSET is not set"
+
+
+def test_it_is_not_held_by_a_descendant_that_left_the_group(tmp_path):
+    # A grandchild in its own session survives the group kill and keeps stdout open.
+    pid_file = tmp_path / "escaped.pid"
+    code = (
+        "import subprocess, time\n"
+        "child = subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )
+    start = time.monotonic()
+    try:
+        outcome = probe_once(command_service(script(code), timeout=1))
+        elapsed = time.monotonic() - start
+    finally:
+        if pid_file.exists():
+            escaped = psutil.Process(int(pid_file.read_text()))
+            escaped.kill()
+            escaped.wait(timeout=10)
+    assert outcome.status == DOWN
+    assert outcome.detail == "command did not finish within 1 s"
+    assert elapsed < 10
