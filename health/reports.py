@@ -212,7 +212,9 @@ def open_incidents() -> list[Incident]:
 def overview(now: dt.datetime | None = None) -> Overview:
     """What the overview shows, in a constant number of queries."""
     now = now or timezone.now()
-    services = list(Service.objects.all())
+    # Whether a Recover button makes sense, counted in the same query.
+    enabled_actions = Count("recovery_actions", filter=Q(recovery_actions__enabled=True))
+    services = list(Service.objects.annotate(recovery_actions_enabled=enabled_actions))
     return Overview(
         status=overall_status(services),
         counts=state_counts(services),

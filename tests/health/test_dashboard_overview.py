@@ -4,6 +4,7 @@ import pytest
 from django.test import Client
 
 from health.models import Incident
+from recovery.models import RecoveryAction
 from tests.health.dashboard_fixtures import make_results, make_service, make_world, staff_client, user_client
 
 __all__ = ["staff_client", "user_client"]
@@ -37,7 +38,10 @@ def test_it_shows_a_down_service_with_its_error_and_since_when(staff_client):
     svc = make_service("api", status="down", last_error="connection refused", consecutive_failures=3)
     make_results(svc, ["up", "up", "down", "down"])
     Incident.objects.create(service=svc, cause="connection refused")
+    RecoveryAction.objects.create(service=svc, kind="command", settings={"argv": ["true"]})
+    make_service("bare", status="down")  # no recovery action: no Recover button
     body = staff_client.get("/").content.decode()
+    assert "/services/bare/recover/" not in body
     assert 'class="card st-down" id="svc-api"' in body
     assert "connection refused" in body
     assert "3 failures in a row" in body
