@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections import Counter
+from pathlib import Path
 
 import pytest
-from django.db import connections
+from django.db import connection, connections
 
 from recovery.engine import recover_services
 from recovery.models import RecoveryAttempt
@@ -79,3 +83,34 @@ def test_it_keeps_the_lock_even_for_forced_concurrent_requests(flag_target, make
     # Force bypasses the cooldown, so a late request may run after the first finished; never two at once.
     assert ran == sum(1 for r in out if not r["skipped"])
     assert ran < THREADS and Counter(r["outcome"] for r in out)["skipped_busy"] >= 1
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_it_holds_across_processes(flag_target, make_service, add_action, tmp_path):
+    server, flag = flag_target
+    log = tmp_path / "runs.log"
+    svc = make_service(url=server.url)
+    # Long enough for all four processes (each starting Django) to meet it running.
+    script = "import sys, time; open(sys.argv[1], 'a').write('ran\\n'); time.sleep(2)"
+    add_action(svc, "command", {"argv": [PY, "-c", script, str(log)]})
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+    env = {**os.environ, "DATABASE_URL": url}
+    root = Path(__file__).resolve().parents[2]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "recover", svc.name],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
+
+    assert len(log.read_text().splitlines()) == 1, outputs
+    rows = Counter(RecoveryAttempt.objects.values_list("outcome", flat=True))
+    assert sum(rows.values()) == 4 and rows["failed"] == 1, rows
+    assert sum(n for o, n in rows.items() if o.startswith("skipped_")) == 3
