@@ -1,8 +1,23 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
 
-from health.models import ApiToken, Incident, ProbeResult, Service, StateChange
+from health.models import (
+    ApiToken,
+    Channel,
+    Delivery,
+    Event,
+    HourlyRollup,
+    Incident,
+    MaintenanceWindow,
+    ProbeResult,
+    Service,
+    StateChange,
+)
+from health.reports import mask
 
 
 @admin.register(Service)
@@ -61,3 +76,84 @@ class ApiTokenAdmin(admin.ModelAdmin):
     search_fields = ("name", "user__username", "prefix")
     readonly_fields = ("prefix", "token_hash", "created_at", "last_used_at")
     exclude = ("token_hash",)
+
+
+@admin.register(Channel)
+class ChannelAdmin(admin.ModelAdmin):
+    list_display = ("name", "shown_url", "event_kinds", "remind_every", "enabled")
+    list_filter = ("enabled",)
+    search_fields = ("name",)
+    filter_horizontal = ("services",)
+    actions = ["send_test_notification"]
+
+    @admin.display(description="URL")
+    def shown_url(self, channel: Channel) -> str:
+        # `${VAR}` references are shown as written; a literal secret in a URL is masked.
+        return mask(channel.url, "url") if "${" not in channel.url else channel.url
+
+    @admin.display(description="events")
+    def event_kinds(self, channel: Channel) -> str:
+        return ", ".join(channel.events) if channel.events else "all"
+
+    @admin.action(description="Send test notification")
+    def send_test_notification(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
+        from health.notify import send_test
+
+        for channel in queryset:
+            delivery = send_test(channel, user=request.user.get_username())
+            if delivery.success:
+                self.message_user(request, f"{channel.name}: test notification sent", messages.SUCCESS)
+            else:
+                self.message_user(request, f"{channel.name}: sending failed: {delivery.error}", messages.ERROR)
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "channel", "event_kind", "event", "status", "attempts", "sent_at", "error")
+    list_filter = ("status", "channel", "event__kind")
+    search_fields = ("event__title", "error", "channel__name")
+    list_select_related = ("channel", "event")
+    readonly_fields = [f.name for f in Delivery._meta.fields]
+
+    @admin.display(description="kind")
+    def event_kind(self, delivery: Delivery) -> str:
+        return delivery.event.kind
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "kind", "subject", "title", "processed_at")
+    list_filter = ("kind",)
+    search_fields = ("title", "subject", "body")
+    readonly_fields = [f.name for f in Event._meta.fields]
+
+
+@admin.register(MaintenanceWindow)
+class MaintenanceWindowAdmin(admin.ModelAdmin):
+    list_display = ("name", "service", "schedule", "timezone", "enabled", "active_now")
+    list_filter = ("enabled",)
+    search_fields = ("name", "reason")
+
+    @admin.display(description="when")
+    def schedule(self, window: MaintenanceWindow) -> str:
+        if window.starts_at:
+            return f"{window.starts_at:%Y-%m-%d %H:%M} → {window.ends_at:%Y-%m-%d %H:%M}"
+        if window.cron:
+            return f"cron {window.cron} for {window.duration} min"
+        days = ",".join(map(str, window.weekdays)) if window.weekdays else "daily"
+        return f"{days} {window.start_time:%H:%M} for {window.duration} min"
+
+    @admin.display(description="active now", boolean=True)
+    def active_now(self, window: MaintenanceWindow) -> bool:
+        return window.is_active(timezone.now())
+
+
+@admin.register(HourlyRollup)
+class HourlyRollupAdmin(admin.ModelAdmin):
+    list_display = ("service", "hour", "count", "up", "degraded", "down", "latency_p50", "latency_p95")
+    list_filter = ("service",)
+    date_hierarchy = "hour"
+    list_select_related = ("service",)

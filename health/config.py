@@ -14,6 +14,7 @@ import tomli_w
 from django.db import models, transaction
 from django.dispatch import Signal
 
+from health import config_tables
 from health.models import Service
 from health.probes import registry as probe_registry
 from opsportal.spec import ConfigError, Key, validate
@@ -48,13 +49,15 @@ RECOVERY_KEYS: dict[str, Key] = {
     "auto": Key("bool"),
     "enabled": Key("bool", default=True),
 }
-TOP_LEVEL = ("service", "tunnel")
+TOP_LEVEL = ("service", "tunnel", "channel", "maintenance")
 
 
 @dataclass
 class Plan:
     services: list[dict[str, Any]] = field(default_factory=list)
     tunnels: list[dict[str, Any]] = field(default_factory=list)
+    channels: list[dict[str, Any]] = field(default_factory=list)
+    maintenance: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -76,14 +79,21 @@ class ImportReport:
     services: Changes
     tunnels: Changes
     dry_run: bool
+    channels: Changes = field(default_factory=Changes)
+    maintenance: Changes = field(default_factory=Changes)
 
     def lines(self) -> list[str]:
         out = []
-        for what, changes in (("service", self.services), ("tunnel", self.tunnels)):
+        kinds = (("service", self.services), ("tunnel", self.tunnels))
+        kinds += (("channel", self.channels), ("maintenance window", self.maintenance))
+        for what, changes in kinds:
             for verb in ("created", "updated", "deleted"):
                 for name in getattr(changes, verb):
                     out.append(f"{'would be ' if self.dry_run else ''}{verb}: {what} {name}")
         out.append(self.services.summary("services") + "; " + self.tunnels.summary("tunnels"))
+        for what, changes in (("channels", self.channels), ("maintenance windows", self.maintenance)):
+            if changes.created or changes.updated or changes.unchanged or changes.deleted:
+                out[-1] += "; " + changes.summary(what)
         return out
 
 
@@ -127,7 +137,7 @@ def parse(text: str, *, prune: bool = False) -> Plan:
         raise ConfigError("", f"not valid TOML: {exc}") from None
     for key in doc:
         if key not in TOP_LEVEL:
-            raise ConfigError(key, "unknown table (expected [[service]] or [[tunnel]])")
+            raise ConfigError(key, "unknown table (expected [[service]], [[tunnel]], [[channel]] or [[maintenance]])")
     plan = Plan()
     services = doc.get("service", [])
     if not isinstance(services, list):
@@ -175,6 +185,9 @@ def parse(text: str, *, prune: bool = False) -> Plan:
                 continue
             if prune or not Tunnel.objects.filter(name=tunnel).exists():
                 raise ConfigError(f"service[{i}].recovery[{j}].tunnel", f"unknown tunnel {tunnel!r}")
+    plan.channels = config_tables.parse_channels(doc.get("channel", []))
+    plan.maintenance = config_tables.parse_maintenance(doc.get("maintenance", []))
+    config_tables.check_references(plan.channels, plan.maintenance, names, prune=prune)
     return plan
 
 
@@ -294,6 +307,8 @@ def _apply(plan: Plan, prune: bool, report: ImportReport) -> None:
         gone_t = Tunnel.objects.exclude(name__in=[t["name"] for t in plan.tunnels])
         report.tunnels.deleted.extend(gone_t.values_list("name", flat=True))
         gone_t.delete()
+    config_tables.apply_channels(plan.channels, prune, report.channels)
+    config_tables.apply_maintenance(plan.maintenance, prune, report.maintenance)
 
 
 def import_text(text: str, *, prune: bool = False, dry_run: bool = False) -> ImportReport:
@@ -340,5 +355,10 @@ def export_text() -> str:
         doc["service"] = services
     if tunnels:
         doc["tunnel"] = tunnels
+    channels, windows = config_tables.export_channels(), config_tables.export_maintenance()
+    if channels:
+        doc["channel"] = channels
+    if windows:
+        doc["maintenance"] = windows
     header = "# opsportal configuration, written by `manage.py exportconfig`.\n"
     return header + tomli_w.dumps(doc)

@@ -58,6 +58,9 @@ class Service(models.Model):
     enabled = models.BooleanField(default=True)
     paused = models.BooleanField(default=False, help_text="Maintenance: probed and stored, no incidents.")
     depends_on = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="dependents")
+    remind_every = models.PositiveIntegerField(
+        default=0, help_text="seconds between reminders while an incident stays open; 0: off"
+    )
 
     # Current state, kept on the row for cheap reads
     status = models.CharField(max_length=16, choices=Status.choices, default=UNKNOWN)
@@ -72,6 +75,12 @@ class Service(models.Model):
     # Scheduling: when the next probe is due, and since when one is running (a claim)
     next_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
     running_since = models.DateTimeField(null=True, blank=True)
+    # Set each round from MaintenanceWindow rows (health.maintenance): paused while a window is open.
+    in_maintenance = models.BooleanField(default=False)
+    # Flap detection (health.flapping): the last 21 states as letters, oldest first.
+    flap_history = models.CharField(max_length=21, blank=True, editable=False)
+    flap_percent = models.FloatField(default=0.0)
+    flapping = models.BooleanField(default=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -92,7 +101,7 @@ class Service(models.Model):
 
     @property
     def is_paused(self) -> bool:
-        return not self.enabled or self.paused
+        return not self.enabled or self.paused or self.in_maintenance
 
     @property
     def is_hard_down(self) -> bool:
@@ -175,6 +184,8 @@ class Service(models.Model):
             "lastCheckedAt": self.last_checked_at.isoformat() if self.last_checked_at else None,
             "consecutiveFailures": self.consecutive_failures,
             "detail": self.last_detail,
+            "flapping": self.flapping,
+            "maintenance": self.in_maintenance,
         }
 
 
@@ -441,3 +452,133 @@ class SpoolBatch(models.Model):
 
     def __str__(self) -> str:
         return self.batch_id
+
+
+class Channel(models.Model):
+    """Where notifications go: an apprise URL (`${VAR}` references expanded at send time), with filters."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    url = models.CharField(
+        max_length=1000, help_text="An apprise URL; put secrets in environment variables: json://host/${TOKEN}"
+    )
+    events = models.JSONField(default=list, blank=True, help_text="Event kinds to send; empty: all.")
+    services = models.ManyToManyField(
+        Service, blank=True, related_name="channels", help_text="Services whose events to send; none: all."
+    )
+    remind_every = models.PositiveIntegerField(
+        default=0, help_text="seconds between reminders while an incident stays open; 0: off"
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        unknown = [k for k in self.events or [] if k not in Event.Kind.values]
+        if not isinstance(self.events, list) or unknown:
+            raise ValidationError({"events": "unknown event kind(s): " + ", ".join(map(str, unknown or [self.events]))})
+
+    def wants(self, event: Event, service_ids: set[int] | None = None) -> bool:
+        """This channel's filters: the event kind, and the service (events about no service pass)."""
+        if self.events and event.kind not in self.events:
+            return False
+        if event.service_id is None or service_ids is None:
+            return True
+        return not service_ids or event.service_id in service_ids
+
+
+class Delivery(models.Model):
+    """One event sent (or being retried, or held) to one channel. `error` is scrubbed of secrets."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed"
+        HELD = "held"
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
+    created_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "deliveries"
+        constraints = [models.UniqueConstraint(fields=["channel", "event"], name="one_delivery_per_channel_event")]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_due")]
+
+    def __str__(self) -> str:
+        return f"{self.event.kind} -> {self.channel.name}: {self.status}"
+
+    @property
+    def success(self) -> bool:
+        return self.status == self.Status.SENT
+
+
+class MaintenanceWindow(models.Model):
+    """A planned pause for one service or all (service empty): one-off (starts_at, ends_at) or recurring
+    (a cron expression, or weekdays + start_time, lasting `duration` minutes, in `timezone`)."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    service = models.ForeignKey(
+        Service, null=True, blank=True, on_delete=models.CASCADE, related_name="maintenance_windows"
+    )
+    starts_at = models.DateTimeField(null=True, blank=True, help_text="one-off window: start")
+    ends_at = models.DateTimeField(null=True, blank=True, help_text="one-off window: end")
+    cron = models.CharField(max_length=100, blank=True, help_text="recurring: minute hour day month weekday")
+    weekdays = models.JSONField(default=list, blank=True, help_text="recurring: 0=Monday … 6=Sunday")
+    start_time = models.TimeField(null=True, blank=True, help_text="recurring: local start time")
+    duration = models.PositiveIntegerField(default=60, help_text="recurring: minutes")
+    timezone = models.CharField(max_length=64, default="UTC", help_text="IANA zone of cron/start_time")
+    enabled = models.BooleanField(default=True)
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from health.maintenance import validate_window
+
+        try:
+            validate_window(self)
+        except ConfigError as exc:
+            raise ValidationError({exc.where or "cron": exc.message}) from None
+
+    def is_active(self, now: datetime) -> bool:
+        from health.maintenance import window_active
+
+        return window_active(self, now)
+
+
+class HourlyRollup(models.Model):
+    """One service's probe results of one hour (UTC), kept after the raw rows are pruned."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="rollups")
+    hour = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+    up = models.PositiveIntegerField(default=0)
+    degraded = models.PositiveIntegerField(default=0)
+    down = models.PositiveIntegerField(default=0)
+    latency_min = models.FloatField(null=True, blank=True)
+    latency_p50 = models.FloatField(null=True, blank=True)
+    latency_p95 = models.FloatField(null=True, blank=True)
+    latency_max = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-hour"]
+        constraints = [models.UniqueConstraint(fields=["service", "hour"], name="one_rollup_per_service_hour")]
+        indexes = [models.Index(fields=["hour"], name="rollup_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.service_id} @ {self.hour:%Y-%m-%d %H}:00 ({self.count})"

@@ -20,7 +20,9 @@ from django.db import DatabaseError, close_old_connections, connection, connecti
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from health import flapping, maintenance
 from health.models import Event, Incident, ProbeResult, Service, StateChange, Transition, overall_status
+from health.notify import hold_reason
 from health.probes import registry
 from health.probes.base import DEGRADED, DOWN, UP, ProbeError, ProbeOutcome
 from opsportal import spool as _spool
@@ -123,6 +125,10 @@ STATE_FIELDS = [
     "last_detail",
     "last_error",
     "status_changed_at",
+    "in_maintenance",
+    "flap_history",
+    "flap_percent",
+    "flapping",
 ]
 
 
@@ -132,6 +138,8 @@ def record(services: list[Service], outcomes: dict[str, ProbeOutcome], now: date
     transitions: list[Transition] = []
     results: list[ProbeResult] = []
     changes: list[StateChange] = []
+    flaps: list[Event] = []
+    maintenance.apply(services, now)  # a service in a window is paused: stored, no incident, no recovery
     for service in services:
         outcome = outcomes[service.name]
         results.append(
@@ -145,6 +153,9 @@ def record(services: list[Service], outcomes: dict[str, ProbeOutcome], now: date
         )
         t = service.apply_outcome(outcome, now)
         transitions.append(t)
+        flap = flapping.note(service, outcome.status)
+        if flap:
+            flaps.append(_flap_event(service, flap, now))
         if t.changed:
             changes.append(
                 StateChange(
@@ -161,7 +172,45 @@ def record(services: list[Service], outcomes: dict[str, ProbeOutcome], now: date
     StateChange.objects.bulk_create(changes)
     bulk_set(services, STATE_FIELDS)
     _incidents(transitions, now)
+    Event.objects.bulk_create(flaps)
     return transitions
+
+
+def _flap_event(service: Service, change: str, now: datetime) -> Event:
+    started = change == flapping.STARTED
+    log.warning("%s: flapping %s (%.1f %% state change)", service.name, change, service.flap_percent)
+    return Event(
+        kind=Event.Kind.FLAPPING_STARTED if started else Event.Kind.FLAPPING_STOPPED,
+        created_at=now,
+        service=service,
+        subject=service.name,
+        title=f"{service.name} is flapping" if started else f"{service.name} stopped flapping; now {service.status}",
+        body=(
+            "Notifications for it are held until it settles."
+            if started
+            else f"Notifications resume. Latest: {service.last_detail}"
+        ),
+        data={"percent": service.flap_percent},
+    )
+
+
+def _parent_incidents(incidents: list[Incident]) -> dict[int, Incident]:
+    """For each new incident, the open incident of a service it depends on (the cause), if any."""
+    through = Service.depends_on.through
+    edges = list(
+        through.objects.filter(from_service_id__in=[i.service_id for i in incidents]).values_list(
+            "from_service_id", "to_service_id"
+        )
+    )
+    if not edges:
+        return {}
+    parents = Incident.objects.filter(service_id__in=[p for _, p in edges], resolved_at__isnull=True)
+    open_by_service = {i.service_id: i for i in parents.select_related("service")}
+    found: dict[int, Incident] = {}
+    for child, parent in sorted(edges):
+        if parent in open_by_service and child not in found:
+            found[child] = open_by_service[parent]
+    return found
 
 
 def _incidents(transitions: list[Transition], now: datetime) -> None:
@@ -180,7 +229,12 @@ def _incidents(transitions: list[Transition], now: datetime) -> None:
                 subject=i.service.name,
                 title=f"{i.service.name} is {i.service.status} again",
                 body=i.service.last_detail,
-                data={"incident": i.pk, "openedAt": i.opened_at.isoformat()},
+                # A child's incident was never announced (its parent's was): its end is not either.
+                data={
+                    "incident": i.pk,
+                    "openedAt": i.opened_at.isoformat(),
+                    "held": "parent incident" if i.parent_id else hold_reason(i.service),
+                },
             )
             for i in closing
         )
@@ -200,6 +254,11 @@ def _incidents(transitions: list[Transition], now: datetime) -> None:
             if s.pk not in already
         ]
         Incident.objects.bulk_create(new)
+        # Dependencies: a child's incident is linked to its parent's, and its notification held.
+        parents = _parent_incidents(new)
+        for incident in new:
+            incident.parent = parents.get(incident.service_id)
+        bulk_set([i for i in new if i.parent], ["parent"])
         Event.objects.bulk_create(
             Event(
                 kind=Event.Kind.INCIDENT_OPENED,
@@ -208,7 +267,12 @@ def _incidents(transitions: list[Transition], now: datetime) -> None:
                 subject=i.service.name,
                 title=f"{i.service.name} is down",
                 body=i.cause,
-                data={"severity": i.severity},
+                data={
+                    "severity": i.severity,
+                    "incident": i.pk,
+                    "parent": i.parent.service.name if i.parent else None,
+                    "held": hold_reason(i.service, i.parent.service.name if i.parent else ""),
+                },
             )
             for i in new
         )

@@ -45,13 +45,14 @@ from django.db import DatabaseError, connections
 from django.db.models import F, Q
 from django.utils import timezone
 
-from health.models import DEGRADED, HEALTHY, ProbeResult, SchedulerHeartbeat, Service
+from health.models import DEGRADED, HEALTHY, SchedulerHeartbeat, Service
 from opsportal.db import CircuitBreakerError, run_db, stoppable
 
 log = logging.getLogger("opsportal.scheduler")
 
 DISPATCH_SCHEDULE = "opsportal-dispatch"
 PRUNE_SCHEDULE = "opsportal-prune"
+NOTIFY_SCHEDULE = "opsportal-notify"
 HEARTBEAT = "dispatcher"
 # The dispatcher schedule's period; the heartbeat is late after two of them.
 DISPATCH_INTERVAL_S = 60
@@ -65,7 +66,8 @@ def schedule_specs() -> dict[str, dict[str, Any]]:
 
     return {
         DISPATCH_SCHEDULE: {"func": "health.tasks.dispatch", "schedule_type": Schedule.MINUTES, "minutes": 1},
-        PRUNE_SCHEDULE: {"func": "health.tasks.prune", "schedule_type": Schedule.DAILY},
+        PRUNE_SCHEDULE: {"func": "health.tasks.prune", "schedule_type": Schedule.HOURLY},
+        NOTIFY_SCHEDULE: {"func": "health.tasks.notify", "schedule_type": Schedule.MINUTES, "minutes": 1},
     }
 
 
@@ -320,12 +322,9 @@ apply_scheduler_to_overall = apply_scheduler_status
 
 
 # --- housekeeping ----------------------------------------------------------------------
-def prune_history(days: int | None = None, batch: int = 5000) -> int:
-    """Delete probe results older than RESULT_RETENTION_DAYS, in batches (short transactions)."""
-    cutoff = timezone.now() - timedelta(days=days or settings.RESULT_RETENTION_DAYS)
-    total = 0
-    while True:
-        ids = list(ProbeResult.objects.filter(checked_at__lt=cutoff).values_list("pk", flat=True)[:batch])
-        if not ids:
-            return total
-        total += run_db(lambda ids=ids: ProbeResult.objects.filter(pk__in=ids).delete()[0])
+def prune_history(days: int | None = None, batch: int | None = None) -> int:
+    """Roll up, then delete probe results older than RAW_RETENTION_DAYS (health.rollups.prune: in batches,
+    rollups kept ROLLUP_RETENTION_DAYS). Returns the number of probe results deleted."""
+    from health.rollups import prune
+
+    return prune(batch=batch, raw_days=days).results

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from health.scheduler import prune_history, run_dispatcher
+from health.scheduler import run_dispatcher
 
 
 def dispatch() -> str:
@@ -11,5 +11,14 @@ def dispatch() -> str:
 
 
 def prune() -> str:
-    """`opsportal-prune`, daily: drop probe results older than RESULT_RETENTION_DAYS."""
-    return f"pruned {prune_history()} probe results"
+    """`opsportal-prune`, hourly: roll up, then drop probe results older than RAW_RETENTION_DAYS (in batches)."""
+    from health.rollups import prune as prune_results
+
+    return prune_results().summary()
+
+
+def notify() -> str:
+    """`opsportal-notify`, every minute: deliver the outbox (health.notify)."""
+    from health.notify import process_outbox
+
+    return process_outbox()

@@ -16,10 +16,12 @@ from opsportal.env import (
     env_bool,
     env_choice,
     env_db,
+    env_float,
     env_int,
     env_list,
     env_str,
 )
+from opsportal.logconfig import build_logging
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("OPSPORTAL_VAR_DIR", str(BASE_DIR / "var")))
@@ -220,30 +222,9 @@ LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"
 LOG_DIR = Path(env_str("LOG_DIR", str(BASE_DIR / "logs")))
 LOG_DIR.mkdir(parents=True, exist_ok=True)
 LOG_RETENTION_DAYS = env_int("LOG_RETENTION_DAYS", 7, minimum=1)
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        # The old monitors' format: `[2025-12-17 14:30:00] [INFO] message`.
-        "human": {"format": "[%(asctime)s] [%(levelname)s] %(message)s", "datefmt": "%Y-%m-%d %H:%M:%S"},
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "human"},
-        "tunnel_file": {
-            "class": "logging.handlers.TimedRotatingFileHandler",
-            "filename": str(LOG_DIR / "tunnel-monitor.log"),
-            "when": "midnight",
-            "backupCount": LOG_RETENTION_DAYS,
-            "delay": True,
-            "formatter": "human",
-        },
-    },
-    "loggers": {
-        "opsportal": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
-        "opsportal.tunnels": {"handlers": ["tunnel_file"], "propagate": True},
-        "django": {"handlers": ["console"], "level": "WARNING"},
-    },
-}
+LOG_FORMAT = env_choice("LOG_FORMAT", "human", ("human", "json"))
+# Console, logs/system-monitor.log and logs/tunnel-monitor.log, in one format (opsportal/logconfig.py).
+LOGGING = build_logging(LOG_DIR, fmt=LOG_FORMAT, level=LOG_LEVEL, retention_days=LOG_RETENTION_DAYS)
 
 
 # --- Django-Q2 and the probe dispatcher (health/scheduler.py, docs/architecture.md) --------
@@ -253,7 +234,20 @@ DISPATCH_LOOP_SECONDS = env_int("DISPATCH_LOOP_SECONDS", 85, minimum=5)
 DISPATCH_TICK_MS = env_int("DISPATCH_TICK_MS", 1_000, minimum=50)
 # A probe in a scheduled round is cut at this many seconds (and at its interval): a round fits its slot.
 DISPATCH_MAX_PROBE_S = env_int("DISPATCH_MAX_PROBE_S", 50, minimum=1)
-RESULT_RETENTION_DAYS = env_int("RESULT_RETENTION_DAYS", 90, minimum=1)
+# Retention (health/rollups.py): raw results are rolled up hourly, then pruned PRUNE_BATCH_SIZE rows at a time.
+RAW_RETENTION_DAYS = env_int("RAW_RETENTION_DAYS", 7, minimum=1)
+ROLLUP_RETENTION_DAYS = env_int("ROLLUP_RETENTION_DAYS", 400, minimum=1)
+PRUNE_BATCH_SIZE = env_int("PRUNE_BATCH_SIZE", 5_000, minimum=1)
+# Notifications (health/notify.py): attempts per delivery, the first retry wait (doubling), the send lease.
+NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 5, minimum=1)
+NOTIFY_RETRY_SECONDS = env_int("NOTIFY_RETRY_SECONDS", 30, minimum=0)
+NOTIFY_TIMEOUT_SECONDS = env_int("NOTIFY_TIMEOUT_SECONDS", 120, minimum=10)
+# Flap detection (health/flapping.py): weighted % state change over the last 21 results.
+FLAP_DETECTION = env_bool("FLAP_DETECTION", True)
+FLAP_HIGH_THRESHOLD = env_float("FLAP_HIGH_THRESHOLD", 20.0, minimum=0)
+FLAP_LOW_THRESHOLD = env_float("FLAP_LOW_THRESHOLD", 5.0, minimum=0)
+if FLAP_LOW_THRESHOLD > FLAP_HIGH_THRESHOLD:
+    raise ImproperlyConfigured("FLAP_LOW_THRESHOLD: must not exceed FLAP_HIGH_THRESHOLD")
 Q_CLUSTER = {
     "name": "opsportal",
     "workers": env_int("Q_WORKERS", 3, minimum=2),

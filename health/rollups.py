@@ -1,0 +1,231 @@
+"""Retention: raw probe results are rolled up into hourly rows, then pruned in batches.
+
+Raw `ProbeResult` rows are kept RAW_RETENTION_DAYS (7); before an hour's rows are deleted they
+become one `HourlyRollup` per service (count, up/degraded/down, latency min/p50/p95/max), kept
+ROLLUP_RETENTION_DAYS (400). The cut is at a whole hour, an hour is rolled up once (existing
+rollups are never recomputed from what may already be a partly pruned hour), and rows are deleted
+PRUNE_BATCH_SIZE at a time in short transactions — never one huge DELETE that locks the table.
+Running it twice changes nothing the second time.
+
+`uptime()` reads rollups for the hours that have them and raw rows for the rest, so a 30-day
+figure stays right on a database that holds one week of raw rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Max, Min, Q, Sum
+from django.utils import timezone
+
+from health.models import HourlyRollup, ProbeResult
+from health.probes.base import DEGRADED, UP
+from health.reports import _nearest_rank
+
+log = logging.getLogger("opsportal.health")
+UTC = dt.UTC
+HOUR = dt.timedelta(hours=1)
+
+
+def floor_hour(when: dt.datetime) -> dt.datetime:
+    return when.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def raw_cutoff(now: dt.datetime | None = None, days: int | None = None) -> dt.datetime:
+    """Raw rows before this whole hour are rolled up and deleted."""
+    return floor_hour((now or timezone.now()) - dt.timedelta(days=days or settings.RAW_RETENTION_DAYS))
+
+
+def rollup_cutoff(now: dt.datetime | None = None) -> dt.datetime:
+    return floor_hour((now or timezone.now()) - dt.timedelta(days=settings.ROLLUP_RETENTION_DAYS))
+
+
+@dataclass
+class _Hour:
+    count: int = 0
+    up: int = 0
+    degraded: int = 0
+    down: int = 0
+
+    def __post_init__(self) -> None:
+        self.latencies: list[float] = []
+
+    def add(self, status: str, latency: float | None) -> None:
+        self.count += 1
+        if status == UP:
+            self.up += 1
+        elif status == DEGRADED:
+            self.degraded += 1
+        else:
+            self.down += 1
+        if latency is not None:
+            self.latencies.append(latency)
+
+    def row(self, service_id: int, hour: dt.datetime) -> HourlyRollup:
+        values = sorted(self.latencies)
+        n = len(values)
+        return HourlyRollup(
+            service_id=service_id,
+            hour=hour,
+            count=self.count,
+            up=self.up,
+            degraded=self.degraded,
+            down=self.down,
+            latency_min=values[0] if n else None,
+            latency_p50=values[_nearest_rank(n, 0.5) - 1] if n else None,
+            latency_p95=values[_nearest_rank(n, 0.95) - 1] if n else None,
+            latency_max=values[-1] if n else None,
+        )
+
+
+def build_rollups(start: dt.datetime, end: dt.datetime, service_id: int | None = None) -> list[HourlyRollup]:
+    """Hourly rows for the raw results in [start, end) (whole hours), not yet saved."""
+    hours: dict[tuple[int, dt.datetime], _Hour] = defaultdict(_Hour)
+    rows = ProbeResult.objects.filter(checked_at__gte=start, checked_at__lt=end)
+    if service_id is not None:
+        rows = rows.filter(service_id=service_id)
+    rows = rows.order_by().values_list("service_id", "checked_at", "status", "latency_ms")
+    for service_id, checked_at, status, latency in rows.iterator(chunk_size=5000):
+        hours[(service_id, floor_hour(checked_at))].add(status, latency)
+    return [h.row(sid, hour) for (sid, hour), h in sorted(hours.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+
+
+def roll_up(end: dt.datetime, *, dry_run: bool = False) -> int:
+    """Roll up every hour before `end` that has raw rows and no rollup yet, a day at a time.
+
+    Returns the number of rollup rows written (or that would be, for a dry run).
+    """
+    oldest = ProbeResult.objects.filter(checked_at__lt=end).aggregate(t=Min("checked_at"))["t"]
+    if oldest is None:
+        return 0
+    written = 0
+    start = floor_hour(oldest)
+    while start < end:
+        stop = min(start + dt.timedelta(days=1), end)
+        done = set(
+            HourlyRollup.objects.filter(hour__gte=start, hour__lt=stop).values_list("service_id", "hour").order_by()
+        )
+        new = [r for r in build_rollups(start, stop) if (r.service_id, r.hour) not in done]
+        if new and not dry_run:
+            with transaction.atomic():
+                # ignore_conflicts: a concurrent pruner that wrote the same hour wins, with the same numbers.
+                HourlyRollup.objects.bulk_create(new, ignore_conflicts=True)
+        written += len(new)
+        start = stop
+    return written
+
+
+def delete_in_batches(queryset, batch: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """Delete a queryset's rows `batch` at a time, each batch its own short transaction.
+
+    Returns (rows deleted, batches)."""
+    from opsportal.db import run_db
+
+    total = batches = 0
+    manager = queryset.model.objects
+    while True:
+        ids = list(queryset.values_list("pk", flat=True).order_by("pk")[:batch])
+        if not ids:
+            return total, batches
+        total += run_db(lambda ids=ids: manager.filter(pk__in=ids).delete()[0])
+        batches += 1
+
+
+@dataclass
+class PruneReport:
+    rolled_up: int
+    results: int
+    rollups: int
+    batches: int
+    dry_run: bool
+
+    def summary(self) -> str:
+        verb = "would" if self.dry_run else "did"
+        return (
+            f"pruneresults ({verb}): {self.rolled_up} hourly rollups written, {self.results} probe results "
+            f"deleted, {self.rollups} old rollups deleted, in {self.batches} batches"
+        )
+
+
+def prune(
+    now: dt.datetime | None = None, *, batch: int | None = None, dry_run: bool = False, raw_days: int | None = None
+) -> PruneReport:
+    """Roll up, then delete raw rows older than RAW_RETENTION_DAYS and rollups older than ROLLUP_RETENTION_DAYS."""
+    now = now or timezone.now()
+    batch = batch or settings.PRUNE_BATCH_SIZE
+    cutoff = raw_cutoff(now, raw_days)
+    old_results = ProbeResult.objects.filter(checked_at__lt=cutoff)
+    old_rollups = HourlyRollup.objects.filter(hour__lt=rollup_cutoff(now))
+    rolled = roll_up(cutoff, dry_run=dry_run)
+    if dry_run:
+        n_results, n_rollups = old_results.count(), old_rollups.count()
+        batches = -(-n_results // batch) + -(-n_rollups // batch)
+        return PruneReport(rolled, n_results, n_rollups, batches, True)
+    n_results, b1 = delete_in_batches(old_results, batch)
+    n_rollups, b2 = delete_in_batches(old_rollups, batch)
+    report = PruneReport(rolled, n_results, n_rollups, b1 + b2, False)
+    if rolled or n_results or n_rollups:
+        log.info("Retention: %s", report.summary())
+    return report
+
+
+# --- reading --------------------------------------------------------------------------------------
+def rolled_until() -> dt.datetime | None:
+    """The end of the newest rolled-up hour: before it, rollups answer; from it on, raw rows do."""
+    last = HourlyRollup.objects.aggregate(h=Max("hour"))["h"]
+    return last + HOUR if last else None
+
+
+def counts(service_ids: Iterable[int], start: dt.datetime, end: dt.datetime) -> dict[int, tuple[int, int]]:
+    """(ok, total) per service over [start, end): ok is up or degraded (it answered), as reports.uptime.
+
+    The part before `rolled_until()` comes from rollups, whole hours (an hour counts when it starts
+    inside the range); the rest from raw rows. Two queries.
+    """
+    ids = list(service_ids)
+    out = {sid: (0, 0) for sid in ids}
+    split = rolled_until()
+    raw_start = start
+    if split is not None and start < split:
+        raw_start = min(max(start, split), end)
+        rows = (
+            HourlyRollup.objects.filter(service_id__in=ids, hour__gte=floor_hour(start), hour__lt=min(split, end))
+            .values("service_id")
+            .annotate(ok=Sum("up") + Sum("degraded"), n=Sum("count"))
+            .order_by()
+        )
+        for row in rows:
+            out[row["service_id"]] = (row["ok"] or 0, row["n"] or 0)
+    if raw_start < end:
+        rows = (
+            ProbeResult.objects.filter(service_id__in=ids, checked_at__gte=raw_start, checked_at__lt=end)
+            .values("service_id")
+            .annotate(n=Count("id"), ok=Count("id", filter=Q(status__in=(UP, DEGRADED))))
+            .order_by()
+        )
+        for row in rows:
+            ok, n = out[row["service_id"]]
+            out[row["service_id"]] = (ok + row["ok"], n + row["n"])
+    return out
+
+
+def uptime(service_ids: Iterable[int], start: dt.datetime, end: dt.datetime) -> dict[int, float | None]:
+    """Uptime % per service over [start, end), None where nothing was probed."""
+    return {sid: (100.0 * ok / n if n else None) for sid, (ok, n) in counts(service_ids, start, end).items()}
+
+
+def hourly(service_id: int, start: dt.datetime, end: dt.datetime) -> list[HourlyRollup]:
+    """Hourly points for a chart over a long range: stored rollups, then the raw hours rolled up on the fly."""
+    split = rolled_until() or floor_hour(start)
+    stored = list(
+        HourlyRollup.objects.filter(
+            service_id=service_id, hour__gte=floor_hour(start), hour__lt=min(split, end)
+        ).order_by("hour")
+    )
+    return stored + build_rollups(max(split, floor_hour(start)), end, service_id)
