@@ -37,3 +37,25 @@ def test_it_raises_when_nothing_answers_or_the_hook_hangs(http_server):
     http_server.reply = Reply(hang=True)
     with pytest.raises(ActionError, match="no answer within 0.3 s"):
         action({"url": http_server.url}, timeout=0.3).run()
+
+
+@pytest.mark.django_db
+def test_it_fixes_a_service_through_its_own_restart_hook(http_server, make_service, add_action):
+    from recovery.engine import recover_services
+
+    fixed = []
+
+    def handle(request: dict) -> Reply:
+        if request["path"] == "/restart" and request["method"] == "POST":
+            fixed.append(True)
+            return Reply(202, "restarting")
+        return Reply(200, "ok") if fixed else Reply(503, "broken")
+
+    http_server.handler = handle
+    svc = make_service(url=http_server.url + "/health")
+    add_action(svc, "http", {"url": http_server.url + "/restart", "expect_status": [202]})
+
+    (result,) = recover_services([svc.name], trigger="manual")
+
+    assert result["outcome"] == "succeeded" and result["action"] == "http"
+    assert fixed == [True]
