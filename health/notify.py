@@ -209,13 +209,13 @@ def remind(now: dt.datetime | None = None) -> int:
     incidents = list(incidents.select_related("service"))
     if not incidents or not channels:
         return 0
+    # When each (incident, channel) was last reminded: from the reminder events themselves.
     last: dict[tuple[int, int], dt.datetime] = {}
-    previous = Delivery.objects.filter(
-        event__kind=Kind.REMINDER, created_at__gte=min(i.opened_at for i in incidents)
-    ).values_list("event__data", "channel_id", "event__created_at")
-    for data, channel_id, created in previous:
-        key = (data.get("incident"), channel_id)
-        last[key] = max(created, last.get(key, created))
+    previous = Event.objects.filter(kind=Kind.REMINDER, created_at__gte=min(i.opened_at for i in incidents))
+    for data, created in previous.values_list("data", "created_at"):
+        for channel_id in data.get("channels") or []:
+            key = (data.get("incident"), channel_id)
+            last[key] = max(created, last.get(key, created))
     emitted = 0
     for incident in incidents:
         service = incident.service
@@ -232,13 +232,14 @@ def remind(now: dt.datetime | None = None) -> int:
                 due.append(channel.pk)
         if due:
             minutes = int((now - incident.opened_at).total_seconds() // 60)
-            Event.emit(
-                Kind.REMINDER,
-                f"{service.name} is still {service.status} (for {minutes} min)",
+            Event.objects.create(
+                kind=Kind.REMINDER,
+                created_at=now,
                 service=service,
+                subject=service.name,
+                title=f"{service.name} is still {service.status} (for {minutes} min)",
                 body=incident.last_error or incident.cause,
-                incident=incident.pk,
-                channels=due,
+                data={"incident": incident.pk, "channels": due},
             )
             emitted += 1
     return emitted
