@@ -18,8 +18,9 @@ late the scheduler looks. Every DISPATCH_TICK_MS (1 s) a pass:
 5. writes the `dispatcher` heartbeat row.
 
 While the database cannot be reached the loop keeps probing the services it last saw on its
-own clock and the results go to the outage spool (opsportal.spool); a SIGTERM ends the loop
-after the current pass (opsportal.db.stoppable).
+own clock and the results go to the outage spool (opsportal.spool). The loop ends after its
+current pass on SIGTERM (opsportal.db.stoppable) and when its qcluster is stopping
+(`cluster_stopping`: qcluster takes SIGTERM in its main process and waits for its workers).
 
 Liveness: `scheduler_status()` is `scheduler` of /health/status — "ok", "late" (heartbeat older
 than 2 dispatcher intervals, 120 s) or "unknown" (never ran). The API lifts the overall status
@@ -58,6 +59,8 @@ HEARTBEAT = "dispatcher"
 DISPATCH_INTERVAL_S = 60
 # A claim older than the probe's timeout plus this is a dead worker's: the service may be claimed again.
 STALE_CLAIM_GRACE_S = 60
+# How often the loop asks whether its qcluster is stopping.
+CLUSTER_CHECK_S = 2.0
 
 
 # --- schedules -------------------------------------------------------------------------
@@ -270,6 +273,7 @@ class Dispatcher:
         seconds = settings.DISPATCH_LOOP_SECONDS if seconds is None else seconds
         tick = settings.DISPATCH_TICK_MS / 1000 if tick is None else tick
         deadline = time.monotonic() + seconds
+        next_cluster_check = 0.0
         with stoppable() as stop:
             while not stop.is_set() and time.monotonic() < deadline:
                 started = time.monotonic()
@@ -277,14 +281,36 @@ class Dispatcher:
                     self.pass_once()
                 except Exception:
                     log.exception("Dispatcher: pass failed")
+                if started >= next_cluster_check:
+                    next_cluster_check = started + CLUSTER_CHECK_S
+                    if cluster_stopping():
+                        log.info("Dispatcher: the cluster is stopping; ending the loop")
+                        stop.set()
                 stop.wait(max(0.0, tick - (time.monotonic() - started)))
             if self.executor is not None:
                 self.executor.shutdown(wait=True)  # rounds are bounded by probe_timeout()
         return self.summary(stopped=stop.is_set())
 
     def summary(self, stopped: bool = False) -> str:
-        end = "stopped by SIGTERM" if stopped else "done"
+        end = "stopped early (SIGTERM or its cluster stopping)" if stopped else "done"
         return f"dispatcher {end}: {self.passes} passes, {self.probed} probes started"
+
+
+def cluster_stopping() -> bool:
+    """True when this process is a qcluster worker whose cluster is stopping.
+
+    `qcluster` takes SIGTERM in its main process (systemd `KillMode=mixed`), and its sentinel then waits
+    for each worker to finish its task: the worker itself gets no signal. The sentinel publishes its
+    status (Django-Q2's `Stat`, in the shared cache) every half second, so the loop reads it.
+    """
+    try:
+        from django_q.conf import Conf
+        from django_q.status import Stat
+
+        parent = os.getppid()
+        return any(stat.sentinel == parent and stat.status == Conf.STOPPING for stat in Stat.get_all())
+    except Exception:  # no cache, no cluster: not stopping as far as we can tell
+        return False
 
 
 def run_dispatcher(seconds: float | None = None, tick: float | None = None) -> str:
