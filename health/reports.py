@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models import Avg, Count, F, Q, Window
-from django.db.models.functions import RowNumber, TruncDay, TruncHour, TruncMinute
+from django.db.models.functions import RowNumber, TruncHour, TruncMinute
 from django.utils import timezone
 
 from health.models import UNKNOWN, Incident, ProbeResult, Service, overall_status
@@ -48,7 +48,8 @@ RANGES = {
     "1h": Range("1h", dt.timedelta(hours=1), dt.timedelta(minutes=1), TruncMinute),
     "24h": Range("24h", dt.timedelta(hours=24), dt.timedelta(hours=1), TruncHour),
     "7d": Range("7d", dt.timedelta(days=7), dt.timedelta(hours=1), TruncHour),
-    "30d": Range("30d", dt.timedelta(days=30), dt.timedelta(days=1), TruncDay),
+    # Hourly like 7d: older hours come from HourlyRollup (exact per-hour p50/p95), which a daily bucket could not merge.
+    "30d": Range("30d", dt.timedelta(days=30), dt.timedelta(hours=1), TruncHour),
 }
 DEFAULT_RANGE = "24h"
 
@@ -113,35 +114,42 @@ def _hour(when: dt.datetime) -> dt.datetime:
 
 
 def uptime(service_ids: list[int], now: dt.datetime) -> dict[int, dict[str, float | None]]:
-    """Uptime % per service over 24 h / 7 d / 30 d in one query (conditional counts).
+    """Uptime % per service over 24 h / 7 d / 30 d: `health.rollups.uptime` (hourly rollups where raw
+    results were pruned, aggregate SQL over raw rows for the rest), a few queries for all services.
 
     Only probed time counts: an hour without results (the portal was not running) is neither
     up nor down, so monitor downtime never turns into uptime. `degraded` answered, so it is up.
     """
-    since = {k: now - span for k, span in UPTIME_WINDOWS.items()}
-    aggregates: dict[str, Any] = {}
-    for key, start in since.items():
-        aggregates[f"n_{key}"] = Count("id", filter=Q(checked_at__gte=start))
-        aggregates[f"ok_{key}"] = Count("id", filter=Q(checked_at__gte=start, status__in=(UP, DEGRADED)))
-    rows = (
-        ProbeResult.objects.filter(service_id__in=service_ids, checked_at__gte=min(since.values()))
-        .values("service_id")
-        .annotate(**aggregates)
-        .order_by()
-    )
-    out: dict[int, dict[str, float | None]] = {sid: dict.fromkeys(UPTIME_WINDOWS) for sid in service_ids}
-    for row in rows:
-        out[row["service_id"]] = {
-            k: (100.0 * row[f"ok_{k}"] / row[f"n_{k}"]) if row[f"n_{k}"] else None for k in UPTIME_WINDOWS
-        }
+    from health import rollups  # it imports this module
+
+    out: dict[int, dict[str, float | None]] = {sid: {} for sid in service_ids}
+    for key, span in UPTIME_WINDOWS.items():
+        for sid, value in rollups.uptime(service_ids, now - span, now + dt.timedelta(microseconds=1)).items():
+            out[sid][key] = value
     return out
 
 
 def hourly(service_ids: list[int], now: dt.datetime, hours: int = BAR_SEGMENTS) -> dict[int, dict[dt.datetime, dict]]:
-    """Per service and hour (UTC) over the last `hours`: probe counts by state and mean latency. One query."""
+    """Per service and hour (UTC) over the last `hours`: probe counts by state and a latency.
+
+    One `TruncHour` aggregate over raw rows for all services; hours whose raw rows were already
+    pruned come from their `HourlyRollup` rows (latency: the hour's p50, as the mean is not kept).
+    """
+    from health.models import HourlyRollup
+    from health.rollups import rolled_until
+
     start = _hour(now) - dt.timedelta(hours=hours - 1)
+    out: dict[int, dict[dt.datetime, dict]] = {sid: {} for sid in service_ids}
+    split = rolled_until()
+    raw_start = start
+    if split is not None and split > start:
+        raw_start = split
+        stored = HourlyRollup.objects.filter(service_id__in=service_ids, hour__gte=start, hour__lt=split)
+        for r in stored.values("service_id", "hour", "count", "down", "degraded", "latency_p50"):
+            row = {"total": r["count"], "down": r["down"], "degraded": r["degraded"], "latency": r["latency_p50"]}
+            out[r["service_id"]][_hour(r["hour"])] = row
     rows = (
-        ProbeResult.objects.filter(service_id__in=service_ids, checked_at__gte=start)
+        ProbeResult.objects.filter(service_id__in=service_ids, checked_at__gte=raw_start)
         .annotate(bucket=TruncHour("checked_at", tzinfo=UTC))
         .values("service_id", "bucket")
         .annotate(
@@ -152,7 +160,6 @@ def hourly(service_ids: list[int], now: dt.datetime, hours: int = BAR_SEGMENTS) 
         )
         .order_by()
     )
-    out: dict[int, dict[dt.datetime, dict]] = {sid: {} for sid in service_ids}
     for row in rows:
         out[row["service_id"]][_hour(row["bucket"])] = row
     return out
@@ -231,10 +238,27 @@ def latency_series(service: Service, range_key: str, now: dt.datetime | None = N
     returns only the two ranked rows of each bucket, so the answer is bounded by the bucket
     count, not by the number of results.
     """
+    from health.models import HourlyRollup
+    from health.rollups import rolled_until
+
     rng = RANGES[range_key]
     now = now or timezone.now()
     first = rng.floor(now - rng.span) + rng.step
-    base = ProbeResult.objects.filter(service=service, checked_at__gte=first, latency_ms__isnull=False).annotate(
+    p50: dict[dt.datetime, float] = {}
+    p95: dict[dt.datetime, float] = {}
+    counts: dict[dt.datetime, int] = {}
+    raw_start = first
+    split = rolled_until() if rng.step == dt.timedelta(hours=1) else None
+    if split is not None and split > first:
+        # Hours whose raw rows were pruned: their rollups hold the same nearest-rank p50/p95.
+        raw_start = split
+        stored = HourlyRollup.objects.filter(service=service, hour__gte=first, hour__lt=split, count__gt=0)
+        for hour, n, r50, r95 in stored.values_list("hour", "count", "latency_p50", "latency_p95"):
+            key = rng.floor(hour)
+            counts[key] = n
+            if r50 is not None:
+                p50[key], p95[key] = r50, r95
+    base = ProbeResult.objects.filter(service=service, checked_at__gte=raw_start, latency_ms__isnull=False).annotate(
         bucket=rng.trunc("checked_at", tzinfo=UTC)
     )
     ranked = (
@@ -246,9 +270,6 @@ def latency_series(service: Service, range_key: str, now: dt.datetime | None = N
         .filter(Q(rank=(F("size") * 50 + 99) / 100) | Q(rank=(F("size") * 95 + 99) / 100))
         .values_list("bucket", "rank", "size", "latency_ms")
     )
-    p50: dict[dt.datetime, float] = {}
-    p95: dict[dt.datetime, float] = {}
-    counts: dict[dt.datetime, int] = {}
     for bucket, rank, size, latency in ranked:
         key = rng.floor(bucket)
         counts[key] = size

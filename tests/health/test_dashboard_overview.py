@@ -54,7 +54,7 @@ def test_it_shows_a_down_service_with_its_error_and_since_when(staff_client):
 
 def test_it_renders_200_services_in_a_bounded_number_of_queries(staff_client, django_assert_max_num_queries):
     make_world(1)
-    with django_assert_max_num_queries(14) as small:
+    with django_assert_max_num_queries(20) as small:
         assert staff_client.get("/").status_code == 200
     make_world(200, prefix="many", results_per_service=5)
     with django_assert_max_num_queries(len(small.captured_queries)) as large:

@@ -127,3 +127,34 @@ def test_it_draws_charts_with_text_alternatives_and_gaps():
 def test_it_escapes_text_in_svg():
     assert "<script>" not in svg.sparkline([1.0], label="<script>")
     assert timezone.is_aware(NOW)
+
+
+def test_it_reads_hourly_rollups_where_raw_results_were_pruned():
+    from health.models import HourlyRollup
+
+    svc = make_service("api")
+    old = NOW.replace(minute=0) - dt.timedelta(days=10)
+    HourlyRollup.objects.create(
+        service=svc, hour=old, count=10, up=6, degraded=0, down=4, latency_p50=40.0, latency_p95=90.0
+    )
+    add(svc, NOW - dt.timedelta(hours=1), "up", latency=5.0)
+    up = reports.uptime([svc.pk], NOW)[svc.pk]
+    assert up["24h"] == 100.0 and up["7d"] == 100.0
+    assert up["30d"] == pytest.approx(100 * 7 / 11)
+    points = {p.start: p for p in reports.latency_series(svc, "30d", now=NOW)}
+    assert (points[old].p50, points[old].p95, points[old].count) == (40.0, 90.0, 10)
+    latest = points[NOW.replace(minute=0) - dt.timedelta(hours=1)]
+    assert (latest.p50, latest.count) == (5.0, 1)
+
+
+def test_it_fills_the_uptime_bar_from_rollups_when_recent_hours_were_rolled_up():
+    from health.models import HourlyRollup
+
+    svc = make_service("api")
+    hour = NOW.replace(minute=0) - dt.timedelta(hours=5)
+    HourlyRollup.objects.create(service=svc, hour=hour, count=6, up=5, degraded=0, down=1, latency_p50=12.0)
+    add(svc, NOW - dt.timedelta(minutes=1), "up", latency=3.0)
+    card = reports.cards([svc], NOW)[0]
+    assert card.bar[-6].state == "down" and card.bar[-6].total == 6
+    assert card.bar[-1].state == "up"
+    assert card.spark[-6] == 12.0 and card.spark[-1] == 3.0
