@@ -75,11 +75,11 @@ def portal_context(request: HttpRequest) -> dict[str, Any]:
 
 
 def _overview_context() -> dict[str, Any]:
-    data = reports.overview()
+    scheduler = scheduler_status()
     return {
-        "data": data,
+        "data": reports.overview(scheduler=scheduler),
         "tunnels": tunnels_status(),
-        "scheduler": scheduler_status(),
+        "scheduler": scheduler,
         "database": database_status(),
         "attempts": [a | {"started": parse_datetime(a["timestamp"])} for a in recovery_stats.history(RECENT_ATTEMPTS)],
         "now": timezone.now(),

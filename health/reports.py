@@ -216,14 +216,17 @@ def open_incidents() -> list[Incident]:
     )
 
 
-def overview(now: dt.datetime | None = None) -> Overview:
-    """What the overview shows, in a constant number of queries."""
+def overview(now: dt.datetime | None = None, *, scheduler: dict[str, Any] | None = None) -> Overview:
+    """What the overview shows, in a constant number of queries. With the scheduler's status, the
+    overall status is the one `/health/status` gives (a late scheduler makes `healthy` `degraded`)."""
+    from health.scheduler import apply_scheduler_status
+
     now = now or timezone.now()
     # Whether a Recover button makes sense, counted in the same query.
     enabled_actions = Count("recovery_actions", filter=Q(recovery_actions__enabled=True))
     services = list(Service.objects.annotate(recovery_actions_enabled=enabled_actions))
     return Overview(
-        status=overall_status(services),
+        status=apply_scheduler_status(overall_status(services), scheduler) if scheduler else overall_status(services),
         counts=state_counts(services),
         cards=cards(services, now),
         incidents=open_incidents(),

@@ -94,3 +94,18 @@ def test_it_links_admin_and_dashboard_both_ways(staff_client):
     assert 'id="to-dashboard" href="/"' in admin
     assert "opsportal administration" in admin
     assert 'href="/admin/"' in staff_client.get("/").content.decode()
+
+
+def test_it_shows_a_late_scheduler_and_says_degraded_as_the_api_does(staff_client):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from health.models import SchedulerHeartbeat
+
+    make_service("web", status="up")
+    assert "Healthy</h1>" in staff_client.get("/").content.decode()
+    SchedulerHeartbeat.objects.create(name="dispatcher", last_run_at=timezone.now() - dt.timedelta(minutes=10))
+    body = staff_client.get("/").content.decode()
+    assert "Degraded</h1>" in body
+    assert '<span class="badge st-late">late</span>' in body
