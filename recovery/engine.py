@@ -55,12 +55,25 @@ def auto_recover(round_result: Any) -> list[dict[str, Any]]:
     by_service: dict[int, list[RecoveryAction]] = {}
     for action in RecoveryAction.objects.filter(service__in=down):
         by_service.setdefault(action.service_id, []).append(action)
+    waiting = down_parents(down)
     results = []
-    for service in down:
+    for service in sorted(down, key=lambda s: s.pk in waiting):  # parents first
         # Only services an action is meant to fix automatically are candidates at all.
         if any(policy.auto_allowed(a, service) for a in by_service.get(service.pk, [])):
+            if service.pk in waiting:
+                reason = f"waiting for {waiting[service.pk]}, which it depends on: recovery starts with the parent"
+                results.append(_skip(service, Trigger.AUTO, Outcome.SKIPPED_DISABLED, reason))
+                continue
             results.append(recover_one(service, trigger=Trigger.AUTO))
     return results
+
+
+def down_parents(services: list[Service]) -> dict[int, str]:
+    """{service pk: name of a service it depends on that is down}, in one query."""
+    edges = Service.depends_on.through.objects.filter(
+        from_service_id__in=[s.pk for s in services], to_service__status=DOWN
+    ).values_list("from_service_id", "to_service__name")
+    return dict(sorted(edges, reverse=True))
 
 
 def recover_services(
