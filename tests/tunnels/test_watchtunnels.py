@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from io import StringIO
@@ -13,8 +17,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from tests.servers import wait_for
-from tests.tunnels.conftest import assert_clean
+from opsportal import procs
+from tests.servers import free_port, wait_for
+from tests.tunnels.conftest import FAKE, assert_clean, zombie_children
 from tunnels.management.commands.watchtunnels import Command
 from tunnels.models import Tunnel, TunnelEvent
 
@@ -148,3 +153,59 @@ def test_it_logs_a_suppressed_crash_loop_once_not_on_every_check(make_tunnel, tm
     assert text.count("Tunnel process not running") == 3  # two attempts and the check that hit the limit
     assert fake.reload().events.filter(kind=Kind.PROCESS_MISSING).count() == 5  # every check still has its row
     assert_clean(fake)
+
+
+def test_it_runs_as_a_real_process_replaces_a_killed_connector_and_stops_on_sigterm(tmp_path):
+    # The whole path as an operator runs it: manage.py in its own process, a file database,
+    # kill -9 of the connector, SIGTERM of the watchdog.
+    port = free_port()
+    marker = f"{FAKE.name} --port {port} "
+    db = tmp_path / "portal.sqlite3"
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{db}",
+        "OPSPORTAL_VAR_DIR": str(tmp_path / "var"),
+        "LOG_DIR": str(tmp_path / "logs"),
+    }
+    config = tmp_path / "tunnels.toml"
+    config.write_text(
+        "[[tunnel]]\n"
+        'name = "main"\n'
+        f'command = ["{sys.executable}", "{FAKE}", "--port", "{port}", "--connections", "2"]\n'
+        f'process_match = "{marker}"\n'
+        f'ready_url = "http://127.0.0.1:{port}/ready"\n'
+        "check_interval = 1\nstartup_timeout = 5\nsettle_seconds = 0.3\n"
+    )
+    manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, timeout=120)
+    subprocess.run([*manage, "importconfig", str(config)], env=env, check=True, timeout=60, capture_output=True)
+    watcher = subprocess.Popen([*manage, "watchtunnels"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def kinds() -> list[str]:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            return [k for (k,) in conn.execute("SELECT kind FROM tunnels_tunnelevent ORDER BY id")]
+
+    try:
+        # Killed only once the watchdog has verified its start (else that start is a restart_failed).
+        assert wait_for(lambda: "restarted" in kinds(), timeout=30)
+        (first,) = procs.find_processes(cmdline_contains=marker)
+        os.kill(first.pid, signal.SIGKILL)
+        assert wait_for(
+            lambda: (
+                any(p.pid != first.pid for p in procs.find_processes(cmdline_contains=marker)) and connector_ready(port)
+            ),
+            timeout=20,
+        )
+        watcher.send_signal(signal.SIGTERM)
+        out, _ = watcher.communicate(timeout=30)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+        procs.stop(procs.find_processes(cmdline_contains=marker), grace=3)
+    assert watcher.returncode == 0 and b"stopped after" in out
+    events = kinds()
+    assert events[:2] == ["process_missing", "restarted"] and events.count("restarted") == 2, events
+    log = (tmp_path / "logs" / "tunnel-monitor.log").read_text()
+    assert log.count("Tunnel started successfully") == 2
+    assert procs.find_processes(cmdline_contains=marker) == [] and zombie_children() == []
