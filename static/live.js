@@ -12,6 +12,7 @@
       fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" }, redirect: "error" })
         .then(function (r) { if (!r.ok) throw new Error(r.status); return r.text(); })
         .then(function (html) {
+          region.removeAttribute("data-live-stale");
           if (html === region.getAttribute("data-live-last")) return;
           var focusedId = document.activeElement && region.contains(document.activeElement) ? document.activeElement.id : "";
           var scroll = window.scrollY;
@@ -21,7 +22,8 @@
           if (focusedId && document.getElementById(focusedId)) document.getElementById(focusedId).focus({ preventScroll: true });
           window.scrollTo(0, scroll);
         })
-        .catch(function () { region.setAttribute("data-live-error", String(Date.now())); })
+        // Logged out, server down: keep what is shown, and say it is no longer live.
+        .catch(function () { region.setAttribute("data-live-stale", String(Date.now())); })
         .then(function () { busy = false; });
     }
     window.setInterval(tick, seconds * 1000);

@@ -6,6 +6,7 @@ import math
 from datetime import timedelta
 
 import pytest
+from django.contrib.sessions.models import Session
 from django.utils import timezone
 
 from health.models import Incident, ProbeResult, Service
@@ -123,3 +124,7 @@ def test_it_refreshes_on_its_own_when_a_probe_result_changes(page, staff_user, b
     assert page.evaluate("window.__noReload") == "still here"  # swapped in place, not reloaded
     assert "Healthy" in page.locator("#overall").inner_text()
     assert page.locator(".incident").count() == 0
+    # Logged out meanwhile (the session is gone): the page keeps its data and says it is no longer live.
+    Session.objects.all().delete()
+    page.wait_for_function("document.querySelector('#live').hasAttribute('data-live-stale')", timeout=15_000)
+    assert page.url == page.base + "/"
