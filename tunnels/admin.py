@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from tunnels import watchdog
 from tunnels.models import Tunnel, TunnelEvent
 
 RECENT_EVENTS = 15
@@ -26,6 +27,7 @@ class TunnelAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "enabled")
     search_fields = ("name", "process_match")
+    actions = ("check_now", "restart_now")
     readonly_fields = (
         "status",
         "pid",
@@ -55,6 +57,22 @@ class TunnelAdmin(admin.ModelAdmin):
                 ),
             )
         )
+
+    @admin.action(description="Check the selected tunnels now", permissions=("change",))
+    def check_now(self, request: HttpRequest, queryset: QuerySet[Tunnel]) -> None:
+        for tunnel in queryset.filter(enabled=True):
+            result = watchdog.check_now(tunnel)
+            if result is None:
+                self.message_user(request, f"{tunnel.name}: being checked by another watchdog", messages.WARNING)
+            else:
+                level = messages.SUCCESS if result.status == Tunnel.Status.UP else messages.WARNING
+                self.message_user(request, result.summary(), level)
+
+    @admin.action(description="Restart the selected tunnels (within the hourly limit)", permissions=("change",))
+    def restart_now(self, request: HttpRequest, queryset: QuerySet[Tunnel]) -> None:
+        for tunnel in queryset:
+            ok, detail = watchdog.restart(tunnel.name, f"requested by {request.user.get_username()} in the admin")
+            self.message_user(request, f"{tunnel.name}: {detail}", messages.SUCCESS if ok else messages.ERROR)
 
     @admin.display(description="restarts (1 h)", ordering="restarts_hour")
     def restarts_last_hour(self, obj: Tunnel) -> str:

@@ -11,7 +11,8 @@ holds across processes and restarts of the portal). (c) failing while (b) is fin
 origin's fault: recorded as `origin_unreachable`, never "fixed" by a restart.
 
 Entry points: `run_due()` (the scheduler and `watchtunnels`), `check_now()` (`watchtunnels
---once/--interval`), `restart_for_recovery()` (the `restart_tunnel` recovery action).
+--once/--interval`, the admin), `restart_for_recovery()` (the `restart_tunnel` recovery action)
+and `restart()` (the admin).
 """
 
 from __future__ import annotations
@@ -146,6 +147,11 @@ def _check_claimed(tunnel: Tunnel, stamp: datetime) -> CheckResult:
 
 def restart_for_recovery(tunnel_name: str) -> tuple[bool, str]:
     """Restart a tunnel for the `restart_tunnel` recovery action; honours the hourly limit and the claim."""
+    return restart(tunnel_name, "requested by recovery")
+
+
+def restart(tunnel_name: str, reason: str) -> tuple[bool, str]:
+    """Restart a tunnel on request (recovery, the admin): the same claim, hourly limit and events as a check."""
     try:
         tunnel = Tunnel.objects.get(name=tunnel_name)
     except Tunnel.DoesNotExist:
@@ -162,7 +168,7 @@ def restart_for_recovery(tunnel_name: str) -> tuple[bool, str]:
     started = time.monotonic()
     try:
         tunnel.refresh_from_db()
-        result = Check(tunnel).restart_and_save("requested by recovery")
+        result = Check(tunnel).restart_and_save(reason)
     finally:
         release(tunnel, stamp, time.monotonic() - started)
     return result.restarted, result.detail

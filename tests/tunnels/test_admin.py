@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from tests.tunnels.conftest import assert_clean
 from tunnels.models import Tunnel, TunnelEvent
 
 pytestmark = pytest.mark.django_db
@@ -53,3 +55,27 @@ def test_it_keeps_events_read_only(admin_client):
 def test_it_needs_a_staff_login(client):
     page = client.get("/admin/tunnels/tunnel/")
     assert page.status_code == 302 and "/login/" in page["Location"]
+
+
+def test_it_checks_and_restarts_from_the_admin(admin_client, make_tunnel):
+    fake = make_tunnel()
+    old = fake.start()
+    url = "/admin/tunnels/tunnel/"
+    page = admin_client.post(url, {"action": "check_now", "_selected_action": [fake.tunnel.pk]}, follow=True)
+    notes = [str(m) for m in page.context["messages"]]
+    assert any(n.startswith(f"edge: up (PID: {old})") for n in notes), notes
+    assert fake.reload().events.filter(kind=Kind.CHECK_OK).count() == 1
+
+    page = admin_client.post(url, {"action": "restart_now", "_selected_action": [fake.tunnel.pk]}, follow=True)
+    assert "requested by admin in the admin" in page.content.decode()
+    assert fake.reload().pid != old and fake.reload().status == Tunnel.Status.UP
+    assert_clean(fake)
+
+
+def test_it_refuses_admin_actions_without_csrf(make_tunnel, admin_user):
+    fake = make_tunnel()
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    page = client.post("/admin/tunnels/tunnel/", {"action": "restart_now", "_selected_action": [fake.tunnel.pk]})
+    assert page.status_code == 403
+    assert not fake.reload().events.exists() and fake.processes() == []
