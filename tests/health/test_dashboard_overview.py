@@ -109,3 +109,10 @@ def test_it_shows_a_late_scheduler_and_says_degraded_as_the_api_does(staff_clien
     body = staff_client.get("/").content.decode()
     assert "Degraded</h1>" in body
     assert '<span class="badge st-late">late</span>' in body
+
+
+def test_it_logs_out_with_a_post_to_a_page_in_the_same_style(staff_client):
+    assert 'action="/accounts/logout/"' in staff_client.get("/").content.decode()
+    body = staff_client.post("/accounts/logout/").content.decode()
+    assert "You have been logged out." in body and "/static/opsportal.css" in body
+    assert staff_client.get("/").status_code == 302
