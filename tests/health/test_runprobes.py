@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.management import call_command
 
 from health.management.commands.runprobes import Command
@@ -16,6 +21,8 @@ from tests.health.factories import RecoveryActionFactory, ServiceFactory
 from tests.servers import free_port
 
 pytestmark = pytest.mark.django_db
+
+BASE_DIR = Path(django_settings.BASE_DIR)
 
 
 def runprobes(*args: str, command: object = "runprobes") -> tuple[int, str, str]:
@@ -174,3 +181,70 @@ def test_it_runs_auto_recovery_unless_told_not_to(settings, tmp_path):
     runprobes()
     assert marker.exists()  # the action ran (the service stays down, so it is not verified)
     assert RecoveryAttempt.objects.filter(service=service).exists()
+
+
+@pytest.fixture
+def cli(tmp_path, tcp_server):
+    """Run manage.py as a real process against its own SQLite file with one service configured."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}",
+        "OPSPORTAL_VAR_DIR": str(tmp_path / "var"),
+        "SECRET_KEY": "cli-test-" + "x" * 40,
+        "DEBUG": "false",
+        "AUTO_RECOVERY_ENABLED": "false",
+    }
+    config = tmp_path / "one.toml"
+    config.write_text(f'[[service]]\nname = "echo"\nkind = "tcp"\nhost = "127.0.0.1"\nport = {tcp_server.port}\n')
+
+    def manage(*args: str, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=BASE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            **kw,
+        )
+
+    assert manage("migrate", "-v0").returncode == 0
+    assert manage("importconfig", str(config)).returncode == 0
+    manage.env = env  # type: ignore[attr-defined]
+    return manage
+
+
+def test_it_exits_with_nagios_codes_as_a_real_process(cli):
+    ok = cli("runprobes", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["services"]["echo"]["status"] == "up"
+    unknown = cli("runprobes", "nosuch")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == "error: unknown service: nosuch"
+    assert "Traceback" not in unknown.stderr
+
+
+def test_it_loops_until_sigint_as_a_real_process(cli):
+    child = subprocess.Popen(
+        [sys.executable, "manage.py", "runprobes", "--loop", "--interval", "0.2"],
+        cwd=BASE_DIR,
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        rounds = 0
+        for line in child.stdout:
+            rounds += line.startswith("overall: healthy")
+            if rounds == 2:
+                break
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert rounds == 2
+    assert child.returncode == 0
+    assert "Traceback" not in err
