@@ -197,6 +197,8 @@ class Dispatcher:
         if self.outage_passes:
             log.warning("Dispatcher: database back after %d passes", self.outage_passes)
             self.outage_passes = 0
+        for service in claimed:  # keep the outage clock in step with the database's
+            self.local_due[service.pk] = next_due(service.due, service.interval, now)
         if claimed:
             self._submit(claimed, outage=False)
         self._tunnels(now)
