@@ -57,6 +57,25 @@ def read_pid_file(path: str) -> int | None:
         return None
 
 
+# Seconds a process may appear to start after its pid file was written (timestamp granularity).
+PID_FILE_SLACK = 1.0
+
+
+def _pid_file_process(path: str) -> list[psutil.Process]:
+    """The process a pid file names; none when it is gone or the pid now belongs to a newer process."""
+    pid = read_pid_file(path)
+    if not pid:
+        return []
+    try:
+        proc = psutil.Process(pid)
+        # A process started after the file was written is not the one it names: the pid was reused.
+        if proc.create_time() > Path(path).stat().st_mtime + PID_FILE_SLACK:
+            return []
+    except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
+        return []
+    return [proc]
+
+
 def find_processes(
     process_name: str | None = None,
     cmdline_contains: str | None = None,
@@ -65,11 +84,7 @@ def find_processes(
     """Live, non-zombie processes matching one criterion; never this process itself."""
     me = os.getpid()
     found: list[psutil.Process] = []
-    if pid_file:
-        pid = read_pid_file(pid_file)
-        candidates = [psutil.Process(pid)] if pid and psutil.pid_exists(pid) else []
-    else:
-        candidates = list(psutil.process_iter(["name", "cmdline", "status"]))
+    candidates = _pid_file_process(pid_file) if pid_file else list(psutil.process_iter(["name", "cmdline", "status"]))
     for proc in candidates:
         try:
             if proc.pid == me or proc.status() == psutil.STATUS_ZOMBIE:

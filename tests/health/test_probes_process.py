@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -147,3 +148,15 @@ def test_it_rejects_bad_config_naming_the_key(settings, message):
     outcome = probe_once(process_service(**settings))
     assert outcome.status == DOWN
     assert outcome.detail.startswith("config error")
+
+
+def test_it_ignores_a_pid_file_older_than_the_process_it_names(spawn, tmp_path):
+    # The pid was written long before this process started: the system has reused the pid.
+    child = spawn()
+    pid_file = tmp_path / "stale.pid"
+    pid_file.write_text(str(child.pid))
+    an_hour_ago = time.time() - 3600
+    os.utime(pid_file, (an_hour_ago, an_hour_ago))
+    outcome = probe_once(process_service(pid_file=str(pid_file)))
+    assert outcome.status == DOWN
+    assert outcome.detail.startswith("0 running for pid file")
