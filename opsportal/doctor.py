@@ -166,8 +166,8 @@ def check_scheduler() -> Finding:
     return problem(
         "scheduler",
         detail,
-        "start the workers: `systemctl start opsportal-qcluster` (or `python manage.py qcluster`); "
-        "see `journalctl -u opsportal-qcluster`",
+        "start the workers: `systemctl start opsportal-qcluster@1` (or `python manage.py qcluster`); "
+        "see `journalctl -u 'opsportal-qcluster@*'`",
     )
 
 

@@ -192,7 +192,7 @@ def test_it_reports_a_qcluster_that_never_ran(db) -> None:
     finding = doctor.check_scheduler()
     assert not finding.ok
     assert "no qcluster heartbeat" in finding.detail
-    assert "systemctl start opsportal-qcluster" in finding.fix
+    assert "systemctl start opsportal-qcluster@1" in finding.fix
 
 
 def test_it_reports_a_late_heartbeat_and_passes_a_fresh_one(db) -> None:
