@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,8 +40,14 @@ class FakeTunnel:
         return result.pid or 0
 
 
-def zombie_children() -> list[psutil.Process]:
-    return [c for c in psutil.Process().children(recursive=True) if _status(c) == psutil.STATUS_ZOMBIE]
+def zombie_children(pids: Iterable[int] | None = None) -> list[psutil.Process]:
+    """Zombie children of this process; with `pids`, only those (other tests' leftovers are theirs)."""
+    wanted = set(pids) if pids is not None else None
+    return [
+        c
+        for c in psutil.Process().children(recursive=True)
+        if (wanted is None or c.pid in wanted) and _status(c) == psutil.STATUS_ZOMBIE
+    ]
 
 
 def _status(proc: psutil.Process) -> str:
@@ -51,12 +57,17 @@ def _status(proc: psutil.Process) -> str:
         return "gone"
 
 
+def connector_pids(tunnel: Tunnel) -> set[int]:
+    """Every connector pid the watchdog recorded for the tunnel."""
+    return {pid for pid in tunnel.events.values_list("pid", flat=True) if pid} | ({tunnel.pid} if tunnel.pid else set())
+
+
 def assert_clean(fake: FakeTunnel) -> None:
     """Stop the tunnel's connectors and assert none is left running, orphaned or a zombie."""
     procs.stop(fake.processes(), grace=3)
     watchdog.reap_started()
     assert fake.processes() == []
-    assert zombie_children() == []
+    assert zombie_children(connector_pids(fake.reload())) == []
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from health.models import Event
 from tests.servers import Reply
-from tests.tunnels.conftest import assert_clean, zombie_children
+from tests.tunnels.conftest import assert_clean, connector_pids, zombie_children
 from tunnels import watchdog
 from tunnels.models import Tunnel, TunnelEvent
 
@@ -69,7 +69,7 @@ def test_it_restarts_a_killed_connector_with_a_new_pid(make_tunnel):
     assert tunnel.events.filter(kind=Kind.RESTARTED).first().pid == tunnel.pid
     # The killed connector was our child: reaped, not left a zombie.
     assert not psutil.pid_exists(old) or psutil.Process(old).status() != psutil.STATUS_ZOMBIE
-    assert zombie_children() == []
+    assert zombie_children(connector_pids(tunnel)) == []
     assert_clean(fake)
 
 
@@ -143,7 +143,8 @@ def test_it_stops_restarting_a_crash_loop_after_max_restarts_per_hour(make_tunne
     assert "5 restarts in the last hour (max 5)" in tunnel.last_detail
     assert Event.objects.filter(kind=Event.Kind.TUNNEL_RESTART_SUPPRESSED, subject="edge").count() == 1
     assert "failed to connect to the edge" in Path(tunnel.log_file).read_text()
-    assert fake.processes() == [] and zombie_children() == []  # every crashed connector was reaped
+    # Every crashed connector was reaped.
+    assert fake.processes() == [] and zombie_children(connector_pids(tunnel)) == []
     assert_clean(fake)
 
 

@@ -11,6 +11,7 @@ import threading
 import time
 from io import StringIO
 
+import psutil
 import pytest
 import requests
 from django.conf import settings
@@ -19,7 +20,7 @@ from django.core.management.base import CommandError
 
 from opsportal import procs
 from tests.servers import free_port, wait_for
-from tests.tunnels.conftest import FAKE, assert_clean, zombie_children
+from tests.tunnels.conftest import FAKE, assert_clean
 from tunnels.management.commands.watchtunnels import Command
 from tunnels.models import Tunnel, TunnelEvent
 
@@ -208,4 +209,7 @@ def test_it_runs_as_a_real_process_replaces_a_killed_connector_and_stops_on_sigt
     assert events[:2] == ["process_missing", "restarted"] and events.count("restarted") == 2, events
     log = (tmp_path / "logs" / "tunnel-monitor.log").read_text()
     assert log.count("Tunnel started successfully") == 2
-    assert procs.find_processes(cmdline_contains=marker) == [] and zombie_children() == []
+    assert procs.find_processes(cmdline_contains=marker) == []
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        pids = [p for (p,) in conn.execute("SELECT pid FROM tunnels_tunnelevent WHERE pid IS NOT NULL")]
+    assert pids and not any(psutil.pid_exists(p) and psutil.Process(p).status() == "zombie" for p in pids)
