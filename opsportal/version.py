@@ -91,10 +91,20 @@ def commit_time(sha: str, base: Path = BASE_DIR) -> str | None:
     return None
 
 
+@cache
+def _checkout() -> tuple[str | None, str | None]:
+    # Read once per process: a running process reports the code it started with, even after a
+    # `git checkout` on disk (gunicorn's reload starts new workers, which read it again).
+    commit = git_commit()
+    return commit, commit_time(commit) if commit else None
+
+
 def build_info() -> dict[str, str | None]:
     """`{"version", "commit", "builtAt"}`: `BUILD_COMMIT`/`BUILT_AT` win over what git says."""
-    commit = os.environ.get("BUILD_COMMIT", "").strip() or git_commit()
+    env_commit = os.environ.get("BUILD_COMMIT", "").strip()
+    git_sha, git_time = _checkout()
+    commit = env_commit or git_sha
     built_at = os.environ.get("BUILT_AT", "").strip() or None
-    if built_at is None and commit and _SHA.match(commit):
-        built_at = commit_time(commit)
+    if built_at is None and commit == git_sha:
+        built_at = git_time
     return {"version": version(), "commit": commit, "builtAt": built_at}
