@@ -4,6 +4,7 @@ import json
 import os
 import threading
 import time
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import requests
@@ -32,6 +33,8 @@ def session() -> requests.Session:
             s.mount("https://", adapter)
             s.max_redirects = 10
             s.headers["User-Agent"] = "opsportal-probe"
+            # The Session is shared by every service: a cookie one target sets must not reach the next probe.
+            s.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
             # requests scans the whole environment for proxy settings on every request: a third
             # of a probe's CPU. Keep that only when proxies or a CA bundle are configured.
             s.trust_env = any(k.lower() in _ENV_KNOBS for k in os.environ)

@@ -199,3 +199,11 @@ def test_it_times_out_when_the_body_stalls(http_server):
     assert outcome.status == DOWN
     assert "stalled for 0.5 s" in outcome.detail
     assert time.monotonic() - start < 4
+
+
+def test_it_keeps_no_cookies_between_probes(http_server):
+    http_server.reply = Reply(headers={"Set-Cookie": "session=abc123; Path=/"})
+    probe_once(http_service(http_server.url))
+    probe_once(http_service(http_server.url))
+    assert len(http_server.requests) == 2
+    assert "Cookie" not in http_server.requests[1]["headers"]
