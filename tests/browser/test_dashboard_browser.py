@@ -79,7 +79,7 @@ def test_it_logs_in_sees_the_down_service_and_recovers_it_in_two_clicks(page, st
     screenshot(page, "overview-1280-dark.png")
     page.emulate_media(color_scheme="light")
 
-    card.get_by_role("link", name="Recover…").click()  # click 1
+    page.get_by_role("link", name="Recover api…").click()  # click 1
     assert "Recover api?" in page.locator("h1").inner_text()
     assert "ready" in page.locator(".confirm").inner_text()
     page.get_by_role("button", name="Confirm recovery").click()  # click 2

@@ -56,7 +56,7 @@ def test_it_shows_the_broken_demo_service_and_recovers_it_with_two_clicks(page, 
     assert page.locator(".incident").count() == 1
     screenshot(page, "demo-broken-1280.png")
 
-    card.get_by_role("link", name="Recover…").click()
+    page.get_by_role("link", name="Recover demo-worker…").click()
     page.get_by_role("button", name="Confirm recovery").click()
     page.wait_for_url(page.base + "/services/demo-worker/")
     assert "Recovered demo-worker: verified healthy" in page.locator(".messages").inner_text()
