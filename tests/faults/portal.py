@@ -1,0 +1,137 @@
+"""A whole portal in real processes for the fault tests: its own database, `manage.py`, gunicorn, qcluster.
+
+The database is a SQLite file under the test's tmp dir, or, when the suite runs on PostgreSQL, a database
+of its own (`test_h9_*`) on the same server, dropped afterwards. Every process is started in its own
+session and stopped (then killed, whole session) by `stop()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from tests.conftest import postgres_configured
+from tests.servers import free_port
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+
+def server_url(database: str) -> str:
+    """The suite's DATABASE_URL with another database name (same server, same user)."""
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@contextlib.contextmanager
+def own_database(tmp_path: Path, name: str) -> Iterator[str]:
+    """A DATABASE_URL for a fresh database: PostgreSQL when the suite runs on it, else a SQLite file."""
+    if not postgres_configured():
+        yield f"sqlite:///{tmp_path / 'portal.sqlite3'}"
+        return
+    import psycopg
+
+    admin = server_url("postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server_url(name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Portal:
+    def __init__(self, tmp_path: Path, database_url: str, **env: str) -> None:
+        self.tmp = tmp_path
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k not in ("TEST_DATABASE_NAME", "DJANGO_SETTINGS_MODULE")},
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "DEBUG": "false",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "STATIC_MANIFEST": "false",
+            "OPSPORTAL_VAR_DIR": str(tmp_path / "var"),
+            "LOG_DIR": str(tmp_path / "logs"),
+            "WEB_WORKERS": "2",
+            "WEB_MAX_REQUESTS": "0",
+            **env,
+        }
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.url = ""
+
+    def manage(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=BASE_DIR,
+            env=self.env,
+            check=check,
+            timeout=timeout,
+            capture_output=True,
+            text=True,
+        )
+
+    def spawn(self, name: str, argv: list[str], **env: str) -> subprocess.Popen:
+        log = (self.tmp / f"{name}.log").open("a")
+        proc = subprocess.Popen(
+            argv,
+            cwd=BASE_DIR,
+            env={**self.env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        path = self.tmp / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start_web(self) -> str:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.spawn("web", [sys.executable, "-m", "gunicorn", "opsportal.wsgi"], WEB_BIND=f"127.0.0.1:{port}")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(self.url + "/health/live", timeout=2).status_code == 200:
+                    return self.url
+            if self.procs["web"].poll() is not None:
+                break
+            time.sleep(0.2)
+        raise RuntimeError("gunicorn did not answer /health/live:\n" + self.log("web")[-3000:])
+
+    def start_qcluster(self, name: str = "qcluster") -> subprocess.Popen:
+        return self.spawn(name, [sys.executable, "manage.py", "qcluster"])
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the process's whole session: a host that dies, workers and all."""
+        proc = self.procs[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        # SIGTERM to each main process (qcluster stops its own workers), then whatever is left of the session.
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 20
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
