@@ -174,7 +174,7 @@ def test_it_shares_the_probing_between_two_qclusters_and_survives_losing_one(
     target = HttpServer().start()
     target.reply = Reply(200, "ok")
     env = {
-        **{k: v for k, v in os.environ.items() if k not in ("TEST_DATABASE_NAME", "DJANGO_SETTINGS_MODULE")},
+        **{k: v for k, v in os.environ.items() if k != "TEST_DATABASE_NAME" and not k.startswith("DJANGO_")},
         "DATABASE_URL": scale_db,
         "REDIS_URL": scale_redis,
         "SECRET_KEY": secrets.token_urlsafe(50),

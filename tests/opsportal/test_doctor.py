@@ -37,7 +37,7 @@ def redis_reachable(url: str = "redis://127.0.0.1:6379/9") -> bool:
 def run_doctor(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """The real command in a fresh process, against the database and broker the env names."""
     full = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")},
         "SECRET_KEY": GOOD_KEY,
         "DEBUG": "false",
         "OPSPORTAL_VAR_DIR": str(tmp_path),

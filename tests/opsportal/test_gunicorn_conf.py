@@ -47,7 +47,7 @@ def test_it_notifies_systemd_pings_the_watchdog_and_stops_gracefully(
 ) -> None:
     port = free_port()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")},
         "SECRET_KEY": secrets.token_urlsafe(50),
         "DEBUG": "false",
         "OPSPORTAL_VAR_DIR": str(tmp_path),

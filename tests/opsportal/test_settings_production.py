@@ -48,7 +48,8 @@ print(json.dumps({
 
 
 def run(tmp_path: Path, args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if k not in CONTROLLED}
+    # Nothing from the test process leaks in (browser tests set DJANGO_ALLOW_ASYNC_UNSAFE, an async.E001).
+    full = {k: v for k, v in os.environ.items() if k not in CONTROLLED and not k.startswith("DJANGO_")}
     full.update(dict.fromkeys(CONTROLLED, ""))
     full.update(
         DJANGO_SETTINGS_MODULE="opsportal.settings",
