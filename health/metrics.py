@@ -38,7 +38,6 @@ class PortalCollector(Collector):
         yield from metrics
 
     def _from_database(self) -> Iterator[Metric]:
-        from recovery.models import RecoveryAttempt
         from tunnels.models import Tunnel, TunnelEvent
 
         services = list(Service.objects.all())
@@ -73,15 +72,7 @@ class PortalCollector(Collector):
         incidents.add_metric([], Incident.objects.filter(resolved_at__isnull=True).count())
         yield incidents
 
-        attempts = CounterMetricFamily(
-            "opsportal_recovery_attempts", "Recovery attempts by outcome", labels=["outcome"]
-        )
-        counts = dict(
-            RecoveryAttempt.objects.values_list("outcome").annotate(n=Count("id")).values_list("outcome", "n")
-        )
-        for outcome in RecoveryAttempt.Outcome.values:
-            attempts.add_metric([outcome], counts.get(outcome, 0))
-        yield attempts
+        yield from self._recovery()
 
         restarts = CounterMetricFamily(
             "opsportal_tunnel_restarts", "Tunnel restarts by the watchdog", labels=["tunnel"]
@@ -92,6 +83,45 @@ class PortalCollector(Collector):
         for name, n in per_tunnel:
             restarts.add_metric([name], n)
         yield restarts
+
+    def _recovery(self) -> Iterator[Metric]:
+        # The same numbers as /health/recovery-stats: one source for both.
+        from recovery.models import RecoveryAttempt, RecoveryState
+        from recovery.stats import recovery_stats
+
+        stats = recovery_stats()
+        attempts = CounterMetricFamily(
+            "opsportal_recovery_attempts", "Recovery attempts by outcome", labels=["outcome"]
+        )
+        for outcome in RecoveryAttempt.Outcome.values:
+            attempts.add_metric([outcome], stats["byOutcome"].get(outcome, 0))
+        yield attempts
+        by_action = CounterMetricFamily(
+            "opsportal_recovery_action_attempts",
+            "Recovery attempts that ran, by action kind and result",
+            labels=["action", "result"],
+        )
+        for action, row in stats["byAction"].items():
+            by_action.add_metric([action, "succeeded"], row["successful"])
+            by_action.add_metric([action, "failed"], row["failed"])
+        yield by_action
+        in_progress = GaugeMetricFamily("opsportal_recovery_in_progress", "1 while any recovery attempt runs")
+        in_progress.add_metric([], 1 if stats["isRecovering"] else 0)
+        yield in_progress
+        mttr = GaugeMetricFamily(
+            "opsportal_recovery_mean_time_to_recover_seconds", "Mean duration of a successful recovery attempt"
+        )
+        if stats["meanTimeToRecoverMs"] is not None:
+            mttr.add_metric([], stats["meanTimeToRecoverMs"] / 1000)
+        yield mttr
+        escalated = GaugeMetricFamily(
+            "opsportal_recovery_escalated",
+            "1 for a service whose auto-recovery is stopped by escalation",
+            labels=["service"],
+        )
+        for name in RecoveryState.objects.filter(escalated_at__isnull=False).values_list("service__name", flat=True):
+            escalated.add_metric([name], 1)
+        yield escalated
 
 
 def exposition() -> bytes:

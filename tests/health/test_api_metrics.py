@@ -110,3 +110,22 @@ def test_it_refuses_post_with_405(client):
     response = client.post("/metrics")
     assert response.status_code == 405
     assert response.json()["error"].startswith("method POST not allowed")
+
+
+@pytest.mark.django_db
+def test_it_exposes_recovery_by_action_in_progress_and_escalation(client):
+    from recovery.models import RecoveryState
+
+    svc = Service.objects.create(name="api", kind="tcp", settings={"host": "127.0.0.1", "port": 1})
+    RecoveryAttempt.objects.create(
+        service=svc, trigger="auto", outcome="succeeded", action_kind="command", duration_ms=1500
+    )
+    RecoveryAttempt.objects.create(service=svc, trigger="auto", outcome="failed", action_kind="command")
+    RecoveryAttempt.objects.create(service=svc, trigger="auto", outcome="in_progress", action_kind="command")
+    RecoveryState.objects.update_or_create(service=svc, defaults={"escalated_at": timezone.now()})
+    text = client.get("/metrics").content.decode()
+    assert 'opsportal_recovery_action_attempts_total{action="command",result="succeeded"} 1.0' in text
+    assert 'opsportal_recovery_action_attempts_total{action="command",result="failed"} 1.0' in text
+    assert "opsportal_recovery_in_progress 1.0" in text
+    assert "opsportal_recovery_mean_time_to_recover_seconds 1.5" in text
+    assert 'opsportal_recovery_escalated{service="api"} 1.0' in text
