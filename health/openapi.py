@@ -8,10 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 import opsportal
+from recovery.models import RecoveryAttempt
 
 _NULL_STR = {"type": "string", "nullable": True}
 _NULL_NUM = {"type": "number", "nullable": True}
+OUTCOMES = [o.value for o in RecoveryAttempt.Outcome]
+
 _NULL_INT = {"type": "integer", "nullable": True}
+OUTCOMES = [o.value for o in RecoveryAttempt.Outcome]
 
 
 def _obj(props: dict[str, Any], required: list[str] | None = None, extra: bool = True) -> dict[str, Any]:
@@ -79,6 +83,8 @@ SCHEMAS: dict[str, Any] = {
             "lastCheckedAt": {**_NULL_STR, "format": "date-time"},
             "consecutiveFailures": {"type": "integer"},
             "detail": {"type": "string"},
+            "flapping": {"type": "boolean"},
+            "maintenance": {"type": "boolean"},
         }
     ),
     "RecoveryStats": _obj(
@@ -87,7 +93,21 @@ SCHEMAS: dict[str, Any] = {
             "successful": {"type": "integer"},
             "failed": {"type": "integer"},
             "successRate": {"type": "string", "pattern": r"^\d+\.\d%$"},
+            "skipped": {"type": "integer", "description": "attempts not run (cooldown, escalated, busy, disabled)"},
             "byService": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "byAction": {
+                "type": "object",
+                "additionalProperties": _obj(
+                    {
+                        "total": {"type": "integer"},
+                        "successful": {"type": "integer"},
+                        "failed": {"type": "integer"},
+                        "successRate": {"type": "string"},
+                    }
+                ),
+            },
+            "byOutcome": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "meanTimeToRecoverMs": _NULL_NUM,
             "isRecovering": {"type": "boolean"},
         }
     ),
@@ -131,9 +151,20 @@ SCHEMAS: dict[str, Any] = {
     ),
     "Attempt": _obj(
         {
+            "id": {"type": "integer"},
             "service": {"type": "string"},
             "timestamp": {"type": "string", "format": "date-time"},
+            "finishedAt": {**_NULL_STR, "format": "date-time"},
+            "outcome": {"type": "string", "enum": OUTCOMES},
             "success": {"type": "boolean"},
+            "skipped": {"type": "boolean"},
+            "trigger": {"type": "string", "enum": ["auto", "manual", "api", "watchdog"]},
+            "requestedBy": _NULL_STR,
+            "action": {"type": "string"},
+            "actionOk": {"type": "boolean", "nullable": True},
+            "verified": {"type": "boolean", "nullable": True},
+            "durationMs": _NULL_NUM,
+            "detail": {"type": "string"},
         }
     ),
     "RecoveryStatsBody": _obj(
@@ -164,7 +195,21 @@ SCHEMAS: dict[str, Any] = {
             "services": {"type": "array", "items": {"type": "string"}},
             "results": {
                 "type": "array",
-                "items": _obj({"service": {"type": "string"}, "success": {"type": "boolean"}}),
+                "items": _obj(
+                    {
+                        "service": {"type": "string"},
+                        "timestamp": {"type": "string", "format": "date-time"},
+                        "success": {"type": "boolean"},
+                        "skipped": {"type": "boolean"},
+                        "reason": _NULL_STR,
+                        "outcome": {"type": "string", "enum": OUTCOMES},
+                        "attempt": _NULL_INT,
+                        "action": _NULL_STR,
+                        "verified": {"type": "boolean", "nullable": True},
+                        "detail": _NULL_STR,
+                        "durationMs": _NULL_NUM,
+                    }
+                ),
             },
             "stats": _ref("RecoveryStats"),
         }
