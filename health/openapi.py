@@ -15,7 +15,6 @@ _NULL_NUM = {"type": "number", "nullable": True}
 OUTCOMES = [o.value for o in RecoveryAttempt.Outcome]
 
 _NULL_INT = {"type": "integer", "nullable": True}
-OUTCOMES = [o.value for o in RecoveryAttempt.Outcome]
 
 
 def _obj(props: dict[str, Any], required: list[str] | None = None, extra: bool = True) -> dict[str, Any]:
