@@ -120,9 +120,15 @@ class _BreakerLog(pybreaker.CircuitBreakerListener):
             log.warning("[db] Circuit breaker re-opened: trial call failed")
         elif new_state.name == pybreaker.STATE_HALF_OPEN:
             log.info("[db] Circuit breaker half-open: trying the database again")
-        elif new_state.name == pybreaker.STATE_CLOSED and old in (pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN):
+        elif new_state.name == pybreaker.STATE_CLOSED and old == pybreaker.STATE_HALF_OPEN:
             log.warning("[db] Circuit breaker closed: the database answers again")
             _queue_event("breaker_closed", "Database circuit breaker closed", at=now)
+        elif new_state.name == pybreaker.STATE_CLOSED and old == pybreaker.STATE_OPEN:
+            # Closed by hand (reset_breaker re-queues what it means to record): nothing is left
+            # waiting to be written later into whatever database this process talks to next.
+            log.warning("[db] Circuit breaker closed by a reset")
+            with _events_lock:
+                _pending_events.clear()
 
 
 def _queue_event(kind: str, title: str, **data: Any) -> None:
@@ -174,7 +180,15 @@ def breaker_status() -> dict[str, Any]:
 def reset_breaker() -> None:
     """Close the circuit breaker and drop this thread's connections (the `reconnect_database` action)."""
     close_connections()
+    with _events_lock:
+        pending = list(_pending_events)
+    was_open = breaker.current_state != pybreaker.STATE_CLOSED
     breaker.close()
+    if was_open:
+        with _events_lock:
+            _pending_events[:0] = pending
+        _queue_event("breaker_closed", "Database circuit breaker closed by a reset", at=timezone.now().isoformat())
+        flush_breaker_events()
 
 
 # --- retry -----------------------------------------------------------------------------

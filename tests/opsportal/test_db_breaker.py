@@ -131,7 +131,16 @@ def test_it_reports_the_breaker_in_the_database_status():
 
 
 @pytest.mark.django_db
-def test_it_closes_the_breaker_on_reset():
+def test_it_closes_the_breaker_on_reset_and_records_both_changes():
+    db._pending_events.clear()
     db.breaker.open()
     db.reset_breaker()
     assert db.breaker.current_state == "closed"
+    assert list(Event.objects.order_by("pk").values_list("kind", flat=True)) == ["breaker_opened", "breaker_closed"]
+    assert db._pending_events == []
+
+
+def test_it_leaves_nothing_queued_after_a_breaker_closed_by_hand():
+    db.breaker.open()
+    db.breaker.close()  # as a test's clean-up does: no event may leak into a later database write
+    assert db._pending_events == []
