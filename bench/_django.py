@@ -29,3 +29,15 @@ def setup(label: str) -> str:
     from django.db import connection
 
     return f"{connection.vendor} ({os.environ['DATABASE_URL'].split('@')[-1]})"
+
+
+def teardown() -> None:
+    """Remove the throwaway SQLite directory setup() made (a DATABASE_URL given from outside is left alone)."""
+    import shutil
+
+    tmp = os.environ.get("OPSPORTAL_VAR_DIR", "")
+    if Path(tmp).name.startswith("opsportal-bench-"):
+        from django.db import connections
+
+        connections.close_all()
+        shutil.rmtree(tmp, ignore_errors=True)

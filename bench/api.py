@@ -16,6 +16,7 @@ client, at 1,000 services and again with 500 more, to show whether they are cons
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import secrets
@@ -24,6 +25,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -205,15 +208,18 @@ def main() -> None:
             stderr=subprocess.STDOUT,
         )
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the workers answer once Django is imported, not when the port opens
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
+                with urllib.request.urlopen(base + "/health/live", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
             except OSError:
-                time.sleep(0.2)
-        for path in ["/bench/bare", *ENDPOINTS]:  # warm both workers (imports, connections)
-            wrk(base + path, 2, 2, 1, cookie)
+                time.sleep(0.3)
+        for path in ["/bench/bare", *ENDPOINTS] * 2:  # warm both workers (imports, connections, templates)
+            request = urllib.request.Request(base + path, headers={"Cookie": cookie})
+            with contextlib.suppress(urllib.error.HTTPError), urllib.request.urlopen(request, timeout=300):
+                pass
 
         print(f"# API benchmark — {db}; {args.services} services, {total:,} ProbeResult rows (made in {took:.0f} s)")
         print(
@@ -240,7 +246,11 @@ def main() -> None:
     finally:
         if gunicorn is not None:
             gunicorn.terminate()
-            gunicorn.wait(30)
+            try:
+                gunicorn.wait(40)
+            except subprocess.TimeoutExpired:
+                gunicorn.kill()
+                gunicorn.wait(10)
         from django.db import connections
 
         connections.close_all()
