@@ -81,6 +81,12 @@ class Portal:
             text=True,
         )
 
+    def install(self, config: Path) -> None:
+        """What `make setup` does that these tests need: migrate, the cache table, the config."""
+        self.manage("migrate", "-v0")
+        self.manage("createcachetable")
+        self.manage("importconfig", str(config))
+
     def spawn(self, name: str, argv: list[str], **env: str) -> subprocess.Popen:
         log = (self.tmp / f"{name}.log").open("a")
         proc = subprocess.Popen(
@@ -135,3 +141,31 @@ class Portal:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+    def query(self, sql: str) -> list[tuple]:
+        """Read the portal's database directly (no Django in this process touches it); times come back aware."""
+        url = self.env["DATABASE_URL"]
+        if url.startswith("sqlite:///"):
+            import sqlite3
+
+            with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"), timeout=30)) as conn:
+                rows = conn.execute(sql).fetchall()
+        else:
+            import psycopg
+
+            with psycopg.connect(url) as conn:
+                rows = conn.execute(sql).fetchall()
+        return [tuple(_aware(v) for v in row) for row in rows]
+
+
+def _aware(value: object) -> object:
+    from datetime import UTC, datetime
+
+    if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] in " T":
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value

@@ -39,8 +39,7 @@ argv = ["test", "-f", "{marker}"]
     with own_database(tmp_path, "test_h9_recover") as url:
         portal = Portal(tmp_path, url, AUTO_RECOVERY_ENABLED="false", DJANGO_SUPERUSER_PASSWORD="not-used-x9")
         try:
-            portal.manage("migrate", "-v0")
-            portal.manage("importconfig", str(config))
+            portal.install(config)
             portal.manage("createsuperuser", "--noinput", "--username", "ops", "--email", "ops@example.org")
             token = portal.manage("createapitoken", "ops").stdout.strip()
             base = portal.start_web()
