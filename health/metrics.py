@@ -40,7 +40,9 @@ class PortalCollector(Collector):
     def _from_database(self) -> Iterator[Metric]:
         from tunnels.models import Tunnel, TunnelEvent
 
-        services = list(Service.objects.all())
+        from health.api import STATUS_COLUMNS  # the columns the gauges and overall_status() read
+
+        services = list(Service.objects.only(*STATUS_COLUMNS))
         labels = ["service", "kind", "critical"]
         up = GaugeMetricFamily(
             "opsportal_service_up", "1 when the service answers (up or degraded), else 0", labels=labels
