@@ -64,7 +64,20 @@ def server_url(database: str) -> str:
 
 
 @pytest.fixture
-def scale_db() -> Iterator[str]:
+def exclusive() -> Iterator[redis.Redis]:
+    """One run of this test at a time on this machine: two would share the Redis queue (and database)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    lock = client.lock("opsportal-tests:scale-out", timeout=900, blocking_timeout=600)
+    assert lock.acquire(), "another run of the scale-out test held its Redis lock for 10 minutes"
+    try:
+        yield client
+    finally:
+        lock.release()
+        client.close()
+
+
+@pytest.fixture
+def scale_db(exclusive: redis.Redis) -> Iterator[str]:
     """A database of our own on the suite's PostgreSQL server, dropped afterwards."""
     admin = server_url("postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -78,12 +91,17 @@ def scale_db() -> Iterator[str]:
 
 
 @pytest.fixture
-def scale_redis() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
+def scale_redis(exclusive: redis.Redis) -> Iterator[str]:
+    """The test's Redis database, emptied before and after (but for the lock, which is released last)."""
+
+    def clear() -> None:
+        keys = [k for k in exclusive.scan_iter() if not k.startswith(b"opsportal-tests:")]
+        if keys:
+            exclusive.delete(*keys)
+
+    clear()
     yield REDIS_URL
-    client.flushdb()
-    client.close()
+    clear()
 
 
 class Clusters:

@@ -79,6 +79,7 @@ def test_it_prefers_the_build_environment(monkeypatch: pytest.MonkeyPatch) -> No
 def test_it_reports_this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BUILD_COMMIT", raising=False)
     monkeypatch.delenv("BUILT_AT", raising=False)
+    version._checkout.cache_clear()  # read once per process: others may have committed since
     info = version.build_info()
     assert info["version"] != "unknown"  # read from pyproject.toml
     assert info["commit"] == version.git_commit()
