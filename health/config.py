@@ -272,7 +272,8 @@ def _apply(plan: Plan, prune: bool, report: ImportReport) -> None:
             if changed:
                 for k, v in values.items():
                     setattr(row, k, v)
-                row.save()
+                # Only configuration columns: a probe or claim running meanwhile owns the state ones.
+                row.save(update_fields=[*values, "updated_at"])
                 report.services.updated.append(row.name)
             else:
                 report.services.unchanged.append(row.name)
@@ -299,7 +300,7 @@ def _apply(plan: Plan, prune: bool, report: ImportReport) -> None:
         elif _differs(row, values):
             for k, v in values.items():
                 setattr(row, k, v)
-            row.save()
+            row.save(update_fields=[*values, "updated_at"])
             report.tunnels.updated.append(row.name)
         else:
             report.tunnels.unchanged.append(row.name)

@@ -118,6 +118,23 @@ def stop(procs: Sequence[psutil.Process], grace: float = 5.0) -> list[int]:
     return [p.pid for p in procs]
 
 
+# The portal's own secrets and wiring; a process the portal starts or checks has no use for them.
+PORTAL_ONLY_ENV = (
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "METRICS_TOKEN",
+    "DJANGO_SETTINGS_MODULE",
+)
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process: ours without the portal's secrets, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in PORTAL_ONLY_ENV}
+    env.update(extra or {})
+    return env
+
+
 def start_detached(argv: Sequence[str], log_file: str | None = None, env: dict[str, str] | None = None) -> ProcRef:
     """Start argv (never a shell) in its own session, output appended to log_file."""
     if log_file:
@@ -133,7 +150,7 @@ def start_detached(argv: Sequence[str], log_file: str | None = None, env: dict[s
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
-            env={**os.environ, **(env or {})},
+            env=child_env(env),
         )
     finally:
         out.close()

@@ -7,6 +7,7 @@ import subprocess
 import time
 
 from health.probes.base import DEGRADED, DOWN, UP, Probe, ProbeConfigError, ProbeError, ProbeOutcome, ProbeTimeout
+from opsportal.procs import child_env
 from opsportal.spec import ConfigError, Key, expand_env
 
 # The Nagios plugin convention, so existing check plugins work unchanged.
@@ -35,7 +36,7 @@ class CommandProbe(Probe):
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                env={**os.environ, **extra},
+                env=child_env(extra),
                 start_new_session=True,  # so a timeout can kill the whole group
             )
         except OSError as exc:

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 
+from opsportal.procs import child_env
 from opsportal.spec import ConfigError, Key, expand_env, scrub
 from recovery.actions.base import Action, ActionError, ActionResult, tail
 
@@ -22,7 +23,7 @@ class CommandAction(Action):
             extra = {k: expand_env(v, self.secrets) for k, v in self.cfg["env"].items()}
         except ConfigError as exc:
             raise ActionError(f"config error: {exc}") from None
-        return {**os.environ, "OPSPORTAL_SERVICE": self.service.name, **extra}
+        return child_env({"OPSPORTAL_SERVICE": self.service.name, **extra})
 
     def run(self) -> ActionResult:
         argv = self.cfg["argv"]
