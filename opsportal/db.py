@@ -227,8 +227,15 @@ def run_db(fn: Callable[..., T], *args: Any, using: str = "default", retry: bool
     transaction is wrong, the outermost unit retries the whole transaction.
     """
     if not retry or connections[using].in_atomic_block:
-        with breaker.calling():
-            result = fn(*args, **kwargs)
+        try:
+            with breaker.calling():
+                result = fn(*args, **kwargs)
+        except DatabaseError as exc:
+            # A long-lived loop (the dispatcher) has no request boundary to drop a dead connection:
+            # without this, every later call would reuse the broken socket and the breaker never closes.
+            if is_transient(exc):
+                close_connections(using)
+            raise
         if _pending_events and not connections["default"].in_atomic_block:
             flush_breaker_events()
         return result
