@@ -10,6 +10,7 @@ import pytest
 from django.core.management import call_command
 
 from health.models import Service
+from health.probes.http import session as http_probe_session
 from health.runner import run_round
 from opsportal.procs import ProcRef, find_processes, stop
 from recovery.models import RecoveryAction, RecoveryAttempt
@@ -35,6 +36,8 @@ def demo(transactional_db, live_server, tcp_server, tmp_path, settings):
     Service.objects.filter(name="portal").update(settings={"url": live_server.url + "/health/live"})
     Service.objects.filter(name="ssh").update(settings={"host": "127.0.0.1", "port": tcp_server.port})
     yield marker
+    # The `portal` probe's pooled keep-alive connection to the live server: closed now, not at exit.
+    http_probe_session().close()
     started = [a.action_data.get("started") for a in RecoveryAttempt.objects.filter(service=worker)]
     refs = [ProcRef(s["pid"], s["createTime"]) for s in started if s]
     stop([p for p in (r.process() for r in refs) if p] + find_processes(cmdline_contains=marker), grace=2)
