@@ -72,7 +72,8 @@ def exclusive() -> Iterator[redis.Redis]:
     try:
         yield client
     finally:
-        lock.release()
+        with contextlib.suppress(redis.exceptions.LockNotOwnedError):  # expired, or the db was flushed
+            lock.release()
         client.close()
 
 
