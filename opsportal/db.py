@@ -12,8 +12,8 @@
   database is reachable, recorded as `Event` rows `breaker_opened` / `breaker_closed`.
 - `slow_query_wrapper` is installed on every connection (health.apps) and logs queries slower
   than `SLOW_QUERY_MS` with a truncated statement and never its parameters.
-- `install_sigterm_handler()`: SIGTERM sets `STOP` (long loops watch it) and the process's
-  connections are closed on the way out.
+- `stoppable()`: while a long loop runs, SIGTERM sets `STOP` (the loop ends its pass) instead of
+  killing the process mid-write; connections are closed afterwards and at interpreter exit.
 """
 
 from __future__ import annotations
@@ -333,14 +333,6 @@ def install_slow_query_log(sender: Any = None, connection: Any = None, **kwargs:
 def _on_sigterm(signum: int, frame: Any) -> None:
     log.info("[db] SIGTERM: finishing the current unit of work, then closing connections")
     STOP.set()
-
-
-def install_sigterm_handler() -> bool:
-    """SIGTERM sets STOP instead of killing the process mid-write (main thread only); returns whether installed."""
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    return True
 
 
 @contextlib.contextmanager
