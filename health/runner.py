@@ -398,4 +398,12 @@ def run_round(services: list[Service] | None = None, *, recover: bool = True) ->
         from recovery.engine import auto_recover  # recovery depends on health, not the reverse
 
         result.recovery = auto_recover(result)
+        if any(not r.get("skipped") for r in result.recovery):
+            # A repair ran and re-probed (recorded); report the state it left, not the one before it.
+            fresh = Service.objects.in_bulk([s.pk for s in services])
+            for s in services:
+                if s.pk in fresh:
+                    for name in STATE_FIELDS:
+                        setattr(s, name, getattr(fresh[s.pk], name))
+            result.status = overall_status(services)
     return result

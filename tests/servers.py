@@ -26,6 +26,11 @@ class Reply:
     endless: bool = False  # a body that never ends
 
 
+class _QueuedServer(ThreadingHTTPServer):
+    # A deeper accept queue than the default 5, so many simultaneous probes don't wait on SYN retries.
+    request_queue_size = 128
+
+
 class HttpServer:
     """A threaded HTTP server whose answer can be changed while it runs.
 
@@ -93,7 +98,7 @@ class HttpServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QueuedServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"

@@ -10,8 +10,6 @@ from opsportal.spec import ConfigError, Key, expand_env, scrub
 from recovery.actions.base import Action, ActionError, ActionResult
 
 MATCH_KEYS = ("process_name", "cmdline_contains", "pid_file")
-# A process started this much after its pid file was written is not the one the file names.
-PID_FILE_SLACK = 1.0
 
 
 class RestartProcessAction(Action):
@@ -32,13 +30,8 @@ class RestartProcessAction(Action):
         return found
 
     def targets(self, criteria: dict[str, str]) -> list[psutil.Process]:
-        procs = find_processes(**criteria)
-        pid_file = criteria.get("pid_file")
-        if pid_file and procs:
-            # A stale pid file may name a pid the system has since given to another process.
-            written = Path(pid_file).stat().st_mtime
-            procs = [p for p in procs if p.create_time() <= written + PID_FILE_SLACK]
-        return procs
+        # find_processes already refuses a stale pid file's reused pid, for every caller.
+        return find_processes(**criteria)
 
     def run(self) -> ActionResult:
         criteria = self.criteria()

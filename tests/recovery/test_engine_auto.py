@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
-from health.models import Service
+from health.models import Incident, ProbeResult, Service
 from health.runner import run_round
 from recovery.models import RecoveryAttempt
 from tests.recovery.conftest import touch_argv
@@ -17,7 +17,12 @@ def test_it_recovers_a_critical_service_on_soft_down_within_the_round(flag_targe
 
     result = run_round([svc])
 
-    assert result.status == "degraded"  # SOFT down: not yet an incident, already being fixed
+    # The probe found it SOFT down (no incident yet) and the repair ran in the same round;
+    # the round reports the state the verified repair left.
+    first, verified = ProbeResult.objects.filter(service=svc).order_by("checked_at", "pk")
+    assert (first.status, verified.status) == ("down", "up")
+    assert not Incident.objects.exists()
+    assert result.status == "healthy"
     (attempt,) = result.recovery
     assert attempt["outcome"] == "succeeded" and attempt["service"] == "web"
     assert RecoveryAttempt.objects.get().trigger == "auto"

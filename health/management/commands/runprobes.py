@@ -53,6 +53,9 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(result.as_dict(), indent=2))
             return
         self.stdout.write(self.table(result))
+        for r in result.recovery:
+            verdict = "skipped: " + (r.get("reason") or "") if r.get("skipped") else r.get("outcome", "")
+            self.stdout.write(f"recovery {r['service']}: {verdict} {r.get('detail') or ''}".rstrip())
 
     @staticmethod
     def table(result: RoundResult) -> str:
