@@ -22,6 +22,7 @@ import re
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -140,14 +141,18 @@ def main() -> None:
     parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432", help="PostgreSQL server URL")
     parser.add_argument("--database", default="bench_api")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument("--reuse", action="store_true", help="use the kept database as it is (no re-generation)")
+    parser.add_argument("--endpoints", default=",".join(ENDPOINTS), help="comma-separated paths to measure")
+    parser.add_argument("--repeat", type=int, default=1, help="alternate bare/endpoint runs; medians reported")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install -y wrk")
 
     admin = f"{args.server}/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{args.database}"')
+    if not args.reuse:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{args.database}"')
     key = secrets.token_urlsafe(50)
     env = {
         **os.environ,
@@ -170,9 +175,9 @@ def main() -> None:
 
         from health.models import ProbeResult, Service
 
-        took = generate(args.services, args.rows)
+        took = 0.0 if args.reuse else generate(args.services, args.rows)
         total = ProbeResult.objects.count()
-        user = get_user_model().objects.create_user("bench", password=secrets.token_urlsafe(12), is_staff=True)
+        user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
         counts = query_counts(user)
         extra = Service.objects.bulk_create(
             Service(name=f"extra-{i:04d}", kind="tcp", settings={"host": "127.0.0.1", "port": 9}) for i in range(500)
@@ -231,11 +236,15 @@ def main() -> None:
             f"queries ({args.services} / {args.services + 500} services) | non-2xx |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|")
-        for path in ENDPOINTS:
+        for path in args.endpoints.split(","):
             # The overview renders a card per service (seconds each at 1,000): fewer connections, longer run.
             conns, secs = (2, args.duration * 3) if path == "/" else (args.connections, args.duration)
-            bare = wrk(base + "/bench/bare", secs, conns, min(args.threads, conns), cookie)
-            sub = wrk(base + path, secs, conns, min(args.threads, conns), cookie)
+            bares, subs = [], []
+            for _ in range(args.repeat):  # alternating, so a burst of outside load hits both sides alike
+                bares.append(wrk(base + "/bench/bare", secs, conns, min(args.threads, conns), cookie))
+                subs.append(wrk(base + path, secs, conns, min(args.threads, conns), cookie))
+            bare = {k: statistics.median(r[k] for r in bares) for k in bares[0]}
+            sub = {k: statistics.median(r[k] for r in subs) for k in subs[0]}
             print(
                 f"| `{path}` (-c{conns} -d{secs}s) | {sub['rps']:.0f} | {sub['p50']:.1f} | {sub['p99']:.1f} | "
                 f"{bare['rps']:.0f} | "
