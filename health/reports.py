@@ -26,6 +26,29 @@ UPTIME_WINDOWS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30
 STATES = (UP, DEGRADED, DOWN, "paused", UNKNOWN)
 
 
+class _NativeSqliteTrunc:
+    """On SQLite, truncate with the native strftime(): aware datetimes are stored as UTC text, and
+    Django's own Trunc there is a Python function called once a row (10x slower on 100k rows)."""
+
+    sqlite_format = ""
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
+        sql, params = compiler.compile(self.lhs)  # type: ignore[attr-defined]
+        return f"strftime('{self.sqlite_format}', {sql})", params
+
+
+class HourBucket(_NativeSqliteTrunc, TruncHour):
+    """The UTC hour of a datetime (TruncHour elsewhere)."""
+
+    sqlite_format = "%%Y-%%m-%%d %%H:00:00"
+
+
+class MinuteBucket(_NativeSqliteTrunc, TruncMinute):
+    """The UTC minute of a datetime (TruncMinute elsewhere)."""
+
+    sqlite_format = "%%Y-%%m-%%d %%H:%%M:00"
+
+
 @dataclass(frozen=True)
 class Range:
     """A latency chart range: how far back, and the bucket each point covers."""
@@ -45,11 +68,11 @@ class Range:
 
 
 RANGES = {
-    "1h": Range("1h", dt.timedelta(hours=1), dt.timedelta(minutes=1), TruncMinute),
-    "24h": Range("24h", dt.timedelta(hours=24), dt.timedelta(hours=1), TruncHour),
-    "7d": Range("7d", dt.timedelta(days=7), dt.timedelta(hours=1), TruncHour),
+    "1h": Range("1h", dt.timedelta(hours=1), dt.timedelta(minutes=1), MinuteBucket),
+    "24h": Range("24h", dt.timedelta(hours=24), dt.timedelta(hours=1), HourBucket),
+    "7d": Range("7d", dt.timedelta(days=7), dt.timedelta(hours=1), HourBucket),
     # Hourly like 7d: older hours come from HourlyRollup (exact per-hour p50/p95), which a daily bucket could not merge.
-    "30d": Range("30d", dt.timedelta(days=30), dt.timedelta(hours=1), TruncHour),
+    "30d": Range("30d", dt.timedelta(days=30), dt.timedelta(hours=1), HourBucket),
 }
 DEFAULT_RANGE = "24h"
 
@@ -150,7 +173,7 @@ def hourly(service_ids: list[int], now: dt.datetime, hours: int = BAR_SEGMENTS) 
             out[r["service_id"]][_hour(r["hour"])] = row
     rows = (
         ProbeResult.objects.filter(service_id__in=service_ids, checked_at__gte=raw_start)
-        .annotate(bucket=TruncHour("checked_at", tzinfo=UTC))
+        .annotate(bucket=HourBucket("checked_at", tzinfo=UTC))
         .values("service_id", "bucket")
         .annotate(
             total=Count("id"),
