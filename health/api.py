@@ -166,6 +166,16 @@ def choice_param(request: HttpRequest, name: str, choices: tuple[str, ...]) -> s
     return raw
 
 
+def name_param(request: HttpRequest, name: str) -> str | None:
+    """A service name from the query string; anything that cannot be one is a 400, never a query."""
+    raw = request.GET.get(name)
+    if raw is None or raw == "":
+        return None
+    if not SLUG.match(raw):
+        raise ApiError(f"{name!r} must be a service name (lowercase letters, digits, '-' or '_')")
+    return raw
+
+
 def existing_services(names: list[str]) -> list[str]:
     """The names, deduplicated in order; 404 naming the first one that is not a service (so nothing runs)."""
     wanted = list(dict.fromkeys(names))

@@ -46,7 +46,7 @@ def recovery_stats(request: HttpRequest) -> HttpResponse:
 @readable
 def incidents(request: HttpRequest) -> HttpResponse:
     status_filter = api.choice_param(request, "status", ("open", "resolved"))
-    service = request.GET.get("service") or None
+    service = api.name_param(request, "service")
     limit = api.int_param(request, "limit", 50, 1, 500)
     offset = api.int_param(request, "offset", 0, 0, 100_000)
     return json_response(api.incidents_payload(status_filter, service, limit, offset))

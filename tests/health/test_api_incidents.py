@@ -94,3 +94,11 @@ def test_it_needs_credentials_when_health_public_is_off(client, settings, incide
     assert client.get("/health/incidents").status_code == 401
     assert client.get("/health/incidents", **bearer("ops_not-a-token")).status_code == 401
     assert len(ids(client.get("/health/incidents", **bearer(staff_token()[1])))) == 3
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("bad", ["no\x00pe", "UPPER", "a b", "x" * 101])
+def test_it_refuses_a_service_filter_that_cannot_be_a_name(client, bad):
+    response = client.get("/health/incidents", {"service": bad})
+    assert response.status_code == 400
+    assert "'service' must be a service name" in response.json()["error"]
