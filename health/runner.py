@@ -335,7 +335,11 @@ def _replay_round(payload: dict) -> None:
     by_pk = Service.objects.in_bulk([r["service"] for r in payload["results"]])
     rows = [(by_pk[r["service"]], r) for r in payload["results"] if r["service"] in by_pk]
     outcomes = {s.name: ProbeOutcome(r["status"], r["latencyMs"], r["detail"]) for s, r in rows}
-    record([s for s, _ in rows], outcomes, parse_datetime(payload["checkedAt"]))
+    checked_at = parse_datetime(payload["checkedAt"])
+    record([s for s, _ in rows], outcomes, checked_at)
+    from health.rollups import invalidate  # rollups reads the runner's models only
+
+    invalidate([s.pk for s, _ in rows], checked_at)  # an hour rolled up meanwhile is rebuilt with these
 
 
 _spool.register("probe_round", _replay_round)

@@ -36,7 +36,8 @@ def test_it_changes_nothing_on_a_dry_run(old_and_new):
     summary = run("--dry-run")
     assert summary.startswith("pruneresults (would): ")
     assert "3 probe results deleted" in summary
-    assert "2 hourly rollups written" in summary
+    # Two old hours before they are pruned, and the recent (kept) hour that has already ended.
+    assert "3 hourly rollups written" in summary
     assert list(ProbeResult.objects.order_by("pk").values_list("pk", flat=True)) == before
     assert not HourlyRollup.objects.exists()
 
@@ -44,12 +45,12 @@ def test_it_changes_nothing_on_a_dry_run(old_and_new):
 def test_it_rolls_up_then_prunes_and_is_idempotent(old_and_new):
     summary = run("--batch", "2")
     assert summary == (
-        "pruneresults (did): 2 hourly rollups written, 3 probe results deleted, 0 old rollups deleted, in 2 batches"
+        "pruneresults (did): 3 hourly rollups written, 3 probe results deleted, 0 old rollups deleted, in 2 batches"
     )
-    assert ProbeResult.objects.count() == 1
-    assert sorted(HourlyRollup.objects.values_list("count", flat=True)) == [1, 2]
+    assert ProbeResult.objects.count() == 1  # the recent raw row is kept beside its hour's rollup
+    assert sorted(HourlyRollup.objects.values_list("count", flat=True)) == [1, 1, 2]
     assert "0 hourly rollups written, 0 probe results deleted" in run()
-    assert HourlyRollup.objects.count() == 2
+    assert HourlyRollup.objects.count() == 3
 
 
 def test_it_refuses_a_batch_below_one(old_and_new):

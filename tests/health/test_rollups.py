@@ -89,8 +89,10 @@ def test_it_prunes_in_batches_and_keeps_uptime_right_across_rollups_and_raw_rows
     assert report.batches >= report.results // 1000 > 1  # many short DELETEs, not one
     assert not ProbeResult.objects.filter(checked_at__lt=cutoff).exists()
     assert ProbeResult.objects.filter(checked_at__gte=cutoff).count() == 2 * 7 * 24 * 4
-    assert HourlyRollup.objects.count() == report.rolled_up == 2 * 23 * 24
-    assert sum(HourlyRollup.objects.values_list("count", flat=True)) == report.results
+    # 23 pruned days, and every kept hour that has already ended (the week but the current hour).
+    kept_hours = 7 * 24 - 1
+    assert HourlyRollup.objects.count() == report.rolled_up == 2 * (23 * 24 + kept_hours)
+    assert sum(HourlyRollup.objects.values_list("count", flat=True)) == report.results + 2 * kept_hours * 4
     for (service_id, span), expected in before.items():
         assert rollups.uptime([service_id], *span)[service_id] == pytest.approx(expected, abs=1e-9)
 
@@ -126,3 +128,29 @@ def test_it_serves_hourly_chart_points_from_rollups_and_raw_rows(settings):
 def test_it_answers_none_for_a_service_never_probed():
     service = ServiceFactory(name="idle")
     assert rollups.uptime([service.pk], NOW - dt.timedelta(days=30), NOW) == {service.pk: None}
+
+
+@pytest.mark.django_db
+def test_it_rebuilds_an_hour_when_spooled_results_for_it_are_replayed():
+    from django.utils import timezone
+
+    from health.runner import _replay_round
+
+    service = ServiceFactory(name="late")
+    hour = rollups.floor_hour(timezone.now()) - dt.timedelta(hours=3)
+    ProbeResult.objects.create(service=service, checked_at=hour + dt.timedelta(minutes=5), status="up", latency_ms=4)
+    rollups.prune()
+    assert HourlyRollup.objects.get(service=service, hour=hour).count == 1
+
+    # A round spooled during an outage arrives after its hour was rolled up: the hour is rebuilt.
+    when = hour + dt.timedelta(minutes=30)
+    _replay_round(
+        {
+            "checkedAt": when.isoformat(),
+            "results": [{"service": service.pk, "status": "down", "latencyMs": None, "detail": "spooled"}],
+        }
+    )
+    assert not HourlyRollup.objects.filter(service=service, hour=hour).exists()
+    rollups.prune()
+    rebuilt = HourlyRollup.objects.get(service=service, hour=hour)
+    assert (rebuilt.count, rebuilt.up, rebuilt.down) == (2, 1, 1)
