@@ -116,3 +116,16 @@ def test_it_logs_out_with_a_post_to_a_page_in_the_same_style(staff_client):
     body = staff_client.post("/accounts/logout/").content.decode()
     assert "You have been logged out." in body and "/static/opsportal.css" in body
     assert staff_client.get("/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_it_marks_flapping_and_maintenance_services(staff_client):
+    from health.models import Service
+
+    Service.objects.create(name="flappy", kind="tcp", settings={"host": "127.0.0.1", "port": 1}, flapping=True)
+    Service.objects.create(name="resting", kind="tcp", settings={"host": "127.0.0.1", "port": 1}, in_maintenance=True)
+    body = staff_client.get("/").content.decode()
+    assert '<span class="badge st-degraded flag">flapping</span>' in body
+    assert '<span class="badge st-paused flag">maintenance</span>' in body
+    page = staff_client.get("/services/flappy/").content.decode()
+    assert "flapping</span> (notifications held)" in page
