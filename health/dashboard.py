@@ -67,8 +67,10 @@ def _refresh() -> int:
 
 
 def portal_context(request: HttpRequest) -> dict[str, Any]:
-    """Template context for every page (the footer's version)."""
-    return {"version": opsportal.__version__}
+    """Template context for every page (the footer's version and build)."""
+    from opsportal.version import build_info
+
+    return {"version": opsportal.__version__, "build": build_info()}
 
 
 # --- overview -----------------------------------------------------------------------------------

@@ -129,3 +129,12 @@ def test_it_marks_flapping_and_maintenance_services(staff_client):
     assert '<span class="badge st-paused flag">maintenance</span>' in body
     page = staff_client.get("/services/flappy/").content.decode()
     assert "flapping</span> (notifications held)" in page
+
+
+@pytest.mark.django_db
+def test_it_shows_the_build_in_the_footer(staff_client, monkeypatch):
+    monkeypatch.setenv("BUILD_COMMIT", "0123456789abcdef")
+    monkeypatch.setenv("BUILT_AT", "2026-11-28T12:00:00Z")
+    body = staff_client.get("/").content.decode()
+    assert '<code title="0123456789abcdef">0123456789</code>' in body
+    assert "2026-11-28T12:00:00Z" in body
