@@ -71,15 +71,17 @@ class Portal:
         self.url = ""
 
     def manage(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(
+        proc = subprocess.run(
             [sys.executable, "manage.py", *args],
             cwd=BASE_DIR,
             env=self.env,
-            check=check,
             timeout=timeout,
             capture_output=True,
             text=True,
         )
+        if check and proc.returncode:
+            raise RuntimeError(f"manage.py {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+        return proc
 
     def install(self, config: Path) -> None:
         """What `make setup` does that these tests need: migrate, the cache table, the config."""
