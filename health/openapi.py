@@ -8,11 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 import opsportal
+from opsportal.spec import SLUG
 from recovery.models import RecoveryAttempt
 
 _NULL_STR = {"type": "string", "nullable": True}
 _NULL_NUM = {"type": "number", "nullable": True}
 OUTCOMES = [o.value for o in RecoveryAttempt.Outcome]
+SLUG_PATTERN = SLUG.pattern
 
 _NULL_INT = {"type": "integer", "nullable": True}
 
@@ -179,7 +181,7 @@ SCHEMAS: dict[str, Any] = {
         {
             "services": {
                 "type": "array",
-                "items": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,99}$"},
+                "items": {"type": "string", "pattern": SLUG_PATTERN},
                 "description": "Services to recover; none named means those that need it.",
             },
             "force": {"type": "boolean", "default": False, "description": "ignore the cooldown"},
@@ -296,7 +298,7 @@ def build_openapi() -> dict[str, Any]:
                 extra={"400": _err("A bad query parameter"), "404": _err("Unknown service"), **_PROTECTED},
                 parameters=[
                     {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["open", "resolved"]}},
-                    {"name": "service", "in": "query", "schema": {"type": "string"}},
+                    {"name": "service", "in": "query", "schema": {"type": "string", "pattern": SLUG_PATTERN}},
                     *_PAGING,
                 ],
                 **readable,
