@@ -25,6 +25,7 @@ class PortalCollector(Collector):
     """Services, overall status, incidents, recovery attempts and tunnel restarts; a constant number of queries."""
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._breaker()
         db_up = GaugeMetricFamily("opsportal_database_up", "1 when the portal's own database answered this scrape")
         try:
             metrics = list(self._from_database())
@@ -38,9 +39,8 @@ class PortalCollector(Collector):
         yield from metrics
 
     def _from_database(self) -> Iterator[Metric]:
-        from tunnels.models import Tunnel, TunnelEvent
-
         from health.api import STATUS_COLUMNS  # the columns the gauges and overall_status() read
+        from tunnels.models import Tunnel, TunnelEvent
 
         services = list(Service.objects.only(*STATUS_COLUMNS))
         labels = ["service", "kind", "critical"]
@@ -85,6 +85,24 @@ class PortalCollector(Collector):
         for name, n in per_tunnel:
             restarts.add_metric([name], n)
         yield restarts
+
+    @staticmethod
+    def _breaker() -> Iterator[Metric]:
+        # This process's breaker, known even when the database is not: each web worker reports its own.
+        from opsportal.db import breaker_status
+
+        status = breaker_status()
+        state = GaugeMetricFamily(
+            "opsportal_database_circuit_breaker_state", "1 for the breaker's current state", labels=["state"]
+        )
+        for name in ("closed", "open", "half-open"):
+            state.add_metric([name], 1 if status["state"] == name else 0)
+        yield state
+        failures = GaugeMetricFamily(
+            "opsportal_database_circuit_breaker_failures", "Consecutive failures counted by the breaker"
+        )
+        failures.add_metric([], status["consecutiveFailures"])
+        yield failures
 
     def _recovery(self) -> Iterator[Metric]:
         # The same numbers as /health/recovery-stats: one source for both.

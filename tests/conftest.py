@@ -8,6 +8,15 @@ import pytest
 from tests.servers import HttpServer, TcpServer
 
 
+@pytest.fixture(autouse=True)
+def _closed_breaker() -> Iterator[None]:
+    """The database circuit breaker is process-wide: one test's outage must not fail the next test fast."""
+    yield
+    from opsportal.db import breaker
+
+    breaker.close()
+
+
 @pytest.fixture
 def http_server() -> Iterator[HttpServer]:
     server = HttpServer().start()

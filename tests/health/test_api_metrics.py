@@ -81,7 +81,23 @@ def test_it_reports_the_database_down_instead_of_failing(client, state):
     with unreachable_database():
         response = client.get("/metrics")
     assert response.status_code == 200
-    assert samples(response) == {("opsportal_database_up", ()): 0.0}
+    found = samples(response)
+    assert found[("opsportal_database_up", ())] == 0.0
+    # Only what this process knows without the database: its circuit breaker.
+    assert {name for name, _ in found} == {
+        "opsportal_database_up",
+        "opsportal_database_circuit_breaker_state",
+        "opsportal_database_circuit_breaker_failures",
+    }
+
+
+def test_it_exposes_the_circuit_breaker(client, state):
+    from opsportal.db import breaker
+
+    found = samples(client.get("/metrics"))
+    assert found[("opsportal_database_circuit_breaker_state", (("state", "closed"),))] == 1.0
+    assert found[("opsportal_database_circuit_breaker_state", (("state", "open"),))] == 0.0
+    assert found[("opsportal_database_circuit_breaker_failures", ())] == breaker.fail_counter
 
 
 def test_it_is_public_by_default_and_protected_by_metrics_token(client, settings, state):
