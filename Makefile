@@ -24,8 +24,9 @@ setup: $(VENV)/.installed .env
 # The embedded default: SQLite, the ORM broker, one web server and one qcluster.
 run: setup
 	@echo "opsportal on http://$(HOST):$(PORT)/  (Ctrl-C stops both processes)"
-	@trap 'kill 0' INT TERM EXIT; \
-		$(PY) manage.py qcluster & \
+	@# SIGTERM to qcluster's main process only: signalling its whole group leaves its main process hung.
+	@$(PY) manage.py qcluster & qpid=$$!; \
+		trap 'kill -TERM $$qpid 2>/dev/null; wait $$qpid' EXIT; \
 		$(VENV)/bin/gunicorn opsportal.wsgi -c gunicorn.conf.py -b $(HOST):$(PORT)
 
 test: $(VENV)/.installed
