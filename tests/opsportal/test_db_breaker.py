@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 
 import pytest
@@ -13,15 +12,6 @@ from opsportal import db
 from tests.servers import free_port
 
 ALIAS = "h6_unreachable"
-
-
-@pytest.fixture
-def db_log(caplog):
-    logger = logging.getLogger("opsportal")
-    logger.addHandler(caplog.handler)
-    caplog.handler.setLevel(logging.INFO)
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 @pytest.fixture

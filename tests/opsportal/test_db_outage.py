@@ -3,57 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import time
-from collections.abc import Iterator
 
 import pytest
-from django.db import connection
 
 from health.models import ProbeResult, Service
 from health.scheduler import Dispatcher
 from opsportal import db
 from opsportal.spool import default_spool
 from tests.conftest import requires_postgres
-from tests.servers import free_port
+from tests.opsportal.outage_support import unwritable
+
+pytestmark = pytest.mark.usefixtures("fast_db_hardening")
 
 
-@pytest.fixture(autouse=True)
-def _isolated(settings, tmp_path):
-    settings.VAR_DIR = tmp_path
-    settings.AUTO_RECOVERY_ENABLED = False
-    settings.DB_RETRY_BACKOFF_MS = 10
-    settings.DB_BREAKER_RESET_S = 1
-    db.configure_breaker()
-    db.breaker.close()
-    yield
-    db.breaker.close()
-
-
-@contextlib.contextmanager
-def outage() -> Iterator[None]:
-    """PostgreSQL behind a closed port (every connection of the process), or SQLite write-locked."""
-    if connection.vendor == "postgresql":
-        port = connection.settings_dict["PORT"]
-        db.close_connections()
-        connection.settings_dict["PORT"] = free_port()
-        try:
-            yield
-        finally:
-            db.close_connections()
-            connection.settings_dict["PORT"] = port
-    else:
-        holder = sqlite3.connect(connection.settings_dict["NAME"], uri=True, check_same_thread=False)
-        holder.execute("BEGIN EXCLUSIVE")
-        holder.execute(
-            "INSERT INTO health_event (kind, created_at, subject, title, body, data) "
-            "VALUES ('test', '2026-01-01', '', 'lock holder', '', '{}')"
-        )
-        try:
-            yield
-        finally:
-            holder.rollback()
-            holder.close()
+def outage() -> contextlib.AbstractContextManager[None]:
+    return unwritable("EXCLUSIVE")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import threading
 
@@ -15,16 +14,6 @@ from health.runner import run_round
 from opsportal import db
 from tests.conftest import requires_postgres
 from tests.servers import Reply
-
-
-@pytest.fixture
-def db_log(caplog):
-    """The `opsportal` logger does not propagate: hang pytest's capture handler on it directly."""
-    logger = logging.getLogger("opsportal")
-    logger.addHandler(caplog.handler)
-    caplog.handler.setLevel(logging.INFO)
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 
 import pytest
@@ -10,15 +9,6 @@ from django.db import OperationalError, connection
 
 from opsportal import db
 from tests.conftest import requires_postgres
-
-
-@pytest.fixture
-def db_log(caplog):
-    logger = logging.getLogger("opsportal")
-    logger.addHandler(caplog.handler)
-    caplog.handler.setLevel(logging.INFO)
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 def sleep_sql(seconds: float) -> tuple[str, list]:

@@ -2,67 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import sqlite3
-from collections.abc import Iterator
 
 import pytest
-from django.db import connection
 
 from health.models import Event, ProbeResult, Service, SpoolBatch
 from health.runner import run_round
 from opsportal import db
 from opsportal.spool import Spool, create_or_spool, default_spool
-from tests.servers import free_port
+from tests.opsportal.outage_support import unwritable
 
-
-@pytest.fixture
-def db_log(caplog):
-    logger = logging.getLogger("opsportal")
-    logger.addHandler(caplog.handler)
-    caplog.handler.setLevel(logging.INFO)
-    yield caplog
-    logger.removeHandler(caplog.handler)
-
-
-@pytest.fixture(autouse=True)
-def _isolated(settings, tmp_path):
-    settings.VAR_DIR = tmp_path
-    settings.AUTO_RECOVERY_ENABLED = False
-    settings.DB_RETRY_BACKOFF_MS = 10
-    settings.DB_BREAKER_RESET_S = 1
-    db.configure_breaker()
-    db.breaker.close()
-    yield
-    db.breaker.close()
-
-
-@contextlib.contextmanager
-def unwritable() -> Iterator[None]:
-    """Make the portal's database really unwritable: PostgreSQL behind a closed port, SQLite write-locked."""
-    if connection.vendor == "postgresql":
-        port = connection.settings_dict["PORT"]
-        db.close_connections()
-        connection.settings_dict["PORT"] = free_port()
-        try:
-            yield
-        finally:
-            db.close_connections()
-            connection.settings_dict["PORT"] = port
-    else:
-        holder = sqlite3.connect(connection.settings_dict["NAME"], uri=True, check_same_thread=False)
-        holder.execute("BEGIN IMMEDIATE")
-        holder.execute(
-            "INSERT INTO health_event (kind, created_at, subject, title, body, data) "
-            "VALUES ('test', '2026-01-01', '', 'lock holder', '', '{}')"
-        )
-        try:
-            yield
-        finally:
-            holder.rollback()
-            holder.close()
+pytestmark = pytest.mark.usefixtures("fast_db_hardening")
 
 
 def test_it_appends_durable_json_lines_in_order(tmp_path):
