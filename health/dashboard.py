@@ -76,10 +76,15 @@ def portal_context(request: HttpRequest) -> dict[str, Any]:
 # --- overview -----------------------------------------------------------------------------------
 
 
-def _overview_context() -> dict[str, Any]:
+def _page(request: HttpRequest) -> int | None:
+    raw = request.GET.get("page", "1")
+    return int(raw) if raw.isdigit() and 0 < int(raw) <= 100_000 else None
+
+
+def _overview_context(page: int) -> dict[str, Any]:
     scheduler = scheduler_status()
     return {
-        "data": reports.overview(scheduler=scheduler),
+        "data": reports.overview(scheduler=scheduler, page=page),
         "tunnels": tunnels_status(),
         "scheduler": scheduler,
         "database": database_status(),
@@ -91,13 +96,19 @@ def _overview_context() -> dict[str, Any]:
 @require_GET
 @staff_required
 def overview(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/overview.html", _overview_context() | {"refresh": _refresh()})
+    page = _page(request)
+    if page is None:
+        return _bad_request(request, "page must be a positive whole number")
+    return render(request, "dashboard/overview.html", _overview_context(page) | {"refresh": _refresh()})
 
 
 @require_GET
 @staff_required
 def overview_live(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/_overview.html", _overview_context())
+    page = _page(request)
+    if page is None:
+        return _bad_request(request, "page must be a positive whole number")
+    return render(request, "dashboard/_overview.html", _overview_context(page))
 
 
 # --- service page -------------------------------------------------------------------------------

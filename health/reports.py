@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Avg, Count, F, Q, Window
 from django.db.models.functions import RowNumber, TruncHour, TruncMinute
 from django.utils import timezone
@@ -130,6 +131,9 @@ class Overview:
     cards: list[Card]
     incidents: list[Incident]
     extra: dict[str, Any] = field(default_factory=dict)
+    page: int = 1
+    pages: int = 1
+    total: int = 0
 
 
 def _hour(when: dt.datetime) -> dt.datetime:
@@ -239,20 +243,42 @@ def open_incidents() -> list[Incident]:
     )
 
 
-def overview(now: dt.datetime | None = None, *, scheduler: dict[str, Any] | None = None) -> Overview:
+# Card order: what needs a person first.
+CARD_ORDER = {DOWN: 0, DEGRADED: 1, UNKNOWN: 2, "paused": 3, UP: 4}
+
+
+def overview(
+    now: dt.datetime | None = None,
+    *,
+    scheduler: dict[str, Any] | None = None,
+    page: int = 1,
+    per_page: int | None = None,
+) -> Overview:
     """What the overview shows, in a constant number of queries. With the scheduler's status, the
-    overall status is the one `/health/status` gives (a late scheduler makes `healthy` `degraded`)."""
+    overall status is the one `/health/status` gives (a late scheduler makes `healthy` `degraded`).
+
+    Banner and counts cover every service; cards come a page at a time, problems first, and only the
+    page's services have their uptime, bar and sparkline computed (a 1,000-service page was 13 MB).
+    """
     from health.scheduler import apply_scheduler_status
 
     now = now or timezone.now()
+    per_page = per_page or settings.DASHBOARD_CARDS_PER_PAGE
     # Whether a Recover button makes sense, counted in the same query.
     enabled_actions = Count("recovery_actions", filter=Q(recovery_actions__enabled=True))
     services = list(Service.objects.annotate(recovery_actions_enabled=enabled_actions))
+    ordered = sorted(services, key=lambda s: (CARD_ORDER.get("paused" if s.is_paused else s.status, 5), s.name))
+    pages = max(1, -(-len(ordered) // per_page))
+    page = min(max(1, page), pages)
+    shown = ordered[(page - 1) * per_page : page * per_page]
     return Overview(
         status=apply_scheduler_status(overall_status(services), scheduler) if scheduler else overall_status(services),
         counts=state_counts(services),
-        cards=cards(services, now),
+        cards=cards(shown, now),
         incidents=open_incidents(),
+        page=page,
+        pages=pages,
+        total=len(services),
     )
 
 

@@ -211,10 +211,12 @@ PROBE_CONCURRENCY = env_int("PROBE_CONCURRENCY", 64, minimum=1)
 # Largest response body an HTTP probe reads before giving up on it (bytes).
 PROBE_MAX_BODY_BYTES = env_int("PROBE_MAX_BODY_BYTES", 1_048_576, minimum=1024)
 HEALTH_PUBLIC = env_bool("HEALTH_PUBLIC", True)
-# Seconds between the dashboard's live refreshes (overview and service page).
-DASHBOARD_REFRESH_SECONDS = env_int("DASHBOARD_REFRESH_SECONDS", 10, minimum=1)
 # When set, /metrics needs `Authorization: Bearer <METRICS_TOKEN>` (or an API token / staff session).
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# Seconds between the dashboard's live refreshes (overview and service page).
+DASHBOARD_REFRESH_SECONDS = env_int("DASHBOARD_REFRESH_SECONDS", 10, minimum=1)
+# Service cards per overview page (problems first); counts and the banner always cover every service.
+DASHBOARD_CARDS_PER_PAGE = env_int("DASHBOARD_CARDS_PER_PAGE", 60, minimum=1)
 
 # --- Logging -------------------------------------------------------------------
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))

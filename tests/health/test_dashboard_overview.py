@@ -60,8 +60,31 @@ def test_it_renders_200_services_in_a_bounded_number_of_queries(staff_client, dj
     with django_assert_max_num_queries(len(small.captured_queries)) as large:
         response = staff_client.get("/")
     assert response.status_code == 200
-    assert response.content.decode().count('class="card ') == 201
+    body = response.content.decode()
+    # The banner counts every service; the cards come a page (60) at a time.
+    assert '<span class="count">201</span>' in body and "page 1 of 4" in body
+    assert body.count('class="card ') == 60
     assert len(large.captured_queries) == len(small.captured_queries)
+    last = staff_client.get("/", {"page": 4}).content.decode()
+    assert last.count('class="card ') == 201 - 3 * 60
+
+
+def test_it_shows_problem_services_on_the_first_page(staff_client, settings):
+    settings.DASHBOARD_CARDS_PER_PAGE = 2
+    make_world(3, prefix="fine")
+    make_service("zz-broken", status="down")
+    body = staff_client.get("/").content.decode()
+    assert 'id="svc-zz-broken"' in body  # last by name, first by need
+    assert body.count('class="card ') == 2
+    live = staff_client.get("/live/overview/", {"page": 2}).content.decode()
+    assert "page 2 of 2" in live
+
+
+@pytest.mark.parametrize("page", ["0", "-1", "x", "1.5"])
+def test_it_refuses_a_bad_page(staff_client, page):
+    response = staff_client.get("/", {"page": page})
+    assert response.status_code == 400
+    assert "page must be a positive whole number" in response.content.decode()
 
 
 def test_it_serves_the_live_partial_without_the_page_frame(staff_client):
