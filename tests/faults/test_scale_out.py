@@ -19,13 +19,13 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 import redis
 
 from tests.conftest import requires_postgres
+from tests.faults.portal import own_database
 from tests.servers import HttpServer, Reply, wait_for
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -58,12 +58,6 @@ pytestmark = [
 ]
 
 
-def server_url(database: str) -> str:
-    """DATABASE_URL with another database name (same server, same user)."""
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
 @pytest.fixture
 def exclusive() -> Iterator[redis.Redis]:
     """One run of this test at a time on this machine: two would share the Redis queue (and database)."""
@@ -79,17 +73,10 @@ def exclusive() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def scale_db(exclusive: redis.Redis) -> Iterator[str]:
+def scale_db(exclusive: redis.Redis, tmp_path: Path) -> Iterator[str]:
     """A database of our own on the suite's PostgreSQL server, dropped afterwards."""
-    admin = server_url("postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{SCALE_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{SCALE_DB}"')
-    try:
-        yield server_url(SCALE_DB)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{SCALE_DB}" WITH (FORCE)')
+    with own_database(tmp_path, SCALE_DB) as url:
+        yield url
 
 
 @pytest.fixture
