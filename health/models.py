@@ -75,6 +75,8 @@ class Service(models.Model):
     # Scheduling: when the next probe is due, and since when one is running (a claim)
     next_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
     running_since = models.DateTimeField(null=True, blank=True)
+    # Which dispatcher loop holds the claim (health.scheduler): a dead loop's claims are taken over at once.
+    claimed_by = models.CharField(max_length=64, blank=True, default="")
     # Set each round from MaintenanceWindow rows (health.maintenance): paused while a window is open.
     in_maintenance = models.BooleanField(default=False)
     # Flap detection (health.flapping): the last 21 states as letters, oldest first.
@@ -432,7 +434,8 @@ class Event(models.Model):
 class SchedulerHeartbeat(models.Model):
     """Written by the probe dispatcher on every pass; /health/status reads its age (health.scheduler)."""
 
-    name = models.CharField(max_length=50, unique=True)
+    # "dispatcher" (the scheduler's liveness), or "loop:<owner>" (one per dispatcher loop: its claims' liveness)
+    name = models.CharField(max_length=100, unique=True)
     last_run_at = models.DateTimeField()
     host = models.CharField(max_length=100, blank=True)
     pid = models.PositiveIntegerField(null=True, blank=True)
