@@ -11,7 +11,13 @@ commit but before the unlink finds that row next time and only removes the file;
 the commit leaves the batch for the next try, older batches first.
 
 Record kinds have handlers (`register`); `create` (any model row, e.g. a TunnelEvent or a
-RecoveryAttempt) is built in, `probe_round` is registered by health.runner.
+RecoveryAttempt) and `update` (fields of one row by pk, optionally only where other fields still
+match, e.g. a claim token) are built in; `probe_round` is registered by health.runner and
+`recovery_escalation` by recovery.engine. `create_or_spool`, `update_or_spool` and
+`write_or_spool` write now when the database answers (older spooled records first, so order
+holds) and spool only on a transient error: a record the database refuses for good (an
+integrity error) raises at once instead of poisoning a batch. Replays are serialised by a
+file lock, so two threads or processes never apply one batch twice.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from opsportal.db import is_transient
 
 log = logging.getLogger("opsportal.spool")
 
-Handler = Callable[[dict[str, Any]], None]
+Handler = Callable[[dict[str, Any]], Any]
 _handlers: dict[str, Handler] = {}
 
 
@@ -46,12 +52,19 @@ def register(kind: str, handler: Handler) -> None:
     _handlers[kind] = handler
 
 
-def _create_row(payload: dict[str, Any]) -> None:
+def _create_row(payload: dict[str, Any]) -> Any:
     model = apps.get_model(payload["model"])
-    model.objects.create(**payload["fields"])
+    return model.objects.create(**payload["fields"])
+
+
+def _update_row(payload: dict[str, Any]) -> int:
+    # A row deleted meanwhile updates nothing: not an error (the update is moot).
+    model = apps.get_model(payload["model"])
+    return model.objects.filter(pk=payload["pk"], **payload.get("where", {})).update(**payload["fields"])
 
 
 register("create", _create_row)
+register("update", _update_row)
 
 
 class _Encoder(DjangoJSONEncoder):
@@ -125,6 +138,17 @@ class Spool:
 
         Raises DatabaseError when the database still cannot be written (the rest stays spooled).
         """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # One replayer at a time (threads of a dispatcher, processes of a host): two applying one batch
+        # would race on its SpoolBatch row and set a good batch aside as failed.
+        with open(self.directory / "replay.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return self._replay_all()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _replay_all(self) -> int:
         replayed = 0
         while True:
             if not self.batches():
@@ -180,28 +204,57 @@ def default_spool() -> Spool:
     return _default
 
 
-def replay_pending() -> int:
+def replay_pending(*, retry: bool = True) -> int:
     """Replay the default spool if it holds anything (through the retry/breaker); 0 when empty."""
     from opsportal.db import run_db
 
     spool = default_spool()
     if not spool.pending():
         return 0
-    return run_db(spool.replay)
+    return run_db(spool.replay, retry=retry)
 
 
-def create_or_spool(model_label: str, **fields: Any) -> Any:
+def write_or_spool(kind: str, payload: dict[str, Any], *, retry: bool = True) -> Any:
+    """Apply a record through its handler now, or spool it when the database cannot be written.
+
+    Older spooled records are replayed first, so what is written now never overtakes them. Returns
+    the handler's result, or None when spooled. With `retry=False` one try is made (through the
+    breaker, so it fails fast while open): for callers that already know the database is away.
+    A non-transient error (an integrity error, a bug) is raised, never spooled.
+    """
+    from opsportal.db import CircuitBreakerError, is_transient, run_db
+
+    handler = _handlers[kind]
+    try:
+        replay_pending(retry=retry)
+        return run_db(handler, payload, retry=retry)
+    except (DatabaseError, CircuitBreakerError) as exc:
+        if isinstance(exc, DatabaseError) and not is_transient(exc):
+            raise
+        what = payload.get("model", kind)
+        log.warning("[spool] Database unwritable (%s): %s %s spooled", type(exc).__name__, what, kind)
+        default_spool().append(kind, payload)
+        return None
+
+
+def create_or_spool(model_label: str, *, retry: bool = True, **fields: Any) -> Any:
     """Create a model row (e.g. "tunnels.TunnelEvent"), or spool it when the database cannot be written.
 
-    Returns the row, or None when it was spooled. Use `<fk>_id` for foreign keys.
+    Returns the row, or None when it was spooled. Use `<fk>_id` for foreign keys, and pass
+    `created_at` (or the model's time field) explicitly: a replayed row must keep its own time.
     """
-    from opsportal.db import CircuitBreakerError, run_db
+    return write_or_spool("create", {"model": model_label, "fields": fields}, retry=retry)
 
-    model = apps.get_model(model_label)
-    try:
-        replay_pending()
-        return run_db(lambda: model.objects.create(**fields))
-    except (DatabaseError, CircuitBreakerError) as exc:
-        log.warning("[spool] Database unwritable (%s): %s row spooled", type(exc).__name__, model_label)
-        default_spool().append("create", {"model": model_label, "fields": fields})
-        return None
+
+def update_or_spool(
+    model_label: str, pk: Any, fields: dict[str, Any], *, where: dict[str, Any] | None = None, retry: bool = True
+) -> int | None:
+    """UPDATE one row's `fields` by pk (and only while `where` matches), or spool it as an `update` record.
+
+    Returns the number of rows changed (0 or 1), or None when spooled. `auto_now` fields are not
+    touched by an UPDATE: pass them in `fields`.
+    """
+    payload: dict[str, Any] = {"model": model_label, "pk": pk, "fields": fields}
+    if where:
+        payload["where"] = where
+    return write_or_spool("update", payload, retry=retry)

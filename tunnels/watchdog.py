@@ -10,32 +10,55 @@ most `max_restarts_per_hour` in any rolling hour (counted from TunnelEvent rows,
 holds across processes and restarts of the portal). (c) failing while (b) is fine is the
 origin's fault: recorded as `origin_unreachable`, never "fixed" by a restart.
 
-Entry points: `run_due()` (the scheduler and `watchtunnels`), `check_now()` (`watchtunnels
---once/--interval`, the admin), `restart_for_recovery()` (the `restart_tunnel` recovery action)
-and `restart()` (the admin).
+Entry points: `run_due()` (the scheduler and `watchtunnels`), `run_due_outage()` (the scheduler
+while the database is away), `check_now()` (`watchtunnels --once/--interval`, the admin),
+`restart_for_recovery()` (the `restart_tunnel` recovery action) and `restart()` (the admin).
+
+Outage mode: `run_due` remembers, in this process, the tunnels it last read, their check schedule
+and the restart attempts of the rolling hour (the database's at the last read, plus this host's).
+`run_due_outage` checks the remembered tunnels due on this process's own clock without the
+database: a dead or hung connector is restarted as usual, the hourly limit is counted from that
+memory, and events and the row's state go through the outage spool (`create_or_spool`,
+`update_or_spool`), replayed in order once the database is back. No database claim is possible
+then, so a host-local file lock plus a small ledger (VAR_DIR/tunnels/) stands in for it: two
+processes of one host (overlapping dispatcher loops, two qclusters) never check one tunnel at once,
+a tunnel checked by one of them within half its interval is not checked again by the other, and
+restarts made by either during the outage count against the same limit. Connectors are local
+processes, so a host-local claim is the right scope. Every write of a check (also with the
+database up) goes to the spool on a transient error instead of being lost.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import fcntl
 import json
 import logging
 import os
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import psutil
 import requests
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from health.models import Event
 from health.probes.base import ProbeError
 from health.probes.http import HttpProbe, session
 from opsportal import procs
+from opsportal.db import CircuitBreakerError, is_transient, run_db
 from opsportal.spec import ConfigError, expand_env, scrub
+from opsportal.spool import create_or_spool, replay_pending, update_or_spool
 from tunnels.models import Tunnel, TunnelEvent
 
 log = logging.getLogger("opsportal.tunnels")
@@ -52,6 +75,18 @@ Status = Tunnel.Status
 
 # Connectors this process started: reaped explicitly so exited ones do not linger as zombies.
 _started: set[procs.ProcRef] = set()
+# The row fields a check writes (its state); claim fields (running_since, next_due_at) are not among them.
+STATE_FIELDS = (
+    "status",
+    "pid",
+    "pid_create_time",
+    "ready_connections",
+    "consecutive_ready_failures",
+    "last_checked_at",
+    "last_restart_at",
+    "last_detail",
+)
+DB_ERRORS = (DatabaseError, CircuitBreakerError)
 
 
 @dataclass
@@ -106,24 +141,43 @@ def release(tunnel: Tunnel, stamp: datetime, elapsed: float) -> None:
     values: dict = {"running_since": None}
     if elapsed > tunnel.check_interval:
         values["next_due_at"] = stamp + timedelta(seconds=elapsed)
-    Tunnel.objects.filter(pk=tunnel.pk, running_since=stamp).update(**values)
+    try:
+        run_db(lambda: Tunnel.objects.filter(pk=tunnel.pk, running_since=stamp).update(**values))
+    except DB_ERRORS as exc:
+        # The claim goes stale after claim_ttl and is taken again: nothing is lost by leaving it.
+        log.warning("[%s] Could not release the watchdog claim (%s)", tunnel.name, type(exc).__name__)
 
 
 def run_due(now: datetime | None = None, *, names: list[str] | None = None) -> list[CheckResult]:
     """Claim every enabled tunnel whose check is due at `now` and check each once.
 
     `now` decides what is due and stamps the claims; events and the rolling hour use the
-    clock at the moment they happen.
+    clock at the moment they happen. Every enabled tunnel read is remembered for run_due_outage.
     """
     now = now or timezone.now()
-    due = Tunnel.objects.filter(Q(next_due_at__isnull=True) | Q(next_due_at__lte=now), enabled=True)
+    try:
+        # Spooled rows first: the first check after an outage must see the pid of a connector started in it.
+        replay_pending()
+    except DB_ERRORS as exc:
+        if isinstance(exc, DatabaseError) and not is_transient(exc):
+            raise
+        log.warning("Tunnel watchdog: database unwritable (%s); checking from memory", type(exc).__name__)
+        return run_due_outage(now)
+    tunnels = Tunnel.objects.filter(enabled=True)
     if names:
-        due = due.filter(name__in=names)
+        tunnels = tunnels.filter(name__in=names)
+    tunnels = list(tunnels)
+    remember(tunnels, now, complete=not names)
     results = []
-    for tunnel in due:
+    for tunnel in tunnels:
+        if tunnel.next_due_at is not None and tunnel.next_due_at > now:
+            continue
         stamp = claim(tunnel, now, due=True)
         if stamp is not None:
-            results.append(_check_claimed(tunnel, stamp))
+            _memory_due(tunnel, now + timedelta(seconds=tunnel.check_interval))
+            result = _check_claimed(tunnel, stamp)
+            if result is not None:
+                results.append(result)
     return results
 
 
@@ -133,16 +187,65 @@ def check_now(tunnel: Tunnel, now: datetime | None = None) -> CheckResult | None
     return None if stamp is None else _check_claimed(tunnel, stamp)
 
 
-def _check_claimed(tunnel: Tunnel, stamp: datetime) -> CheckResult:
+def _check_claimed(tunnel: Tunnel, stamp: datetime) -> CheckResult | None:
     started = time.monotonic()
     try:
-        tunnel.refresh_from_db()
-        return Check(tunnel).run()
-    except Exception as exc:  # one broken tunnel must not stop the others
-        log.exception("[%s] Watchdog check crashed", tunnel.name)
-        return CheckResult(tunnel.name, Status.UNKNOWN, detail=f"internal error: {type(exc).__name__}")
+        with host_claim(tunnel) as held:
+            if not held:  # an outage checker of this host has it (the edge of an outage)
+                return None
+            try:
+                run_db(tunnel.refresh_from_db)
+            except DB_ERRORS as exc:  # went away since the claim: check with the row as read
+                log.warning("[%s] Could not re-read the tunnel (%s)", tunnel.name, type(exc).__name__)
+            try:
+                return Check(tunnel).run()
+            except Exception as exc:  # one broken tunnel must not stop the others
+                log.exception("[%s] Watchdog check crashed", tunnel.name)
+                return CheckResult(tunnel.name, Status.UNKNOWN, detail=f"internal error: {type(exc).__name__}")
     finally:
         release(tunnel, stamp, time.monotonic() - started)
+
+
+def run_due_outage(now: datetime) -> list[CheckResult]:
+    """While the database is away: check the remembered tunnels due on this process's clock.
+
+    Touches no database: events and row state are spooled (opsportal.spool), restarts are limited
+    from memory. Run it where run_due runs (one at a time per dispatcher, in its thread): a
+    restart can take `startup_timeout`. Another process of this host checking a tunnel at the same
+    time is excluded by the host claim (see the module docstring).
+    """
+    with _memory_lock:
+        due = [m for m in _memory.values() if m.due <= now]
+        for m in due:
+            m.due = _following(m.due, m.tunnel.check_interval, now)
+    results = []
+    for m in due:
+        result = _check_outage(m, now)
+        if result is not None:
+            results.append(result)
+    return results
+
+
+def _check_outage(m: Remembered, now: datetime) -> CheckResult | None:
+    tunnel = m.tunnel
+    with host_claim(tunnel) as held:
+        if not held:
+            return None
+        ledger = Ledger.read(tunnel)
+        if ledger.checked_at and ledger.checked_at > now - timedelta(seconds=tunnel.check_interval / 2):
+            with _memory_lock:  # checked by another process of this host: follow its schedule
+                m.due = ledger.checked_at + timedelta(seconds=tunnel.check_interval)
+            return None
+        with _memory_lock:
+            ledger.merge_into(m)
+        try:
+            result = Check(tunnel, outage=True).run()
+        except Exception as exc:
+            log.exception("[%s] Watchdog check crashed", tunnel.name)
+            result = CheckResult(tunnel.name, Status.UNKNOWN, detail=f"internal error: {type(exc).__name__}")
+        with _memory_lock:
+            Ledger.of(m, checked_at=now).write(tunnel)
+        return result
 
 
 def restart_for_recovery(tunnel_name: str) -> tuple[bool, str]:
@@ -151,7 +254,10 @@ def restart_for_recovery(tunnel_name: str) -> tuple[bool, str]:
 
 
 def restart(tunnel_name: str, reason: str) -> tuple[bool, str]:
-    """Restart a tunnel on request (recovery, the admin): the same claim, hourly limit and events as a check."""
+    """Restart a tunnel on request (recovery, the admin): the same claim, hourly limit and events as a check.
+
+    The writes of the restart (events, the row) go to the outage spool if the database goes away meanwhile.
+    """
     try:
         tunnel = Tunnel.objects.get(name=tunnel_name)
     except Tunnel.DoesNotExist:
@@ -167,11 +273,185 @@ def restart(tunnel_name: str, reason: str) -> tuple[bool, str]:
         return False, f"tunnel {tunnel_name} is being checked by another watchdog; not restarted"
     started = time.monotonic()
     try:
-        tunnel.refresh_from_db()
-        result = Check(tunnel).restart_and_save(reason)
+        with host_claim(tunnel, wait=max(0.0, deadline - time.monotonic())) as held:
+            if not held:
+                return False, f"tunnel {tunnel_name} is being checked by another watchdog; not restarted"
+            with contextlib.suppress(*DB_ERRORS):
+                run_db(tunnel.refresh_from_db)
+            result = Check(tunnel).restart_and_save(reason)
     finally:
         release(tunnel, stamp, time.monotonic() - started)
     return result.restarted, result.detail
+
+
+# --- memory for an outage, and the host claim ------------------------------------------------
+
+
+@dataclass
+class Remembered:
+    """What this process knows of a tunnel when the database cannot tell it."""
+
+    tunnel: Tunnel  # a private copy of the row as last read, updated by every check
+    due: datetime  # the next check on this process's clock
+    restarts: set[datetime] = field(default_factory=set)  # restart attempts (the database's and this host's)
+    suppressed_at: datetime | None = None  # the last restart_suppressed event
+
+    def restarts_in_window(self, now: datetime) -> int:
+        return sum(1 for at in self.restarts if at > now - Tunnel.RESTART_WINDOW)
+
+    def prune(self, now: datetime) -> None:
+        self.restarts = {at for at in self.restarts if at > now - Tunnel.RESTART_WINDOW}
+
+
+_memory: dict[int, Remembered] = {}
+_memory_lock = threading.Lock()
+
+
+def _identity(tunnel: Tunnel) -> str:
+    # A deleted and re-created tunnel (or a test database's reused pk) is another tunnel.
+    return f"{tunnel.name}.{int(tunnel.created_at.timestamp() * 1_000_000)}" if tunnel.created_at else tunnel.name
+
+
+def remember(tunnels: list[Tunnel], now: datetime, *, complete: bool) -> None:
+    """Note the tunnels just read and the restart attempts of their rolling hour (one query).
+
+    The database's restarts are united with those already known, so a restart whose event is still
+    in the spool keeps counting. With `complete`, tunnels no longer enabled are forgotten.
+    """
+    since = timezone.now() - Tunnel.RESTART_WINDOW
+    kinds = (*TunnelEvent.RESTART_KINDS, Kind.RESTART_SUPPRESSED)
+    rows = TunnelEvent.objects.filter(tunnel__in=tunnels, kind__in=kinds, created_at__gt=since)
+    seen: dict[int, list[tuple[str, datetime]]] = {}
+    for tunnel_id, kind, at in rows.values_list("tunnel_id", "kind", "created_at"):
+        seen.setdefault(tunnel_id, []).append((kind, at))
+    with _memory_lock:
+        if complete:
+            for pk in set(_memory) - {t.pk for t in tunnels}:
+                del _memory[pk]
+        for t in tunnels:
+            m = _memory.get(t.pk)
+            if m is None or _identity(m.tunnel) != _identity(t):
+                m = _memory[t.pk] = Remembered(copy.copy(t), t.next_due_at or now)
+            m.tunnel, m.due = copy.copy(t), t.next_due_at or now
+            for kind, at in seen.get(t.pk, []):
+                if kind == Kind.RESTART_SUPPRESSED:
+                    m.suppressed_at = max(at, m.suppressed_at) if m.suppressed_at else at
+                else:
+                    m.restarts.add(at)
+            m.prune(now)
+
+
+def forget() -> None:
+    """Drop everything remembered (tests)."""
+    with _memory_lock:
+        _memory.clear()
+
+
+def remembered(tunnel: Tunnel) -> Remembered | None:
+    with _memory_lock:
+        m = _memory.get(tunnel.pk)
+        return m if m is not None and _identity(m.tunnel) == _identity(tunnel) else None
+
+
+def _memory_due(tunnel: Tunnel, due: datetime) -> None:
+    with _memory_lock:
+        if tunnel.pk in _memory:
+            _memory[tunnel.pk].due = due
+
+
+def _following(due: datetime, interval: int, now: datetime) -> datetime:
+    """The slot after `due`; slots already past are skipped (no burst of checks after a stall)."""
+    step = timedelta(seconds=interval)
+    following = due + step
+    if following <= now:
+        following = due + step * (int((now - due) / step) + 1)
+    return following
+
+
+def _ledger_dir() -> Path:
+    return Path(settings.VAR_DIR) / "tunnels"
+
+
+@contextlib.contextmanager
+def host_claim(tunnel: Tunnel, *, wait: float = 0.0) -> Iterator[bool]:
+    """The tunnel's host-local claim: an exclusive file lock, held for the check. Yields False when taken.
+
+    flock locks an open file, so it excludes threads of this process as well as other processes.
+    """
+    directory = _ledger_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait
+    with open(directory / f"{_identity(tunnel)}.lock", "a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(STARTUP_POLL_SECONDS)
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@dataclass
+class Ledger:
+    """What the outage checkers of this host share (VAR_DIR/tunnels/<tunnel>.json), read and written under
+    the host claim: the last check, restart attempts of the hour, the last suppression notice and the pid."""
+
+    checked_at: datetime | None = None
+    restarts: list[datetime] = field(default_factory=list)
+    suppressed_at: datetime | None = None
+    pid: int | None = None
+    pid_create_time: float | None = None
+
+    @classmethod
+    def read(cls, tunnel: Tunnel) -> Ledger:
+        try:
+            raw: dict[str, Any] = json.loads((_ledger_dir() / f"{_identity(tunnel)}.json").read_text())
+        except (OSError, ValueError):
+            return cls()
+
+        def when(value: Any) -> datetime | None:
+            return parse_datetime(value) if isinstance(value, str) else None
+
+        return cls(
+            checked_at=when(raw.get("checkedAt")),
+            restarts=[at for at in map(when, raw.get("restarts", [])) if at is not None],
+            suppressed_at=when(raw.get("suppressedAt")),
+            pid=raw.get("pid"),
+            pid_create_time=raw.get("pidCreateTime"),
+        )
+
+    @classmethod
+    def of(cls, m: Remembered, *, checked_at: datetime) -> Ledger:
+        t = m.tunnel
+        return cls(checked_at, sorted(m.restarts), m.suppressed_at, t.pid, t.pid_create_time)
+
+    def merge_into(self, m: Remembered) -> None:
+        """Take in what another process of this host did during the outage (caller holds _memory_lock)."""
+        m.restarts.update(self.restarts)
+        if self.suppressed_at and (m.suppressed_at is None or self.suppressed_at > m.suppressed_at):
+            m.suppressed_at = self.suppressed_at
+        t = m.tunnel
+        if self.pid and self.checked_at and (t.last_checked_at is None or self.checked_at > t.last_checked_at):
+            t.pid, t.pid_create_time = self.pid, self.pid_create_time  # the connector it started
+
+    def write(self, tunnel: Tunnel) -> None:
+        path = _ledger_dir() / f"{_identity(tunnel)}.json"
+        data = {
+            "checkedAt": self.checked_at.isoformat() if self.checked_at else None,
+            "restarts": [at.isoformat() for at in self.restarts],
+            "suppressedAt": self.suppressed_at.isoformat() if self.suppressed_at else None,
+            "pid": self.pid,
+            "pidCreateTime": self.pid_create_time,
+        }
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
 
 
 # --- the check -------------------------------------------------------------------------------
@@ -212,10 +492,15 @@ def ready_state(url: str) -> tuple[bool, int | None, str]:
 
 
 class Check:
-    """One check (and maybe a restart) of one tunnel; the caller holds the tunnel's claim."""
+    """One check (and maybe a restart) of one tunnel; the caller holds the tunnel's claim.
 
-    def __init__(self, tunnel: Tunnel) -> None:
+    With `outage`, no database is touched: the hourly limit is counted from memory and every write
+    is spooled after one fast try. Without it, a write that fails transiently is spooled too.
+    """
+
+    def __init__(self, tunnel: Tunnel, *, outage: bool = False) -> None:
         self.t = tunnel
+        self.outage = outage
         self.previous = tunnel.status
         self.events: list[str] = []
         self.secrets: list[str] = []
@@ -223,8 +508,56 @@ class Check:
     # -- recording
     def event(self, kind: str, detail: str, pid: int | None = None) -> None:
         detail = scrub(detail, self.secrets)[:500]
-        TunnelEvent.objects.create(tunnel=self.t, kind=kind, pid=pid, detail=detail)
+        at = timezone.now()
+        # Its own time, so a spooled event is replayed in its place in the tunnel's history and hour.
+        fields = {"tunnel_id": self.t.pk, "kind": kind, "pid": pid, "detail": detail, "created_at": at}
+        create_or_spool("tunnels.TunnelEvent", retry=not self.outage, **fields)
         self.events.append(kind)
+        if kind in TunnelEvent.RESTART_KINDS or kind == Kind.RESTART_SUPPRESSED:
+            with _memory_lock:
+                m = _memory.get(self.t.pk)
+                if m is not None and _identity(m.tunnel) == _identity(self.t):
+                    if kind == Kind.RESTART_SUPPRESSED:
+                        m.suppressed_at = at
+                    else:
+                        m.restarts.add(at)
+
+    def notify(self, kind: str, title: str, body: str, **data: Any) -> None:
+        """An outbox Event (what Event.emit writes), spooled like the tunnel's own events."""
+        create_or_spool(
+            "health.Event",
+            retry=not self.outage,
+            kind=kind,
+            title=title[:200],
+            subject=self.t.name,
+            body=body,
+            data=data,
+            created_at=timezone.now(),
+        )
+
+    def restarts_used(self) -> int:
+        """Restart attempts in the rolling hour: the database's count, or memory's when it is higher
+        (a restart still in the spool) or the database cannot answer."""
+        m = remembered(self.t)
+        known = m.restarts_in_window(timezone.now()) if m is not None else 0
+        if self.outage:
+            return known
+        try:
+            return max(known, run_db(self.t.restarts_in_window, retry=False))
+        except DB_ERRORS:
+            return known
+
+    def suppression_notified(self) -> bool:
+        m = remembered(self.t)
+        since = timezone.now() - Tunnel.RESTART_WINDOW
+        if m is not None and m.suppressed_at is not None and m.suppressed_at > since:
+            return True
+        if self.outage:
+            return False
+        try:
+            return run_db(self.t.suppression_notified, retry=False)
+        except DB_ERRORS:
+            return False
 
     def say(self, level: int, message: str, *args: object) -> None:
         log.log(level, "[%s] " + message, self.t.name, *args)
@@ -241,20 +574,16 @@ class Check:
         t = self.t
         t.status = status
         t.last_detail = scrub(detail, self.secrets)[:500]
-        t.last_checked_at = timezone.now()
-        t.save(
-            update_fields=[
-                "status",
-                "pid",
-                "pid_create_time",
-                "ready_connections",
-                "consecutive_ready_failures",
-                "last_checked_at",
-                "last_restart_at",
-                "last_detail",
-                "updated_at",
-            ]
-        )
+        t.last_checked_at = t.updated_at = timezone.now()
+        # An UPDATE of the state fields only (never the claim's); spooled as an `update` record when
+        # the database cannot take it, so the first check after an outage knows the connector it started.
+        values = {name: getattr(t, name) for name in (*STATE_FIELDS, "updated_at")}
+        update_or_spool("tunnels.Tunnel", t.pk, values, retry=not self.outage)
+        with _memory_lock:
+            m = _memory.get(t.pk)
+            if m is not None and _identity(m.tunnel) == _identity(t) and m.tunnel is not t:
+                for name in (*STATE_FIELDS, "updated_at"):
+                    setattr(m.tunnel, name, getattr(t, name))
         return CheckResult(t.name, status, t.pid, t.last_detail, self.events)
 
     # -- the three layers
@@ -329,7 +658,7 @@ class Check:
     # -- restart
     def restart_and_save(self, reason: str) -> CheckResult:
         t = self.t
-        used = t.restarts_in_window()
+        used = self.restarts_used()
         if used >= t.max_restarts_per_hour:
             return self.suppress(used, reason)
         self.say(logging.INFO, "Starting tunnel (%s)...", reason)
@@ -357,7 +686,7 @@ class Check:
             f", readyConnections {t.ready_connections}" if t.ready_url else ""
         )
         self.event(Kind.RESTARTED, detail, ref.pid)
-        Event.emit(Event.Kind.TUNNEL_RESTARTED, f"Tunnel {t.name} restarted", subject=t.name, body=detail, pid=ref.pid)
+        self.notify(Event.Kind.TUNNEL_RESTARTED, f"Tunnel {t.name} restarted", detail, pid=ref.pid)
         self.say(logging.INFO, "Tunnel started successfully (PID: %s)", ref.pid)
         return self.save(Status.UP, detail)
 
@@ -382,16 +711,15 @@ class Check:
     def suppress(self, used: int, reason: str) -> CheckResult:
         t = self.t
         detail = f"restart suppressed ({reason}): {used} restarts in the last hour (max {t.max_restarts_per_hour})"
-        if t.suppression_notified():
+        if self.suppression_notified():
             # Told once an hour, not on every check.
             self.say(logging.DEBUG, "Restart still suppressed: %s", detail)
         else:
             self.event(Kind.RESTART_SUPPRESSED, detail, t.pid)
-            Event.emit(
+            self.notify(
                 Event.Kind.TUNNEL_RESTART_SUPPRESSED,
                 f"Tunnel {t.name}: restarts suppressed",
-                subject=t.name,
-                body=detail,
+                detail,
                 restarts_last_hour=used,
                 max_restarts_per_hour=t.max_restarts_per_hour,
             )
