@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import json
 import logging
 import os
@@ -47,9 +48,20 @@ Handler = Callable[[dict[str, Any]], Any]
 _handlers: dict[str, Handler] = {}
 
 
+# Modules that register a kind: imported on a miss, so any process can replay any record
+# (a web worker's create_or_spool may replay a batch the dispatcher spooled).
+_providers = {"probe_round": "health.runner", "recovery_escalation": "recovery.engine"}
+
+
 def register(kind: str, handler: Handler) -> None:
     """Register how a record kind is written to the database on replay."""
     _handlers[kind] = handler
+
+
+def handler_for(kind: str) -> Handler | None:
+    if kind not in _handlers and kind in _providers:
+        importlib.import_module(_providers[kind])
+    return _handlers.get(kind)
 
 
 def _create_row(payload: dict[str, Any]) -> Any:
@@ -186,7 +198,7 @@ class Spool:
         from health.models import SpoolBatch
 
         for record in records:
-            handler = _handlers.get(record["kind"])
+            handler = handler_for(record["kind"])
             if handler is None:
                 log.error("[spool] No handler for spooled %r record; skipped", record["kind"])
                 continue
@@ -224,7 +236,9 @@ def write_or_spool(kind: str, payload: dict[str, Any], *, retry: bool = True) ->
     """
     from opsportal.db import CircuitBreakerError, is_transient, run_db
 
-    handler = _handlers[kind]
+    handler = handler_for(kind)
+    if handler is None:
+        raise KeyError(f"no spool handler for {kind!r}")
     try:
         replay_pending(retry=retry)
         return run_db(handler, payload, retry=retry)

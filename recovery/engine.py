@@ -7,19 +7,30 @@ One attempt: claim the service's slot (a conditional UPDATE, so one at a time ac
 processes), run the chosen action, wait `verify_delay`, re-probe through the normal
 runner (the result is recorded like any other), then store the outcome, the backoff
 counters and, after `escalate_after` failures in a row, the escalation.
+
+An attempt in flight when the database goes away is not lost: its writes after the claim (the
+attempt row, the release with the counters, the notification Events, the escalation) go to the
+outage spool on a transient error and are replayed in order once the database is back; the
+re-probe works from the service as read. Automatic recovery itself does not start during an
+outage (the dispatcher's outage rounds run with recover=False): its limits live in the database.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from health.models import DEGRADED, DOWN, HEALTHY, UP, Event, Incident, Service
+from opsportal import spool
+from opsportal.db import CircuitBreakerError, is_transient, run_db
 from opsportal.spec import scrub
 from recovery import policy
 from recovery.actions import ActionError, ActionResult
@@ -164,9 +175,16 @@ def recover_one(
         state.refresh_from_db()
         outcome, reason = policy.skip_reason(state, now, force=force)
         return _skip(service, trigger, outcome, reason, **who)
-    attempt = RecoveryAttempt.objects.create(
+    attempt = RecoveryAttempt(
         service=service, action=action, action_kind=action.kind, trigger=trigger, started_at=now, **who
     )
+    try:
+        run_db(attempt.save)
+    except (DatabaseError, CircuitBreakerError) as exc:
+        if isinstance(exc, DatabaseError) and not is_transient(exc):
+            raise
+        # The slot is ours: go on. The row is created with its outcome when it finishes (or spooled).
+        log.warning("Recovery of %s: attempt row not written yet (%s)", service.name, type(exc).__name__)
     try:
         return _run(service, action, attempt, state, token)
     except BaseException:
@@ -181,7 +199,7 @@ def _run(
 ) -> dict[str, Any]:
     requester = attempt.requested_via or (attempt.requested_by.get_username() if attempt.requested_by else "")
     log.info(
-        "🔄 Recovery of %s started: %s (trigger %s%s, attempt %d)",
+        "🔄 Recovery of %s started: %s (trigger %s%s, attempt %s)",
         service.name,
         action.kind,
         attempt.trigger,
@@ -223,7 +241,7 @@ def _run(
     mark = "✅" if success else "❌"
     log.log(
         level,
-        "%s Recovery of %s %s in %.1f s: %s; %s (attempt %d, %d failed in a row)",
+        "%s Recovery of %s %s in %.1f s: %s; %s (attempt %s, %d failed in a row)",
         mark,
         service.name,
         "succeeded" if success else "failed",
@@ -262,27 +280,45 @@ def verify(service: Service) -> tuple[str, str]:
     """Probe the service again through the normal runner (recorded like any probe)."""
     from health.runner import run_round  # the runner imports the engine lazily too
 
-    fresh = Service.objects.get(pk=service.pk)
+    try:
+        fresh = run_db(Service.objects.get, pk=service.pk)
+    except (DatabaseError, CircuitBreakerError):
+        # The database went away mid-attempt: probe the service as read (the runner spools the result).
+        fresh = copy.copy(service)
     run_round([fresh], recover=False)
     return fresh.status, f"{fresh.status}: {fresh.last_detail}"
 
 
+def _notify(kind: str, title: str, service: Service, body: str, **data: Any) -> None:
+    """An outbox Event (what Event.emit writes), spooled when the database cannot be written."""
+    spool.create_or_spool(
+        "health.Event",
+        kind=kind,
+        title=title[:200],
+        service_id=service.pk,
+        subject=service.name,
+        body=body,
+        data=data,
+        created_at=timezone.now(),
+    )
+
+
 def _events(service: Service, attempt: RecoveryAttempt, failures: int, escalate: bool) -> None:
     if attempt.outcome == Outcome.SUCCEEDED:
-        Event.emit(
+        _notify(
             Event.Kind.RECOVERY_SUCCEEDED,
             f"{service.name} recovered by {attempt.action_kind}",
-            service=service,
-            body=attempt.detail,
+            service,
+            attempt.detail,
             attempt=attempt.pk,
             trigger=attempt.trigger,
         )
         return
-    Event.emit(
+    _notify(
         Event.Kind.RECOVERY_FAILED,
         f"{service.name}: recovery by {attempt.action_kind} failed ({failures} in a row)",
-        service=service,
-        body=f"{attempt.detail}\n{attempt.action_detail}".strip(),
+        service,
+        f"{attempt.detail}\n{attempt.action_detail}".strip(),
         attempt=attempt.pk,
         trigger=attempt.trigger,
         failures=failures,
@@ -293,21 +329,40 @@ def _events(service: Service, attempt: RecoveryAttempt, failures: int, escalate:
 
 def escalate_service(service: Service, attempt: RecoveryAttempt, failures: int) -> None:
     """Raise the open incident's severity and ask for a person: the acknowledgement is cleared, so a
-    fresh one (which lifts the stop) is needed for the escalation."""
+    fresh one (which lifts the stop) is needed for the escalation. Spooled (a `recovery_escalation`
+    record, replayed through `_escalate`) when the database cannot be written."""
+    payload = {"service": service.pk, "attempt": attempt.pk, "failures": failures, "at": timezone.now()}
+    spool.write_or_spool("recovery_escalation", payload)
+    log.error("🚨 Recovery of %s escalated after %d failed attempts; auto-recovery stopped", service.name, failures)
+
+
+def _escalate(payload: dict[str, Any]) -> None:
+    service = Service.objects.filter(pk=payload["service"]).first()
+    if service is None:  # deleted before a replay: nothing to escalate
+        return
+    at = payload["at"]
+    at = parse_datetime(at) if isinstance(at, str) else at
+    failures = payload["failures"]
     incidents = list(Incident.objects.filter(service=service, resolved_at__isnull=True).values_list("pk", flat=True))
     Incident.objects.filter(pk__in=incidents).update(
         severity=Incident.Severity.ESCALATED, acknowledged_at=None, acknowledged_by=None
     )
-    Event.emit(
-        Event.Kind.RECOVERY_ESCALATED,
-        f"{service.name}: recovery failed {failures} times in a row; automatic recovery stopped",
+    Event.objects.create(
+        kind=Event.Kind.RECOVERY_ESCALATED,
+        created_at=at,
         service=service,
+        subject=service.name,
+        title=f"{service.name}: recovery failed {failures} times in a row; automatic recovery stopped"[:200],
         body="Acknowledge the incident to let automatic recovery try again.",
-        attempt=attempt.pk,
-        failures=failures,
-        incident=incidents[0] if incidents else None,
+        data={
+            "attempt": payload["attempt"],
+            "failures": failures,
+            "incident": incidents[0] if incidents else None,
+        },
     )
-    log.error("🚨 Recovery of %s escalated after %d failed attempts; auto-recovery stopped", service.name, failures)
+
+
+spool.register("recovery_escalation", _escalate)
 
 
 def _skip(service: Service, trigger: str, outcome: str, reason: str, **who: Any) -> dict[str, Any]:
@@ -318,7 +373,7 @@ def _skip(service: Service, trigger: str, outcome: str, reason: str, **who: Any)
             log.debug("Recovery of %s skipped again: %s", service.name, reason)
             return result_dict(latest, service, reason=reason)
     now = timezone.now()
-    attempt = RecoveryAttempt.objects.create(
+    attempt = RecoveryAttempt(
         service=service,
         trigger=trigger,
         outcome=outcome,
@@ -328,6 +383,7 @@ def _skip(service: Service, trigger: str, outcome: str, reason: str, **who: Any)
         detail=reason[:500],
         **who,
     )
+    attempt.store()  # spooled if the database went away since the decision
     log.info("⏭️ Recovery of %s skipped (%s, trigger %s): %s", service.name, outcome, trigger, reason)
     return result_dict(attempt, service, reason=reason)
 

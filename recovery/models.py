@@ -97,7 +97,26 @@ class RecoveryAttempt(models.Model):
         self.duration_ms = round((now - self.started_at).total_seconds() * 1000, 1)
         for name, value in fields.items():
             setattr(self, name, value)
-        self.save()
+        self.store()
+
+    def store(self) -> bool:
+        """Write the row now, or spool it (opsportal.spool) when the database cannot be written: an
+        attempt in flight when the database goes away keeps its outcome. False when spooled.
+
+        A row never inserted (its first write failed) is created with all its fields; one that was is
+        updated by pk, every field, so the replay leaves exactly what this process knew.
+        """
+        from opsportal.spool import create_or_spool, update_or_spool
+
+        fields = {f.attname: getattr(self, f.attname) for f in self._meta.concrete_fields if not f.primary_key}
+        if self.pk is None:
+            row = create_or_spool("recovery.RecoveryAttempt", **fields)
+            if row is None:
+                return False
+            self.pk = row.pk
+            self._state.adding = False
+            return True
+        return update_or_spool("recovery.RecoveryAttempt", self.pk, fields) is not None
 
 
 class RecoveryState(models.Model):
@@ -153,9 +172,15 @@ class RecoveryState(models.Model):
         return token
 
     def release(self, token: str, **fields: Any) -> bool:
-        """Free the slot and store the outcome's counters; a no-op if the claim was taken over as stale."""
+        """Free the slot and store the outcome's counters; a no-op if the claim was taken over as stale.
+
+        When the database cannot be written the release is spooled as a conditional `update` (still only
+        while our token holds the claim) and replayed in order; True then, as it will be applied.
+        """
+        from opsportal.spool import update_or_spool
+
         fields.update(running_since=None, claim_token="")
-        done = RecoveryState.objects.filter(pk=self.pk, claim_token=token).update(**fields)
+        done = update_or_spool("recovery.RecoveryState", self.pk, fields, where={"claim_token": token})
         for name, value in fields.items():
             setattr(self, name, value)
-        return bool(done)
+        return done is None or bool(done)
