@@ -1,26 +1,32 @@
 """The probe dispatcher, its heartbeat, and the Django-Q2 schedules.
 
 Django-Q2 schedules are minute-grained and its scheduler looks only every ~30 s, yet each
-service is probed at its own `interval` (10 s … 24 h) within ±5 s. So one schedule,
-`opsportal-dispatch`, starts `health.tasks.dispatch` every minute, and that task runs a claim
-loop for DISPATCH_LOOP_SECONDS (85 s): consecutive loops overlap, so there is no gap however
-late the scheduler looks. Every DISPATCH_TICK_MS (1 s) a pass:
+service is probed at its own `interval` (10 s … 24 h) within ±5 s. So a claim loop runs
+resident in the main process of every `qcluster` (health/management/commands/qcluster.py,
+DISPATCH_RESIDENT) for as long as the cluster runs: with two clusters, the survivor of a crash
+already has a loop and carries every service within one interval. The `opsportal-dispatch`
+schedule stays as the fallback: every minute its task runs a loop for DISPATCH_LOOP_SECONDS
+(85 s, so consecutive loops overlap) only when no resident loop has beaten lately.
+Every DISPATCH_TICK_MS (1 s) a pass:
 
-1. claims the due services (`next_due_at <= now`, not running or a stale claim) with a
-   conditional UPDATE that sets `running_since` and must touch exactly one row — two loops
-   (or two qclusters on one PostgreSQL) never probe a service twice for one due time;
+1. beats (the `dispatcher` row, and the loop's own `loop:<owner>`), then claims the due services (`next_due_at <= now`,
+   not running, or a claim that is stale or held by a loop that stopped beating OWNER_DEAD_S ago)
+   with a conditional UPDATE that sets `running_since`/`claimed_by` and must touch exactly one
+   row — two loops (or two qclusters on one PostgreSQL) never probe a service twice for one due time;
 2. runs the claimed services as one round (health.runner.run_round, with auto-recovery) in a
    thread, so a hanging probe delays nothing else; each probe is cut at its interval and at
    DISPATCH_MAX_PROBE_S, so a round never outlives its slot;
 3. sets `next_due_at = due + interval` (not now + interval: no drift), skipping slots that
    were missed instead of bursting, and clears `running_since`;
-4. runs the tunnel watchdog (tunnels.watchdog.run_due claims its own tunnels);
-5. writes the `dispatcher` heartbeat row.
+4. runs the tunnel watchdog (tunnels.watchdog.run_due claims its own tunnels; during an outage
+   run_due_outage checks the tunnels it last saw, from memory).
 
 While the database cannot be reached the loop keeps probing the services it last saw on its
-own clock and the results go to the outage spool (opsportal.spool). The loop ends after its
-current pass on SIGTERM (opsportal.db.stoppable) and when its qcluster is stopping
-(`cluster_stopping`: qcluster takes SIGTERM in its main process and waits for its workers).
+own clock and the results go to the outage spool (opsportal.spool). When it is back, a slot that
+was already probed from memory is not probed again: the claim books the outage clock's next slot.
+A loop ends after its current pass on SIGTERM (opsportal.db.stoppable) and when its qcluster is
+stopping (the resident loop: the cluster's stop event; a task loop: `cluster_stopping`, since qcluster
+takes SIGTERM in its main process and waits for its workers).
 
 Liveness: `scheduler_status()` is `scheduler` of /health/status — "ok", "late" (heartbeat older
 than 2 dispatcher intervals, 120 s) or "unknown" (never ran). The API lifts the overall status
@@ -31,11 +37,14 @@ with `apply_scheduler_status(overall, scheduler)`: a late scheduler makes a `hea
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import math
 import os
 import socket
+import threading
 import time
+import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -59,6 +68,13 @@ HEARTBEAT = "dispatcher"
 DISPATCH_INTERVAL_S = 60
 # A claim older than the probe's timeout plus this is a dead worker's: the service may be claimed again.
 STALE_CLAIM_GRACE_S = 60
+# A loop beats every pass (~1 s, and every second of a long claim burst); one silent for OWNER_DEAD_S (or
+# five ticks, if ticks are longer) is dead and its claims are taken over: below the shortest interval (10 s),
+# so a slot held by a loop that died is still probed within it.
+OWNER_DEAD_S = 6
+LOOP_PREFIX = "loop:"
+# Loop heartbeat rows of loops silent this long are deleted by the hourly prune.
+LOOP_ROW_TTL = timedelta(hours=1)
 # How often the loop asks whether its qcluster is stopping.
 CLUSTER_CHECK_S = 2.0
 
@@ -112,11 +128,31 @@ def _stale(service: Service, now: datetime) -> bool:
     return (now - service.running_since).total_seconds() > service.timeout + STALE_CLAIM_GRACE_S
 
 
-def claim_due(now: datetime | None = None) -> list[Service]:
+def new_owner() -> str:
+    """A dispatcher loop's identity: host, pid and a nonce (a pid can be reused after a restart)."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_dead_after() -> timedelta:
+    return timedelta(seconds=max(OWNER_DEAD_S, 5 * settings.DISPATCH_TICK_MS / 1000))
+
+
+def live_owners(now: datetime) -> set[str]:
+    """The loops that beat within owner_dead_after() of `now`."""
+    rows = SchedulerHeartbeat.objects.filter(
+        name__startswith=LOOP_PREFIX, last_run_at__gte=now - owner_dead_after()
+    ).values_list("name", flat=True)
+    return {name.removeprefix(LOOP_PREFIX) for name in rows}
+
+
+def claim_due(now: datetime | None = None, owner: str = "") -> list[Service]:
     """Claim the services whose probe is due; each is claimed by exactly one caller.
 
     The conditional UPDATE matches the `next_due_at` and `running_since` this caller read, so of
     two callers racing for one service only the first changes the row (rowcount 1).
+    A running probe is never started twice, unless its claim is stale (older than its timeout
+    plus STALE_CLAIM_GRACE_S) or its loop has died (no heartbeat for owner_dead_after()): then
+    the slot is taken over within seconds, not a minute later.
     Each claimed service carries `due` (the slot it is probed for) and `running_since`.
     """
     now = now or timezone.now()
@@ -126,28 +162,44 @@ def claim_due(now: datetime | None = None) -> list[Service]:
         .order_by(F("next_due_at").asc(nulls_first=True), "pk")
     )
     claimed: list[Service] = []
+    alive: set[str] | None = None
+    beaten = time.monotonic()
     for service in candidates:
+        if owner and time.monotonic() - beaten > 1.0:  # a burst of claims: stay alive in the others' eyes
+            beat(owner=owner)
+            beaten = time.monotonic()
         if service.running_since is not None and not _stale(service, now):
-            continue  # its probe is still running: never start it twice
+            if not service.claimed_by:
+                continue  # its probe is still running: never start it twice
+            alive = live_owners(now) if alive is None else alive
+            if service.claimed_by in alive or service.claimed_by == owner:
+                continue
+            log.warning("Dispatcher: taking over %s from loop %s (no heartbeat)", service.name, service.claimed_by)
         row = Service.objects.filter(pk=service.pk)
         row = row.filter(next_due_at=service.next_due_at) if service.next_due_at else row.filter(next_due_at=None)
         row = (
             row.filter(running_since=service.running_since) if service.running_since else row.filter(running_since=None)
         )
-        if row.update(running_since=now) == 1:
+        if row.update(running_since=now, claimed_by=owner) == 1:
             service.due = service.next_due_at or now
             service.running_since = now
+            service.claimed_by = owner
             claimed.append(service)
     return claimed
+
+
+def release(service: Service, next_at: datetime) -> None:
+    """Give up a claim and book `next_at` (unless another loop has taken the claim over meanwhile)."""
+    Service.objects.filter(pk=service.pk, running_since=service.running_since).update(
+        running_since=None, claimed_by="", next_due_at=next_at
+    )
 
 
 def finish(services: list[Service], now: datetime | None = None) -> None:
     """Release the claims and book each service's next slot."""
     now = now or timezone.now()
     for service in services:
-        Service.objects.filter(pk=service.pk, running_since=service.running_since).update(
-            running_since=None, next_due_at=next_due(service.due, service.interval, now)
-        )
+        release(service, next_due(service.due, service.interval, now))
 
 
 def probe_timeout(service: Service) -> float:
@@ -155,15 +207,23 @@ def probe_timeout(service: Service) -> float:
     return max(0.1, min(service.timeout, service.interval, settings.DISPATCH_MAX_PROBE_S))
 
 
-def beat(now: datetime | None = None) -> None:
+def beat(now: datetime | None = None, owner: str = "") -> None:
+    """The `dispatcher` heartbeat (/health/status), and the loop's own (`loop:<owner>`: its claims' liveness)."""
     now = now or timezone.now()
-    updated = SchedulerHeartbeat.objects.filter(name=HEARTBEAT).update(
-        last_run_at=now, host=socket.gethostname()[:100], pid=os.getpid(), passes=F("passes") + 1
-    )
-    if not updated:
-        SchedulerHeartbeat.objects.get_or_create(
-            name=HEARTBEAT, defaults={"last_run_at": now, "host": socket.gethostname()[:100], "pid": os.getpid()}
+    for name in (HEARTBEAT, LOOP_PREFIX + owner) if owner else (HEARTBEAT,):
+        updated = SchedulerHeartbeat.objects.filter(name=name).update(
+            last_run_at=now, host=socket.gethostname()[:100], pid=os.getpid(), passes=F("passes") + 1
         )
+        if not updated:
+            SchedulerHeartbeat.objects.get_or_create(
+                name=name, defaults={"last_run_at": now, "host": socket.gethostname()[:100], "pid": os.getpid()}
+            )
+
+
+def resident_loops(now: datetime | None = None) -> int:
+    """How many resident loops (health's qcluster) are alive: the fallback task then has nothing to do."""
+    now = now or timezone.now()
+    return sum(1 for owner in live_owners(now) if owner.startswith("resident@"))
 
 
 # --- the dispatcher --------------------------------------------------------------------
@@ -181,13 +241,21 @@ class Dispatcher:
     local_due: dict[int, datetime] = field(default_factory=dict)
     known_at: float = 0.0
     tunnels: Future | None = None
+    # This loop's identity in claims and in its `loop:` heartbeat ("resident@…" or "task@…").
+    owner: str = field(default_factory=lambda: "task@" + new_owner())
+    # Services probed from memory during an outage: the slot after the last one probed. The first claim
+    # after the outage books that slot instead of probing the spooled slot again.
+    outage_booked: dict[int, datetime] = field(default_factory=dict)
 
     def pass_once(self, now: datetime | None = None) -> list[Service]:
         now = now or timezone.now()
         self.passes += 1
         try:
             run_db(self._refresh_known, retry=False)
-            claimed = run_db(claim_due, now, retry=False)
+            # Beat before claiming: another loop must never see this one's fresh claims as a dead loop's.
+            run_db(beat, now, self.owner, retry=False)
+            claimed = run_db(claim_due, now, self.owner, retry=False)
+            claimed = run_db(self._skip_probed_in_outage, claimed, now, retry=False)
         except (DatabaseError, CircuitBreakerError) as exc:
             self.outage_passes += 1
             if self.outage_passes == 1:
@@ -202,14 +270,34 @@ class Dispatcher:
         if claimed:
             self._submit(claimed, outage=False)
         self._tunnels(now)
-        with contextlib.suppress(DatabaseError, CircuitBreakerError):  # the next pass beats again
-            run_db(beat, now, retry=False)
         return claimed
+
+    def _skip_probed_in_outage(self, claimed: list[Service], now: datetime) -> list[Service]:
+        """Claims for slots this loop already probed from memory: book the outage clock's slot instead.
+
+        During an outage `next_due_at` cannot move, so right after it the database still names a slot
+        whose result is in the spool. If the outage clock's next slot is due too, probe for that one.
+        """
+        keep = []
+        for service in claimed:
+            booked = self.outage_booked.pop(service.pk, None)
+            if booked is None or booked <= service.due:
+                keep.append(service)
+            elif booked <= now:
+                service.due = booked
+                keep.append(service)
+            else:
+                release(service, booked)
+        return keep
 
     def _refresh_known(self) -> None:
         if time.monotonic() - self.known_at > 30 or not self.known:
             self.known = {s.pk: s for s in Service.objects.filter(enabled=True)}
-            self.local_due = {pk: s.next_due_at or timezone.now() for pk, s in self.known.items()}
+            # The outage clock never goes back: after an outage it is ahead of the database's.
+            self.local_due = {
+                pk: max(filter(None, (s.next_due_at, self.local_due.get(pk))), default=timezone.now())
+                for pk, s in self.known.items()
+            }
             self.known_at = time.monotonic()
 
     def _outage_pass(self, now: datetime) -> None:
@@ -220,7 +308,7 @@ class Dispatcher:
         ]
         for service in due:
             service.due = self.local_due.get(service.pk, now)
-            self.local_due[service.pk] = next_due(service.due, service.interval, now)
+            self.local_due[service.pk] = self.outage_booked[service.pk] = next_due(service.due, service.interval, now)
         if due:
             self._submit(due, outage=True)
 
@@ -252,28 +340,38 @@ class Dispatcher:
             if in_thread:
                 connections.close_all()
 
-    def _tunnels(self, now: datetime) -> None:
-        from tunnels.watchdog import run_due
-
+    def _tunnels(self, now: datetime, *, outage: bool = False) -> None:
         if self.executor is None:
-            run_due(now)
+            self._watch_tunnels(now, outage)
         elif self.tunnels is None or self.tunnels.done():
-            self.tunnels = self.executor.submit(self._tunnels_in_thread, now)
+            self.tunnels = self.executor.submit(self._tunnels_in_thread, now, outage)
 
     @staticmethod
-    def _tunnels_in_thread(now: datetime) -> None:
-        from tunnels.watchdog import run_due
+    def _watch_tunnels(now: datetime, outage: bool) -> None:
+        from tunnels import watchdog
 
+        if outage:
+            watchdog.run_due_outage(now)  # from memory; its events go to the spool
+        else:
+            watchdog.run_due(now)
+
+    @classmethod
+    def _tunnels_in_thread(cls, now: datetime, outage: bool) -> None:
         try:
-            run_due(now)
+            cls._watch_tunnels(now, outage)
         except Exception:
             log.exception("Dispatcher: tunnel watchdog failed")
         finally:
             connections.close_all()
 
-    def run(self, seconds: float | None = None, tick: float | None = None) -> str:
+    def run(
+        self, seconds: float | None = None, tick: float | None = None, stopping: Callable[[], bool] | None = None
+    ) -> str:
+        """Pass every tick until `seconds` have passed, SIGTERM (main thread only), or `stopping()` is true
+        (checked every CLUSTER_CHECK_S; default: this worker's qcluster is stopping)."""
         seconds = settings.DISPATCH_LOOP_SECONDS if seconds is None else seconds
         tick = settings.DISPATCH_TICK_MS / 1000 if tick is None else tick
+        stopping = stopping or cluster_stopping
         deadline = time.monotonic() + seconds
         next_cluster_check = 0.0
         with stoppable() as stop:
@@ -285,7 +383,7 @@ class Dispatcher:
                     log.exception("Dispatcher: pass failed")
                 if started >= next_cluster_check:
                     next_cluster_check = started + CLUSTER_CHECK_S
-                    if cluster_stopping():
+                    if stopping():
                         log.info("Dispatcher: the cluster is stopping; ending the loop")
                         stop.set()
                 stop.wait(max(0.0, tick - (time.monotonic() - started)))
@@ -315,12 +413,35 @@ def cluster_stopping() -> bool:
         return False
 
 
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(2, min(settings.PROBE_CONCURRENCY, 16)), thread_name_prefix="dispatch")
+
+
 def run_dispatcher(seconds: float | None = None, tick: float | None = None) -> str:
-    """The `opsportal-dispatch` task: the claim loop with a thread pool for rounds."""
-    workers = max(2, min(settings.PROBE_CONCURRENCY, 16))
-    return Dispatcher(executor=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dispatch")).run(
-        seconds, tick
-    )
+    """The `opsportal-dispatch` task: the fallback claim loop, when no resident loop is alive."""
+    alive = run_db(resident_loops)
+    if alive:
+        return f"dispatcher not needed: {alive} resident loop(s) alive"
+    log.info("Dispatcher: no resident loop alive; this task runs the claim loop")
+    return Dispatcher(executor=_pool()).run(seconds, tick)
+
+
+def start_resident(stopping: Callable[[], bool]) -> threading.Thread:
+    """Start the resident claim loop (health's `qcluster`, in its main process) until `stopping()` is true.
+
+    Not a daemon thread: at exit the interpreter waits for it, so the round in flight finishes and its
+    claims are released (rounds are bounded by probe_timeout()).
+    """
+    dispatcher = Dispatcher(executor=_pool(), owner="resident@" + new_owner())
+
+    def loop() -> None:
+        log.info("Dispatcher: resident loop %s started", dispatcher.owner)
+        summary = dispatcher.run(math.inf, stopping=stopping)
+        log.info("Dispatcher: resident loop %s ended: %s", dispatcher.owner, summary)
+
+    thread = threading.Thread(target=loop, name="opsportal-dispatcher", daemon=False)
+    thread.start()
+    return thread
 
 
 # --- liveness --------------------------------------------------------------------------
@@ -350,9 +471,7 @@ apply_scheduler_to_overall = apply_scheduler_status
 
 
 # --- housekeeping ----------------------------------------------------------------------
-def prune_history(days: int | None = None, batch: int | None = None) -> int:
-    """Roll up, then delete probe results older than RAW_RETENTION_DAYS (health.rollups.prune: in batches,
-    rollups kept ROLLUP_RETENTION_DAYS). Returns the number of probe results deleted."""
-    from health.rollups import prune
-
-    return prune(batch=batch, raw_days=days).results
+def forget_dead_loops(now: datetime | None = None) -> int:
+    """Delete the heartbeat rows of loops silent for LOOP_ROW_TTL (the hourly prune task calls it)."""
+    cutoff = (now or timezone.now()) - LOOP_ROW_TTL
+    return SchedulerHeartbeat.objects.filter(name__startswith=LOOP_PREFIX, last_run_at__lt=cutoff).delete()[0]

@@ -13,7 +13,9 @@ def dispatch() -> str:
 def prune() -> str:
     """`opsportal-prune`, hourly: roll up, then drop probe results older than RAW_RETENTION_DAYS (in batches)."""
     from health.rollups import prune as prune_results
+    from health.scheduler import forget_dead_loops
 
+    forget_dead_loops()
     return prune_results().summary()
 
 

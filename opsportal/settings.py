@@ -59,8 +59,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
-    "django_q",
+    # Before django_q: health's `qcluster` command (Django-Q2's, plus the resident dispatcher loop) wins.
     "health",
+    "django_q",
     "recovery",
     "tunnels",
 ]
@@ -230,8 +231,10 @@ LOGGING = build_logging(LOG_DIR, fmt=LOG_FORMAT, level=LOG_LEVEL, retention_days
 
 
 # --- Django-Q2 and the probe dispatcher (health/scheduler.py, docs/architecture.md) --------
-# The dispatcher task runs a ~1 s claim loop for DISPATCH_LOOP_SECONDS; a new one starts every minute,
-# so consecutive loops overlap and cover the scheduler's ~30 s look-ups without a gap.
+# Every qcluster runs the ~1 s claim loop in its main process for as long as it runs (DISPATCH_RESIDENT), so
+# a surviving cluster carries the work at once when another dies. The every-minute dispatcher task is the
+# fallback: it runs a loop for DISPATCH_LOOP_SECONDS only when no resident loop is alive.
+DISPATCH_RESIDENT = env_bool("DISPATCH_RESIDENT", True)
 DISPATCH_LOOP_SECONDS = env_int("DISPATCH_LOOP_SECONDS", 85, minimum=5)
 DISPATCH_TICK_MS = env_int("DISPATCH_TICK_MS", 1_000, minimum=50)
 # A probe in a scheduled round is cut at this many seconds (and at its interval): a round fits its slot.

@@ -1,8 +1,10 @@
 """Scale-out: two real qcluster processes on one PostgreSQL database and one Redis share the probing.
 
-Every due slot of every service is probed exactly once while both run; after one cluster is killed
-with SIGKILL (a host that dies), the other carries every service. PostgreSQL + Redis only: the
-embedded SQLite set-up runs one qcluster by design.
+Every due slot of every service is probed exactly once while both run; one cluster is then killed
+with SIGKILL (a host that dies) while it holds a claim — a round in flight — and the other carries every
+service within one interval: the dead loop's claimed slot is taken over (it stops beating) and probed
+late but within its slot, and no slot is lost or probed twice. PostgreSQL + Redis only: the embedded
+SQLite set-up runs one qcluster by design.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -35,13 +36,12 @@ SERVICES = 4
 INTERVAL = 10  # seconds: the shortest interval the scheduler promises (10 s … 24 h)
 TOLERANCE = 5  # the scheduler's cadence promise: within ±5 s of due
 STEADY_S = 45  # both clusters running, after the first probes
-# After the kill the survivor takes over as soon as it runs a dispatcher loop. When the killed cluster ran
-# every live loop (the worst case, forced below), that is the next `opsportal-dispatch` task: the schedule's
-# one-minute period plus Django-Q2's ~30 s scheduler look-up. Only a per-cluster dispatcher could bring this
-# under one service interval for short intervals (docs/deploy.md, "Two hosts").
-DISPATCH_PERIOD_S, SCHEDULER_LOOKUP_S = 60, 30
-TAKEOVER_BOUND_S = DISPATCH_PERIOD_S + SCHEDULER_LOOKUP_S + TOLERANCE
-AFTER_KILL_S = TAKEOVER_BOUND_S + 3 * INTERVAL  # the takeover, then a few slots to check the cadence
+# Every qcluster runs a resident dispatcher loop, so the survivor already has one: every service is probed
+# again within one interval of the kill, the claimed one included (its claim is taken over once the dead
+# loop has not beaten for health.scheduler.OWNER_DEAD_S, 6 s).
+TAKEOVER_BOUND_S = INTERVAL
+AFTER_KILL_S = 4 * INTERVAL  # the takeover, then a few slots to check the cadence
+REPLY_DELAY_S = 1.5  # each round takes this long, so a cluster can be caught holding a claim
 
 
 def redis_reachable() -> bool:
@@ -149,25 +149,19 @@ def results(url: str) -> dict[str, list[datetime]]:
     return out
 
 
-PROCESSING = re.compile(r"processing (\S+) 'health\.tasks\.dispatch'")
-FINISHED = re.compile(r"(?:Processed|Failed) 'health\.tasks\.dispatch' \((\S+)\)")
-
-
-def live_dispatchers(log: Path) -> set[str]:
-    """The dispatcher tasks a cluster has started and not finished, from Django-Q2's own log lines."""
-    text = log.read_text(errors="replace")
-    return set(PROCESSING.findall(text)) - set(FINISHED.findall(text))
-
-
-def wait_for_sole_dispatcher(clusters: Clusters, timeout: float) -> int | None:
-    """Index of a cluster that runs every live dispatcher loop (loops overlap; wait for a moment they don't)."""
+def wait_for_a_claim(url: str, clusters: Clusters, timeout: float) -> tuple[int, str] | None:
+    """(cluster index, service) of a claim held right now: the owner is `resident@host:<qcluster pid>:nonce`."""
+    pids = {proc.pid: i for i, proc in enumerate(clusters.procs)}
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        live = [live_dispatchers(clusters.logs / f"qcluster-{i}.log") for i in range(len(clusters.procs))]
-        busy = [i for i, tasks in enumerate(live) if tasks]
-        if len(busy) == 1:
-            return busy[0]
-        time.sleep(0.2)
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            for name, owner in conn.execute(
+                "SELECT name, claimed_by FROM health_service WHERE running_since IS NOT NULL AND claimed_by <> ''"
+            ).fetchall():
+                pid = int(owner.split(":")[-2])
+                if pid in pids:
+                    return pids[pid], name
+            time.sleep(0.05)
     return None
 
 
@@ -194,7 +188,7 @@ def test_it_shares_the_probing_between_two_qclusters_and_survives_losing_one(
     scale_db: str, scale_redis: str, tmp_path: Path
 ) -> None:
     target = HttpServer().start()
-    target.reply = Reply(200, "ok")
+    target.reply = Reply(200, "ok", delay=REPLY_DELAY_S)
     env = {
         **{k: v for k, v in os.environ.items() if k != "TEST_DATABASE_NAME" and not k.startswith("DJANGO_")},
         "DATABASE_URL": scale_db,
@@ -220,9 +214,9 @@ def test_it_shares_the_probing_between_two_qclusters_and_survives_losing_one(
         manage(env, "importconfig", str(config))
         clusters.start(2)
 
-        # Django-Q2's scheduler looks every ~30 s: the first dispatcher starts within a minute.
-        assert wait_for(lambda: len(results(scale_db)) == SERVICES, timeout=120, interval=1), (
-            "no probes within 120 s of starting two qclusters"
+        # The resident loops start with the clusters: the first round within seconds.
+        assert wait_for(lambda: len(results(scale_db)) == SERVICES, timeout=60, interval=0.5), (
+            "no probes within 60 s of starting two qclusters"
         )
         time.sleep(STEADY_S)
         before_kill = results(scale_db)
@@ -234,13 +228,15 @@ def test_it_shares_the_probing_between_two_qclusters_and_survives_losing_one(
             assert len(times) >= STEADY_S // INTERVAL, (name, times)
             assert served == list(range(served[0], served[-1] + 1)), (name, served, gaps(times))
 
-        # The worst case: kill (SIGKILL, the whole process tree) a cluster while it runs every live
-        # dispatcher loop, so the survivor has none and must get the next one from the scheduler.
-        victim = wait_for_sole_dispatcher(clusters, timeout=120)
-        assert victim is not None, "could not see which cluster runs the dispatcher"
+        # The worst case: kill (SIGKILL, the whole process tree) a cluster while it holds a claim, its
+        # round in flight: the slot it claimed must still be probed, by the survivor.
+        caught = wait_for_a_claim(scale_db, clusters, timeout=3 * INTERVAL)
+        assert caught is not None, "never saw a cluster holding a claim"
+        victim, held = caught
         killed_at = datetime.now().astimezone()
         clusters.kill(victim)
         survivor = clusters.procs[1 - victim]
+        print(f"killed qcluster-{victim} while it held the claim of {held}")
 
         time.sleep(AFTER_KILL_S)
         assert survivor.poll() is None, "the surviving qcluster died"
@@ -257,7 +253,11 @@ def test_it_shares_the_probing_between_two_qclusters_and_survives_losing_one(
             resumed = slots(later, due[name])
             assert resumed == list(range(resumed[0], resumed[-1] + 1)), (name, resumed, gaps(later))
             print(f"{name}: {len(times)} probes, latest start {lateness(times, due[name]):.2f} s after its slot")
-        print(f"takeover after SIGKILL of the cluster running every dispatcher loop: {takeovers}")
+        # The whole run, kill included: every slot of every service, each once.
+        for name, times in after.items():
+            served = slots(times, due[name])
+            assert served == list(range(served[0], served[-1] + 1)), (name, served, gaps(times))
+        print(f"takeover after SIGKILL of a cluster holding a claim: {takeovers}")
         assert max(takeovers.values()) <= TAKEOVER_BOUND_S, f"services went unprobed after the kill: {takeovers}"
     finally:
         clusters.stop_all()

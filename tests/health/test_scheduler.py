@@ -9,18 +9,23 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.core.management import call_command
+from django.utils import timezone
 from django_q.models import Schedule
 
 from health import scheduler
 from health.config import import_text
 from health.models import ProbeResult, SchedulerHeartbeat, Service
 from health.scheduler import (
+    OWNER_DEAD_S,
     Dispatcher,
     apply_scheduler_status,
+    beat,
     claim_due,
     finish,
+    forget_dead_loops,
     next_due,
     probe_timeout,
+    run_dispatcher,
     scheduler_status,
 )
 from opsportal import db
@@ -204,3 +209,98 @@ def test_it_stops_the_loop_promptly_on_sigterm(tcp_server):
     assert summary.startswith("dispatcher stopped early")
     assert time.monotonic() - started < 10  # not the 60 s the loop was given
     assert signal.getsignal(signal.SIGTERM) == before  # the process's own handler is back
+
+
+@pytest.mark.django_db
+def test_it_takes_over_the_claims_of_a_loop_that_stopped_beating_at_once(tcp_server):
+    tcp_service(tcp_server.port, next_due_at=T0)
+    with time_machine.travel(T0, tick=False) as clock:
+        beat(owner="a")
+        beat(owner="b")
+        held = claim_due(owner="a")
+        clock.shift(OWNER_DEAD_S - 1)
+        beat(owner="b")
+        while_a_beats = claim_due(owner="b")  # a is alive (beat 14 s ago): its probe is still running
+        clock.shift(2)  # a has been silent for OWNER_DEAD_S + 1: it died, mid-round
+        beat(owner="b")
+        taken = claim_due(owner="b")
+    assert [s.claimed_by for s in held] == ["a"]
+    assert while_a_beats == []
+    assert [(s.name, s.claimed_by, s.due) for s in taken] == [("web", "b", T0)]  # the same slot, not skipped
+    service = Service.objects.get()
+    assert (service.claimed_by, service.running_since) == ("b", T0 + timedelta(seconds=OWNER_DEAD_S + 1))
+    finish(held, T0)  # the dead loop's late finish must not release the new owner's claim
+    service.refresh_from_db()
+    assert service.claimed_by == "b"
+
+
+@pytest.mark.django_db
+def test_it_never_takes_a_claim_from_a_live_loop_before_it_is_stale(tcp_server):
+    tcp_service(tcp_server.port)
+    with time_machine.travel(T0, tick=False) as clock:
+        beat(owner="a")
+        claim_due(owner="a")
+        for _ in range(6):  # a keeps beating through a long probe (timeout 2 + 60 s grace)
+            clock.shift(10)
+            beat(owner="a")
+            assert claim_due(owner="b") == []
+        clock.shift(10)  # 70 s: stale whoever holds it
+        assert [s.claimed_by for s in claim_due(owner="b")] == ["b"]
+
+
+@pytest.mark.django_db
+def test_it_does_not_probe_again_a_slot_it_probed_during_an_outage(tcp_server):
+    service = tcp_service(tcp_server.port)
+    Service.objects.filter(pk=service.pk).update(next_due_at=T0)
+    dispatcher = Dispatcher()
+    with time_machine.travel(T0, tick=False) as clock:
+        dispatcher._refresh_known()
+        dispatcher._outage_pass(T0)  # the database was away: probed from memory for slot T0
+        clock.shift(3)  # back: the database still says T0 is due
+        claimed = dispatcher.pass_once()
+        booked = Service.objects.get().next_due_at
+        clock.shift(7)
+        at_next_slot = dispatcher.pass_once()
+    assert claimed == []
+    assert booked == T0 + timedelta(seconds=10)
+    assert [s.due for s in at_next_slot] == [T0 + timedelta(seconds=10)]
+    assert ProbeResult.objects.count() == 2  # T0 (from memory) and T0 + 10, each once
+    assert Service.objects.get().running_since is None
+
+
+@pytest.mark.django_db
+def test_it_probes_the_current_slot_when_the_outage_clock_is_due_too(tcp_server):
+    service = tcp_service(tcp_server.port)
+    Service.objects.filter(pk=service.pk).update(next_due_at=T0)
+    dispatcher = Dispatcher()
+    with time_machine.travel(T0, tick=False) as clock:
+        dispatcher._refresh_known()
+        dispatcher._outage_pass(T0)
+        clock.shift(12)  # back after the next slot (T0 + 10) fell due
+        claimed = dispatcher.pass_once()
+    assert [s.due for s in claimed] == [T0 + timedelta(seconds=10)]
+    assert Service.objects.get().next_due_at == T0 + timedelta(seconds=20)
+    assert ProbeResult.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_leaves_the_fallback_task_idle_while_a_resident_loop_beats(tcp_server):
+    tcp_service(tcp_server.port)
+    beat(owner="resident@host:1:abc")
+    assert run_dispatcher(seconds=5, tick=0.1) == "dispatcher not needed: 1 resident loop(s) alive"
+    assert ProbeResult.objects.count() == 0
+    SchedulerHeartbeat.objects.filter(name__startswith="loop:").update(
+        last_run_at=timezone.now() - timedelta(seconds=OWNER_DEAD_S + 1)
+    )
+    summary = run_dispatcher(seconds=0.5, tick=0.1)
+    assert summary.startswith("dispatcher done"), summary
+    assert ProbeResult.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_it_forgets_loops_silent_for_an_hour():
+    beat(T0, owner="old")
+    beat(T0 + timedelta(minutes=59), owner="recent")
+    assert forget_dead_loops(T0 + timedelta(hours=1, seconds=1)) == 1
+    names = set(SchedulerHeartbeat.objects.values_list("name", flat=True))
+    assert names == {"dispatcher", "loop:recent"}
