@@ -311,6 +311,7 @@ class Dispatcher:
             self.local_due[service.pk] = self.outage_booked[service.pk] = next_due(service.due, service.interval, now)
         if due:
             self._submit(due, outage=True)
+        self._tunnels(now, outage=True)
 
     def _submit(self, services: list[Service], *, outage: bool) -> None:
         self.probed += len(services)
