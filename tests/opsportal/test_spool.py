@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.db import IntegrityError
 
 from health.models import Event, ProbeResult, Service, SpoolBatch
 from health.runner import run_round
 from opsportal import db
-from opsportal.spool import Spool, create_or_spool, default_spool
+from opsportal.spool import Spool, create_or_spool, default_spool, replay_pending, update_or_spool
 from tests.opsportal.outage_support import unwritable
 
 pytestmark = pytest.mark.usefixtures("fast_db_hardening")
@@ -106,3 +107,32 @@ def test_it_spools_a_row_any_app_writes_during_an_outage():
         "during the outage",
         "after it",
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_replays_spooled_updates_in_order_exactly_once():
+    row = Event.objects.create(kind="test", title="before", body="first")
+    with unwritable():
+        assert update_or_spool("health.Event", row.pk, {"title": "one"}) is None
+        assert create_or_spool("health.Event", kind="test", title="between") is None
+        assert update_or_spool("health.Event", row.pk, {"title": "two", "body": "second"}) is None
+        # Conditional: applies only while the row still holds what the writer saw (like a claim token).
+        assert update_or_spool("health.Event", row.pk, {"body": "stale"}, where={"title": "one"}) is None
+        assert update_or_spool("health.Event", row.pk, {"body": "kept"}, where={"title": "two"}) is None
+    db.reset_breaker()
+    assert replay_pending() == 5
+    row.refresh_from_db()
+    assert (row.title, row.body) == ("two", "kept")  # the later update wins: applied in order
+    assert Event.objects.filter(title="between").count() == 1
+    assert replay_pending() == 0
+    assert sum(SpoolBatch.objects.values_list("records", flat=True)) == 5  # each record once
+    # With the database up the update is written at once and says how many rows it changed.
+    assert update_or_spool("health.Event", row.pk, {"title": "three"}) == 1
+    assert Event.objects.get(pk=row.pk).title == "three"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_raises_a_row_the_database_refuses_instead_of_spooling_it():
+    with pytest.raises(IntegrityError):
+        create_or_spool("health.ProbeResult", service_id=999999, status="up")
+    assert not default_spool().pending()  # a bad record would otherwise set a whole batch aside
