@@ -1,17 +1,21 @@
-"""Local processes: find, identify (pid + create time), stop gracefully, start detached.
+"""Local processes: find, identify (pid + create time), stop gracefully, start detached, run bounded.
 
-Shared by the `process` probe, the `restart_process` action and the tunnel watchdog.
+Shared by the `process` and `command` probes, the `command` and `restart_process` actions and the
+tunnel watchdog.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import selectors
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import psutil
 
@@ -155,6 +159,130 @@ def start_detached(argv: Sequence[str], log_file: str | None = None, env: dict[s
     finally:
         out.close()
     return ProcRef(child.pid, psutil.Process(child.pid).create_time())
+
+
+# After a timeout kill, how long to wait for the output pipes to close.
+PIPE_GRACE_SECONDS = 1.0
+# How much of each output stream run_argv keeps; the rest is read and dropped so the child never blocks.
+MAX_OUTPUT_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What run_argv saw. returncode is None only if the killed child could not even be reaped."""
+
+    returncode: int | None
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool
+    duration: float  # seconds, from the start until the output ended (or until the kill and its grace)
+    truncated: bool = False
+
+
+class _Capped:
+    """One output stream, at most `cap` bytes of it: the first (head) or the last (tail)."""
+
+    def __init__(self, cap: int, keep: Literal["head", "tail"]) -> None:
+        self.cap, self.keep = cap, keep
+        self.buf = bytearray()
+        self.seen = 0
+
+    def add(self, data: bytes) -> None:
+        self.seen += len(data)
+        if self.keep == "head":
+            self.buf += data[: max(0, self.cap - len(self.buf))]
+        else:
+            self.buf += data
+            del self.buf[: max(0, len(self.buf) - self.cap)]
+
+
+def _drain(sel: selectors.BaseSelector, deadline: float) -> bool:
+    """Read every registered pipe to its end; False when the deadline comes first."""
+    while sel.get_map():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        for key, _ in sel.select(left):
+            data = os.read(key.fd, 65536)
+            if data:
+                key.data.add(data)
+            else:
+                sel.unregister(key.fileobj)
+    return True
+
+
+def run_argv(
+    argv: Sequence[str],
+    timeout: float,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    merge_stderr: bool = False,
+    max_output: int = MAX_OUTPUT_BYTES,
+    keep: Literal["head", "tail"] = "head",
+) -> Completed:
+    """Run argv (never a shell) in its own session, with `env` over child_env(); wait at most `timeout`.
+
+    On timeout the whole process group is killed, and the pipes are read for at most
+    PIPE_GRACE_SECONDS more: a descendant that left the group may hold them open forever.
+    Raises OSError when argv cannot be started.
+    """
+    if isinstance(argv, str | bytes):
+        raise TypeError("run_argv takes an argv list, never a shell string")
+    started = time.monotonic()
+    child = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+        env=child_env(env),
+        cwd=cwd,
+        start_new_session=True,  # so a timeout can kill the whole group
+        close_fds=True,
+    )
+    out, err = _Capped(max_output, keep), _Capped(max_output, keep)
+    try:
+        with selectors.DefaultSelector() as sel:
+            for pipe, capped in ((child.stdout, out), (child.stderr, err)):
+                if pipe:  # no stderr pipe when it is folded into stdout
+                    sel.register(pipe, selectors.EVENT_READ, capped)
+            deadline = started + timeout
+            finished = _drain(sel, deadline) and _wait(child, deadline)
+            if not finished:
+                _kill_group(child)
+                _drain(sel, time.monotonic() + PIPE_GRACE_SECONDS)
+            duration = time.monotonic() - started
+    except BaseException:
+        _kill_group(child)  # interrupted (a worker shutting down): leave nothing running
+        raise
+    finally:
+        for pipe in (child.stdout, child.stderr):
+            if pipe:
+                pipe.close()
+        _wait(child, time.monotonic() + PIPE_GRACE_SECONDS)  # done or SIGKILLed: returns at once
+    return Completed(
+        returncode=child.returncode,
+        stdout=bytes(out.buf),
+        stderr=bytes(err.buf),
+        timed_out=not finished,
+        duration=duration,
+        truncated=max(out.seen, err.seen) > max_output,
+    )
+
+
+def _kill_group(child: subprocess.Popen[bytes]) -> None:
+    # The child leads its own group (start_new_session), so its pid is the group id.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+
+
+def _wait(child: subprocess.Popen[bytes], deadline: float) -> bool:
+    """Wait for the child to exit until the deadline; True when it did."""
+    try:
+        child.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def alive_after(ref: ProcRef, settle: float) -> bool:

@@ -1,11 +1,6 @@
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-
-from opsportal.procs import child_env
+from opsportal.procs import run_argv
 from opsportal.spec import ConfigError, Key, expand_env, scrub
 from recovery.actions.base import Action, ActionError, ActionResult, tail
 
@@ -19,35 +14,24 @@ class CommandAction(Action):
     }
 
     def environment(self) -> dict[str, str]:
+        """The variables set over the portal's own (secrets stripped by run_argv)."""
         try:
             extra = {k: expand_env(v, self.secrets) for k, v in self.cfg["env"].items()}
         except ConfigError as exc:
             raise ActionError(f"config error: {exc}") from None
-        return child_env({"OPSPORTAL_SERVICE": self.service.name, **extra})
+        return {"OPSPORTAL_SERVICE": self.service.name, **extra}
 
     def run(self) -> ActionResult:
         argv = self.cfg["argv"]
         env = self.environment()
         try:
-            child = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # so a timeout kills the whole group
-            )
+            # stderr folded into stdout and the tail kept: the last lines say why a repair failed.
+            done = run_argv(argv, self.timeout, env=env, merge_stderr=True, keep="tail")
         except OSError as exc:
             raise ActionError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
-        try:
-            out, _ = child.communicate(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
-            out, _ = child.communicate()
-            text = scrub(tail(out.decode("utf-8", errors="replace")), self.secrets)
-            raise ActionError(f"command did not finish within {self.timeout:g} s; output: {text}") from None
-        text = scrub(tail(out.decode("utf-8", errors="replace")), self.secrets)
-        code = child.returncode
+        text = scrub(tail(done.stdout.decode("utf-8", errors="replace")), self.secrets)
+        if done.timed_out:
+            raise ActionError(f"command did not finish within {self.timeout:g} s; output: {text}")
+        code = done.returncode
         detail = f"exit {code}" + (f"; output: {text}" if text else "")
         return ActionResult(code == 0, detail, exit_code=code, secrets=self.secrets)

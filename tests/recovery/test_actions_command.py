@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import time
 
+import psutil
 import pytest
 
 from health.models import Service
@@ -57,3 +59,27 @@ def test_it_rejects_bad_settings_naming_the_key():
         action({"argv": "systemctl restart web"})
     with pytest.raises(ActionError, match=r"settings\.shell: unknown key"):
         action({"argv": ["true"], "shell": True})
+
+
+def test_it_is_not_held_past_its_timeout_by_a_descendant_that_left_the_group(tmp_path):
+    # The grandchild setsid()s, so the group kill misses it, and it keeps the output pipe open.
+    pid_file = tmp_path / "escaped.pid"
+    script = (
+        "import subprocess, time\n"
+        "child = subprocess.Popen(['sleep', '30'], start_new_session=True)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "print('started', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(ActionError, match=r"did not finish within 1 s; output: started"):
+            action({"argv": [PY, "-c", script]}, timeout=1).run()
+        elapsed = time.monotonic() - started
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                escaped = psutil.Process(int(pid_file.read_text()))
+                escaped.kill()
+                escaped.wait(timeout=10)
+    assert elapsed < 10  # timeout + pipe grace + slack; the old code waited out the 30 s sleep
