@@ -10,6 +10,7 @@ import pytest
 
 from health.models import Service
 from opsportal.procs import ProcRef
+from recovery.actions.restart_process import RestartProcessAction
 from recovery.engine import recover_services
 from recovery.models import RecoveryAttempt
 from tests.recovery.conftest import PY
@@ -101,6 +102,32 @@ def test_it_refuses_a_service_that_is_not_a_process_service(add_action, make_ser
     (result,) = recover_services(["web"], trigger="manual")
     assert result["outcome"] == "failed"
     assert "needs a service of kind process" in RecoveryAttempt.objects.get().action_detail
+
+
+def test_it_stays_within_the_action_timeout_when_stop_grace_and_settle_are_longer(spawned, marker, tmp_path):
+    # The old process ignores SIGTERM, so only the SIGKILL after the (cut) grace stops it.
+    ready = tmp_path / "ready"
+    stubborn = "import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    stubborn += "pathlib.Path(sys.argv[1]).touch(); time.sleep(10**6)"
+    old = start([PY, "-c", stubborn, str(ready), marker], spawned)
+    assert wait_for(ready.exists, timeout=10)
+    old_ref = ProcRef.of(old)
+    svc = Service(name="worker", kind="process", settings={"cmdline_contains": marker})
+    settings = {"argv": sleeper_argv(marker), "stop_grace": 30, "settle_seconds": 30}
+    action = RestartProcessAction(settings, service=svc, timeout=2)
+
+    started = time.monotonic()
+    result = action.run()
+    elapsed = time.monotonic() - started
+
+    new_ref = ProcRef(result.data["started"]["pid"], result.data["started"]["createTime"])
+    spawned.append(psutil.Process(new_ref.pid))
+    assert elapsed < 8  # the 2 s timeout plus slack, not 30 s of grace and 30 s of settle
+    assert not old_ref.alive()
+    assert new_ref.alive()
+    assert result.ok is True
+    assert result.detail.startswith(f"stopped {old_ref.pid}; started pid {new_ref.pid} (up after ")
+    assert result.detail.endswith("the 2 s action timeout cut the 30 s settle short)")
 
 
 def test_the_spawned_fixture_cleans_up(spawned, marker):
