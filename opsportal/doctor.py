@@ -154,11 +154,14 @@ def check_broker() -> Finding:
 
 
 def check_scheduler() -> Finding:
-    from health.scheduler import scheduler_status
+    from health.scheduler import live_owners, scheduler_status
 
     status = scheduler_status()
     if status.get("status") == "ok":
-        return ok("scheduler", f"qcluster heartbeat fresh (last run {status.get('lastRunAt')})")
+        # Each loop's identity is `kind@host:pid:nonce`: show where the probing runs (one per qcluster).
+        loops = sorted(owner.rsplit(":", 1)[0] for owner in live_owners(timezone.now()))
+        where = f"; {len(loops)} dispatcher loop(s) alive: {', '.join(loops)}" if loops else ""
+        return ok("scheduler", f"qcluster heartbeat fresh (last run {status.get('lastRunAt')}){where}")
     if status.get("lastRunAt"):
         detail = f"qcluster heartbeat is late: last run {status['lastRunAt']}, {status.get('lagSeconds')} s ago"
     else:

@@ -203,6 +203,15 @@ def test_it_reports_a_late_heartbeat_and_passes_a_fresh_one(db) -> None:
     assert doctor.check_scheduler().ok
 
 
+def test_it_names_the_dispatcher_loops_alive(db) -> None:
+    beat(timezone.now() - timedelta(minutes=5), owner="resident@worker-3:303:cccc")  # dead: not counted
+    beat(owner="resident@worker-1:101:aaaa")
+    beat(owner="resident@worker-2:202:bbbb")
+    finding = doctor.check_scheduler()
+    assert finding.ok
+    assert finding.detail.endswith("2 dispatcher loop(s) alive: resident@worker-1:101, resident@worker-2:202")
+
+
 def test_it_reports_missing_schedules(db) -> None:
     ensure_schedules()
     assert doctor.check_schedules().ok
