@@ -1,7 +1,9 @@
 """Prometheus metrics read from the database at scrape time.
 
 A custom prometheus_client Collector rather than in-process counters: with several web workers each
-process would count only its own share, while the database holds the one truth.
+process would count only its own share, while the database holds the one truth. The view serves
+`cached_exposition()`: the database part from a short-lived per-process snapshot (health.snapshot),
+the circuit breaker's gauges live.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from prometheus_client.registry import Collector
 
 from health.models import HEALTHY, Incident, Service, overall_status
 from health.probes.base import DEGRADED, DOWN, UP
+from health.snapshot import Snapshot, cache_seconds
+from opsportal.db import close_connections
 
 log = logging.getLogger("opsportal.health.metrics")
 
@@ -26,17 +30,19 @@ class PortalCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._breaker()
+        yield from self.database_families()[0]
+
+    def database_families(self) -> tuple[list[Metric], bool]:
+        """`opsportal_database_up` and everything read from the database; True when the reads succeeded."""
         db_up = GaugeMetricFamily("opsportal_database_up", "1 when the portal's own database answered this scrape")
         try:
             metrics = list(self._from_database())
         except DatabaseError as exc:
             log.warning("/metrics: database unavailable: %s", exc.__class__.__name__)
             db_up.add_metric([], 0)
-            yield db_up
-            return
+            return [db_up], False
         db_up.add_metric([], 1)
-        yield db_up
-        yield from metrics
+        return [db_up, *metrics], True
 
     def _from_database(self) -> Iterator[Metric]:
         from health.api import STATUS_COLUMNS  # the columns the gauges and overall_status() read
@@ -144,8 +150,52 @@ class PortalCollector(Collector):
         yield escalated
 
 
+class _Families(Collector):
+    """Families built beforehand, so a part of the exposition can be rendered on its own."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+
+def _render(collector: Collector) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return generate_latest(registry)
+
+
 def exposition() -> bytes:
     """The Prometheus text exposition of the portal's state, as of now."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(PortalCollector())
-    return generate_latest(registry)
+    return _render(PortalCollector())
+
+
+def _database_part() -> tuple[bytes, bool]:
+    families, ok = PortalCollector().database_families()
+    return _render(_Families(families)), ok
+
+
+# The text format is the concatenation of its families, so the kept database part and the live breaker
+# part join into the very bytes exposition() would make. Kept only when the reads succeeded.
+database_snapshot: Snapshot[tuple[bytes, bool]] = Snapshot(
+    _database_part,
+    cache_seconds,
+    cacheable=lambda part: part[1],
+    cleanup=close_connections,  # the refresh thread's own connection
+    name="metrics",
+)
+
+
+def cached_exposition() -> bytes:
+    """exposition(), its database part from `database_snapshot` (STATUS_CACHE_SECONDS), the breaker live.
+
+    The database is checked per scrape, as /health/status does: when it is down the answer is exposition()
+    as today (`opsportal_database_up 0`), never a kept part that says it is up.
+    """
+    from opsportal.db import database_status
+
+    if cache_seconds() <= 0 or database_status()["status"] == "down":
+        return exposition()
+    body, _ = database_snapshot.get()
+    return _render(_Families(list(PortalCollector._breaker()))) + body

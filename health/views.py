@@ -8,7 +8,7 @@ from django.views.decorators.csrf import csrf_exempt
 from health import api
 from health.api import api_view, json_response
 from health.auth import metrics_readable, readable, staff_required, via
-from health.models import DOWN
+from health.snapshot import cached_status
 
 
 @api_view("GET")
@@ -25,11 +25,16 @@ def ready(request: HttpRequest) -> HttpResponse:
 @api_view("GET")
 @readable
 def status(request: HttpRequest) -> HttpResponse:
-    payload = api.status_payload()
-    code = 503 if payload["status"] == DOWN else 200
+    # The database reads come from a per-process snapshot (STATUS_CACHE_SECONDS); the database check is live.
+    answer = cached_status()
     if api.wants_health_json(request):
-        return json_response(api.health_json_payload(payload), status=code, content_type=api.HEALTH_JSON)
-    return json_response(payload, status=code)
+        return json_response(api.health_json_payload(answer.payload), status=answer.code, content_type=api.HEALTH_JSON)
+    if answer.body is None:
+        return json_response(answer.payload, status=answer.code)
+    # Already encoded (the services' part once per snapshot, not per request); the headers json_response sets.
+    response = HttpResponse(answer.body, status=answer.code, content_type="application/json")
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @api_view("GET")
@@ -73,9 +78,9 @@ def openapi(request: HttpRequest) -> HttpResponse:
 def metrics(request: HttpRequest) -> HttpResponse:
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    from health.metrics import exposition
+    from health.metrics import cached_exposition
 
-    response = HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+    response = HttpResponse(cached_exposition(), content_type=CONTENT_TYPE_LATEST)
     response["Cache-Control"] = "no-store"
     return response
 

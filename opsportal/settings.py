@@ -214,6 +214,9 @@ PROBE_MAX_BODY_BYTES = env_int("PROBE_MAX_BODY_BYTES", 1_048_576, minimum=1024)
 HEALTH_PUBLIC = env_bool("HEALTH_PUBLIC", True)
 # When set, /metrics needs `Authorization: Bearer <METRICS_TOKEN>` (or an API token / staff session).
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# Seconds a web process serves /health/status's and /metrics' database reads from its snapshot (health.snapshot);
+# the database check and circuit breaker stay live. 0: read on every request.
+STATUS_CACHE_SECONDS = env_float("STATUS_CACHE_SECONDS", 2.0, minimum=0)
 # Seconds between the dashboard's live refreshes (overview and service page).
 DASHBOARD_REFRESH_SECONDS = env_int("DASHBOARD_REFRESH_SECONDS", 10, minimum=1)
 # Service cards per overview page (problems first); counts and the banner always cover every service.

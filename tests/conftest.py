@@ -17,6 +17,14 @@ def _closed_breaker() -> Iterator[None]:
     breaker.close()
 
 
+@pytest.fixture(autouse=True)
+def _status_read_per_request(settings) -> None:
+    """/health/status and /metrics read the database per request (STATUS_CACHE_SECONDS=0): tests write rows and
+    read them back within milliseconds, and the snapshot is process-wide. tests/health/test_snapshot.py turns
+    it on; processes a test starts (tests/faults) keep the default, as a deployment would."""
+    settings.STATUS_CACHE_SECONDS = 0
+
+
 @pytest.fixture
 def http_server() -> Iterator[HttpServer]:
     server = HttpServer().start()

@@ -1,0 +1,271 @@
+"""Per-process, single-flight, stale-while-revalidate snapshots of payloads that are costly to build.
+
+`/health/status` and `/metrics` cost 70–90 ms of Python at 1,000 services; computed per request, 16
+concurrent pollers queue behind each other (p99 in seconds, docs/performance.md). A `Snapshot` computes
+such a payload at most once at a time per process and serves it for `ttl` seconds; after that the old value
+is still served while one background thread recomputes it, so under load only the very first request of a
+process (or one after an idle spell longer than the hard bound) waits for a computation.
+
+`cached_status()` composes `/health/status` from a snapshot of the database reads and the parts that
+stay live per request (the database check, its circuit breaker, the timestamp). `/metrics` does the same in
+`health.metrics.cached_exposition()`. `STATUS_CACHE_SECONDS` (default 2; 0 = per request) sets the ttl.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
+
+from opsportal.db import close_connections
+
+T = TypeVar("T")
+log = logging.getLogger("opsportal.health.snapshot")
+
+# A stale value is served for at most this many ttls; past it the data is too old to show, and the caller
+# waits for a fresh one (also what bounds how long a failing refresh can hide behind old data).
+STALE_FACTOR = 3.0
+
+
+def cache_seconds() -> float:
+    """STATUS_CACHE_SECONDS, read per call so a changed setting (tests) takes effect at once."""
+    return float(getattr(settings, "STATUS_CACHE_SECONDS", 0))
+
+
+@dataclass(frozen=True)
+class _Entry(Generic[T]):
+    value: T
+    taken_at: float  # the clock when its computation started: the data is at least this old
+
+
+class _Flight:
+    """One computation in progress; callers arriving meanwhile wait for its outcome instead of starting another."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class Snapshot(Generic[T]):
+    """`get()` returns `compute()`'s value, computed at most once at a time in this process.
+
+    - fresh (younger than `ttl`): served as it is;
+    - stale (younger than `STALE_FACTOR` × ttl): served at once, and one background thread recomputes it;
+    - missing or older: the caller computes it, and callers arriving meanwhile wait for that one result.
+
+    A computation that raises is never kept: its error goes to the callers waiting on it (a background
+    refresh only logs it and the stale value stays until the hard bound). A value `cacheable` rejects (a
+    partial read) is answered to the callers of that computation and not kept either. `ttl` <= 0 computes
+    on every call, as if there were no snapshot.
+    """
+
+    def __init__(
+        self,
+        compute: Callable[[], T],
+        ttl: float | Callable[[], float],
+        *,
+        cacheable: Callable[[T], bool] = lambda value: True,
+        cleanup: Callable[[], None] | None = None,
+        name: str = "snapshot",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._compute = compute
+        self._ttl = ttl if callable(ttl) else (lambda: float(ttl))
+        self._cacheable = cacheable
+        # Run in the background thread when its refresh ends (Django: close that thread's connections).
+        self._cleanup = cleanup
+        self.name = name
+        self._clock = clock
+        # Guards the three fields below; never held while computing, so a slow computation blocks nobody
+        # who can be served.
+        self._lock = threading.Lock()
+        self._entry: _Entry[T] | None = None
+        self._flight: _Flight | None = None
+        self._waiting = 0
+        self.computations = 0  # how many times compute ran: for tests and debugging
+
+    @property
+    def waiting(self) -> int:
+        """Callers blocked on a computation right now."""
+        with self._lock:
+            return self._waiting
+
+    def clear(self) -> None:
+        """Forget the kept value (the next call computes); a computation in flight still finishes."""
+        with self._lock:
+            self._entry = None
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait until no computation is in flight; False when one still runs after `timeout`."""
+        with self._lock:
+            flight = self._flight
+        return flight is None or flight.done.wait(timeout)
+
+    def get(self) -> T:
+        ttl = self._ttl()
+        if ttl <= 0:
+            self.computations += 1
+            return self._compute()
+        with self._lock:
+            entry = self._entry
+            age = self._clock() - entry.taken_at if entry is not None else 0.0
+            if entry is not None and age < ttl:
+                return entry.value
+            servable = entry is not None and age < ttl * STALE_FACTOR
+            flight = self._flight
+            leader = flight is None
+            if leader:
+                self._flight = flight = _Flight()
+            elif not servable:
+                self._waiting += 1
+        if servable:
+            if leader:
+                # A thread, not this caller: the refresh's cost falls on nobody's response time.
+                thread = threading.Thread(
+                    target=self._refresh, args=(flight,), name=f"snapshot-{self.name}", daemon=True
+                )
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread to be had: refresh here rather than leave the flight hanging
+                    self._run(flight)
+            return entry.value
+        if leader:
+            self._run(flight)
+        else:
+            try:
+                flight.done.wait()
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+        if flight.error is not None:
+            raise flight.error
+        return flight.value
+
+    def _run(self, flight: _Flight) -> None:
+        started = self._clock()
+        try:
+            self.computations += 1
+            value = self._compute()
+            flight.value = value
+            if self._cacheable(value):
+                with self._lock:
+                    self._entry = _Entry(value, started)
+        except BaseException as exc:  # every waiter gets it; nothing is kept
+            flight.error = exc
+        finally:
+            with self._lock:
+                self._flight = None
+            flight.done.set()
+
+    def _refresh(self, flight: _Flight) -> None:
+        try:
+            self._run(flight)
+            if flight.error is not None:
+                log.warning("snapshot %s: refresh failed, serving the previous value: %r", self.name, flight.error)
+        finally:
+            if self._cleanup is not None:
+                try:
+                    self._cleanup()
+                except Exception:  # a cleanup failure must not kill the process's only refresher thread silently
+                    log.exception("snapshot %s: cleanup after a refresh failed", self.name)
+
+
+# --- /health/status ------------------------------------------------------------------
+
+
+def _fragment(key: str, value: Any) -> str:
+    """`"key": value` exactly as JsonResponse encodes it inside an object (same encoder, same separators)."""
+    return json.dumps({key: value}, cls=DjangoJSONEncoder)[1:-1]
+
+
+@dataclass(frozen=True)
+class StatusParts:
+    """A `status_payload()` result and, pre-encoded, its database-read sections (the bulk of the body)."""
+
+    payload: dict[str, Any]
+    services_json: str
+    tail_json: str  # tunnels, incidents, recovery, scheduler: the keys after `database`, in their order
+
+
+_TAIL_KEYS = ("tunnels", "incidents", "recovery", "scheduler")
+
+
+def _status_parts() -> StatusParts:
+    from health.api import status_payload
+
+    # status_payload() itself, not a copy of its reads: one source of truth for what /health/status says.
+    # Its `database` and `timestamp` are replaced per request (cached_status); the rest is what is cached.
+    payload = status_payload()
+    return StatusParts(
+        payload=payload,
+        services_json=_fragment("services", payload["services"]),
+        tail_json=", ".join(_fragment(k, payload[k]) for k in _TAIL_KEYS),
+    )
+
+
+# A payload with `unavailable` is a partial read (a database error on the way): answered, never kept.
+status_snapshot: Snapshot[StatusParts] = Snapshot(
+    _status_parts,
+    cache_seconds,
+    cacheable=lambda parts: "unavailable" not in parts.payload,
+    cleanup=close_connections,  # the refresh thread's own connection
+    name="status",
+)
+
+
+@dataclass(frozen=True)
+class StatusAnswer:
+    """What the status view sends: the payload, its HTTP status, and (when cached) the body already encoded."""
+
+    payload: dict[str, Any]
+    code: int
+    body: bytes | None  # None: encode `payload` as today
+
+
+def cached_status() -> StatusAnswer:
+    """/health/status with the database reads from `status_snapshot` and the database check live.
+
+    With the cache off, or when the live check says the database is down, this is `status_payload()` as
+    today: a JSON 503 `down`, never kept data that claims the database is up.
+    """
+    from health.api import status_payload
+    from health.models import DOWN
+    from opsportal.db import database_status
+
+    if cache_seconds() <= 0:
+        payload = status_payload()
+        return StatusAnswer(payload, 503 if payload["status"] == DOWN else 200, None)
+    database = database_status()
+    if database["status"] == "down":
+        # Today's answer, unchanged (status_payload checks the database once more: it skips the reads).
+        payload = status_payload()
+        return StatusAnswer(payload, 503 if payload["status"] == DOWN else 200, None)
+    parts = status_snapshot.get()
+    if "unavailable" in parts.payload:
+        # Computed for this very request (never kept): today's answer as it is.
+        return StatusAnswer(parts.payload, 503 if parts.payload["status"] == DOWN else 200, None)
+    # With the services read, status_payload's overall status depends only on them and the scheduler
+    # (apply_scheduler_status(overall_status(services), scheduler)), not on the database check: the database
+    # is up here, so the kept overall status is the one status_payload would compute now from the same reads.
+    overall = parts.payload["status"]
+    timestamp = timezone.now().isoformat()
+    payload = {**parts.payload, "timestamp": timestamp, "database": database}
+    body = "{" + ", ".join(
+        (
+            _fragment("status", overall),
+            _fragment("timestamp", timestamp),
+            parts.services_json,
+            _fragment("database", database),
+            parts.tail_json,
+        )
+    )
+    return StatusAnswer(payload, 503 if overall == DOWN else 200, (body + "}").encode())
