@@ -1,5 +1,6 @@
 """Maintenance windows: while one is open a service is `paused` — probed and stored, but no incident,
-no notification and no auto-recovery (Service.is_paused covers all three).
+no notification and no auto-recovery (Service.is_paused covers all three). Its results are flagged
+`ProbeResult.maintenance` as they are written and left out of uptime (health.rollups.tallies).
 
 A window is one-off (`starts_at` … `ends_at`) or recurring, either a cron expression or weekdays +
 `start_time`, lasting `duration` minutes, read in the window's own time zone (zoneinfo). Recurring

@@ -220,6 +220,9 @@ class ProbeResult(models.Model):
     status = models.CharField(max_length=16, choices=[(UP, UP), (DEGRADED, DEGRADED), (DOWN, DOWN)])
     latency_ms = models.FloatField(null=True, blank=True)
     detail = models.CharField(max_length=500, blank=True)
+    # Taken while the service was paused (a maintenance window, Pause, or disabled): stored, not counted in
+    # uptime. Decided when the result is written, as incidents are (health.rollups, docs/architecture.md).
+    maintenance = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["-checked_at"]
@@ -573,6 +576,11 @@ class HourlyRollup(models.Model):
     up = models.PositiveIntegerField(default=0)
     degraded = models.PositiveIntegerField(default=0)
     down = models.PositiveIntegerField(default=0)
+    # How many of the results above were taken in maintenance (ProbeResult.maintenance), in all and of them
+    # degraded and down: uptime and the uptime bar leave them out; up/degraded/down still say what was seen.
+    maintenance = models.PositiveIntegerField(default=0, db_default=0)
+    maintenance_degraded = models.PositiveIntegerField(default=0, db_default=0)
+    maintenance_down = models.PositiveIntegerField(default=0, db_default=0)
     latency_min = models.FloatField(null=True, blank=True)
     latency_p50 = models.FloatField(null=True, blank=True)
     latency_p95 = models.FloatField(null=True, blank=True)

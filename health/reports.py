@@ -17,14 +17,17 @@ from django.db.models import Avg, Count, F, Q, Window
 from django.db.models.functions import RowNumber, TruncHour, TruncMinute
 from django.utils import timezone
 
-from health.models import UNKNOWN, Incident, ProbeResult, Service, overall_status
+from health.models import UNKNOWN, HourlyRollup, Incident, ProbeResult, Service, overall_status
 from health.probes.base import DEGRADED, DOWN, UP
+from health.rollups import Tally, nearest_rank, rolled_until, tallies
 
 UTC = dt.UTC
 BAR_SEGMENTS = 90
 SPARK_HOURS = 24
 UPTIME_WINDOWS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30)}
 STATES = (UP, DEGRADED, DOWN, "paused", UNKNOWN)
+# The uptime bar's state for an hour (mostly) in maintenance: see uptime_bar().
+MAINTENANCE = "maintenance"
 
 
 class _NativeSqliteTrunc:
@@ -80,12 +83,14 @@ DEFAULT_RANGE = "24h"
 
 @dataclass
 class Segment:
-    """One bar segment: its start, the worst state seen in it (or "none") and the probe count."""
+    """One bar segment: its start, its state (see uptime_bar), the probe count, the failures that
+    counted, and how many of the probes were taken in maintenance (not counted)."""
 
     start: dt.datetime
     state: str
     total: int = 0
     bad: int = 0
+    maintenance: int = 0
 
 
 @dataclass
@@ -94,6 +99,8 @@ class Card:
     uptime: dict[str, float | None]
     bar: list[Segment]
     spark: list[float | None]
+    # Per uptime window: how many results were taken in maintenance and left out of the figure.
+    excluded: dict[str, int] = field(default_factory=dict)
 
     @property
     def state(self) -> str:
@@ -140,31 +147,36 @@ def _hour(when: dt.datetime) -> dt.datetime:
     return when.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def uptime(service_ids: list[int], now: dt.datetime) -> dict[int, dict[str, float | None]]:
-    """Uptime % per service over 24 h / 7 d / 30 d: `health.rollups.uptime` (hourly rollups where raw
-    results were pruned, aggregate SQL over raw rows for the rest), a few queries for all services.
-
-    Only probed time counts: an hour without results (the portal was not running) is neither
-    up nor down, so monitor downtime never turns into uptime. `degraded` answered, so it is up.
-    """
-    from health import rollups  # it imports this module
-
-    out: dict[int, dict[str, float | None]] = {sid: {} for sid in service_ids}
+def uptime_tallies(service_ids: list[int], now: dt.datetime) -> dict[int, dict[str, Tally]]:
+    """What the uptime over 24 h / 7 d / 30 d is made of, per service: `health.rollups.tallies`
+    (hourly rollups where raw results were pruned, aggregate SQL over raw rows for the rest), two
+    queries a window for all services."""
+    out: dict[int, dict[str, Tally]] = {sid: {} for sid in service_ids}
     for key, span in UPTIME_WINDOWS.items():
-        for sid, value in rollups.uptime(service_ids, now - span, now + dt.timedelta(microseconds=1)).items():
-            out[sid][key] = value
+        for sid, tally in tallies(service_ids, now - span, now + dt.timedelta(microseconds=1)).items():
+            out[sid][key] = tally
     return out
 
 
-def hourly(service_ids: list[int], now: dt.datetime, hours: int = BAR_SEGMENTS) -> dict[int, dict[dt.datetime, dict]]:
-    """Per service and hour (UTC) over the last `hours`: probe counts by state and a latency.
+def uptime(service_ids: list[int], now: dt.datetime) -> dict[int, dict[str, float | None]]:
+    """Uptime % per service over 24 h / 7 d / 30 d.
 
-    One `TruncHour` aggregate over raw rows for all services; hours whose raw rows were already
-    pruned come from their `HourlyRollup` rows (latency: the hour's p50, as the mean is not kept).
+    Only probed time counts: an hour without results (the portal was not running) is neither
+    up nor down, so monitor downtime never turns into uptime. `degraded` answered, so it is up.
+    Results taken in maintenance (a window, or paused) do not count either way, as in Uptime Kuma
+    and Statuspage: a service down only during its window shows 100 %.
     """
-    from health.models import HourlyRollup
-    from health.rollups import rolled_until
+    return {sid: {k: t.uptime for k, t in windows.items()} for sid, windows in uptime_tallies(service_ids, now).items()}
 
+
+def hourly(service_ids: list[int], now: dt.datetime, hours: int = BAR_SEGMENTS) -> dict[int, dict[dt.datetime, dict]]:
+    """Per service and hour (UTC) over the last `hours`: probe counts and a latency.
+
+    `total` is every result, `maintenance` those taken in maintenance, `down` and `degraded` those
+    outside it (the ones that count). One `TruncHour` aggregate over raw rows for all services; hours
+    whose raw rows were already pruned come from their `HourlyRollup` rows (latency: the hour's p50,
+    as the mean is not kept).
+    """
     start = _hour(now) - dt.timedelta(hours=hours - 1)
     out: dict[int, dict[dt.datetime, dict]] = {sid: {} for sid in service_ids}
     split = rolled_until()
@@ -172,8 +184,15 @@ def hourly(service_ids: list[int], now: dt.datetime, hours: int = BAR_SEGMENTS) 
     if split is not None and split > start:
         raw_start = split
         stored = HourlyRollup.objects.filter(service_id__in=service_ids, hour__gte=start, hour__lt=split)
-        for r in stored.values("service_id", "hour", "count", "down", "degraded", "latency_p50"):
-            row = {"total": r["count"], "down": r["down"], "degraded": r["degraded"], "latency": r["latency_p50"]}
+        columns = ("count", "down", "degraded", "maintenance", "maintenance_down", "maintenance_degraded")
+        for r in stored.values("service_id", "hour", "latency_p50", *columns):
+            row = {
+                "total": r["count"],
+                "down": r["down"] - r["maintenance_down"],
+                "degraded": r["degraded"] - r["maintenance_degraded"],
+                "maintenance": r["maintenance"],
+                "latency": r["latency_p50"],
+            }
             out[r["service_id"]][_hour(r["hour"])] = row
     rows = (
         ProbeResult.objects.filter(service_id__in=service_ids, checked_at__gte=raw_start)
@@ -181,8 +200,9 @@ def hourly(service_ids: list[int], now: dt.datetime, hours: int = BAR_SEGMENTS) 
         .values("service_id", "bucket")
         .annotate(
             total=Count("id"),
-            down=Count("id", filter=Q(status=DOWN)),
-            degraded=Count("id", filter=Q(status=DEGRADED)),
+            down=Count("id", filter=Q(status=DOWN, maintenance=False)),
+            degraded=Count("id", filter=Q(status=DEGRADED, maintenance=False)),
+            maintenance=Count("id", filter=Q(maintenance=True)),
             latency=Avg("latency_ms"),
         )
         .order_by()
@@ -193,7 +213,12 @@ def hourly(service_ids: list[int], now: dt.datetime, hours: int = BAR_SEGMENTS) 
 
 
 def uptime_bar(buckets: dict[dt.datetime, dict], now: dt.datetime, segments: int = BAR_SEGMENTS) -> list[Segment]:
-    """90 hourly segments, oldest first, each coloured by the worst state seen; "none" where no data."""
+    """90 hourly segments, oldest first; "none" where no data.
+
+    A segment shows the worst state among the results that count toward uptime; an hour at least
+    half of whose results were taken in maintenance shows "maintenance" instead, unless a result
+    that counted was down (an outage outside the window stays visible: the bar agrees with the figure).
+    """
     first = _hour(now) - dt.timedelta(hours=segments - 1)
     bar = []
     for i in range(segments):
@@ -202,8 +227,12 @@ def uptime_bar(buckets: dict[dt.datetime, dict], now: dt.datetime, segments: int
         if not row or not row["total"]:
             bar.append(Segment(start, "none"))
             continue
-        state = DOWN if row["down"] else DEGRADED if row["degraded"] else UP
-        bar.append(Segment(start, state, row["total"], row["down"]))
+        total, maint = row["total"], row.get("maintenance") or 0
+        if maint and maint * 2 >= total and not row["down"]:
+            state = MAINTENANCE
+        else:
+            state = DOWN if row["down"] else DEGRADED if row["degraded"] else UP
+        bar.append(Segment(start, state, total, row["down"], maint))
     return bar
 
 
@@ -222,9 +251,18 @@ def cards(services: list[Service], now: dt.datetime) -> list[Card]:
     ids = [s.pk for s in services]
     if not ids:
         return []
-    ups = uptime(ids, now)
+    ups = uptime_tallies(ids, now)
     hours = hourly(ids, now)
-    return [Card(s, ups[s.pk], uptime_bar(hours[s.pk], now), sparkline(hours[s.pk], now)) for s in services]
+    return [
+        Card(
+            s,
+            {k: t.uptime for k, t in ups[s.pk].items()},
+            uptime_bar(hours[s.pk], now),
+            sparkline(hours[s.pk], now),
+            {k: t.maintenance for k, t in ups[s.pk].items()},
+        )
+        for s in services
+    ]
 
 
 def state_counts(services: list[Service]) -> dict[str, int]:
@@ -290,9 +328,6 @@ def latency_series(service: Service, range_key: str, now: dt.datetime | None = N
     returns only the two ranked rows of each bucket, so the answer is bounded by the bucket
     count, not by the number of results.
     """
-    from health.models import HourlyRollup
-    from health.rollups import rolled_until
-
     rng = RANGES[range_key]
     now = now or timezone.now()
     first = rng.floor(now - rng.span) + rng.step
@@ -325,9 +360,9 @@ def latency_series(service: Service, range_key: str, now: dt.datetime | None = N
     for bucket, rank, size, latency in ranked:
         key = rng.floor(bucket)
         counts[key] = size
-        if rank == _nearest_rank(size, 0.5):
+        if rank == nearest_rank(size, 0.5):
             p50[key] = latency
-        if rank == _nearest_rank(size, 0.95):
+        if rank == nearest_rank(size, 0.95):
             p95[key] = latency
     points = []
     start = first
@@ -335,10 +370,6 @@ def latency_series(service: Service, range_key: str, now: dt.datetime | None = N
         points.append(LatencyPoint(start, p50.get(start), p95.get(start), counts.get(start, 0)))
         start += rng.step
     return points
-
-
-def _nearest_rank(size: int, p: float) -> int:
-    return (size * round(p * 100) + 99) // 100
 
 
 # --- the service page -------------------------------------------------------------------------

@@ -9,6 +9,11 @@ Running it twice changes nothing the second time.
 
 `uptime()` reads rollups for the hours that have them and raw rows for the rest, so a 30-day
 figure stays right on a database that holds one week of raw rows.
+
+Maintenance: a result taken while its service was paused (a maintenance window, Pause) carries
+`ProbeResult.maintenance`, set by the runner when it is written, and a rollup counts those results
+(`maintenance`, of them `maintenance_degraded`/`maintenance_down`). Uptime leaves them out on both
+paths, so the raw and the rolled-up figures agree however a window was defined or later edited.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ from django.utils import timezone
 
 from health.models import HourlyRollup, ProbeResult
 from health.probes.base import DEGRADED, UP
-from health.reports import _nearest_rank
 
 log = logging.getLogger("opsportal.health")
 UTC = dt.UTC
@@ -34,6 +38,13 @@ HOUR = dt.timedelta(hours=1)
 # How long after an hour ends before it is rolled up: late results (a slow round) land first.
 # Results replayed from the outage spool later than that invalidate their hour (see invalidate()).
 ROLLUP_DELAY = dt.timedelta(hours=1)
+
+
+def nearest_rank(size: int, p: float) -> int:
+    """The 1-based rank of the p-th percentile of `size` sorted values, by the nearest-rank method:
+    ceil(size * p) in integer arithmetic, so Python, SQLite and PostgreSQL agree exactly. The one
+    definition, used by the rollups and the latency charts (health.reports)."""
+    return (size * round(p * 100) + 99) // 100
 
 
 def floor_hour(when: dt.datetime) -> dt.datetime:
@@ -55,18 +66,24 @@ class _Hour:
     up: int = 0
     degraded: int = 0
     down: int = 0
+    maintenance: int = 0
+    maintenance_degraded: int = 0
+    maintenance_down: int = 0
 
     def __post_init__(self) -> None:
         self.latencies: list[float] = []
 
-    def add(self, status: str, latency: float | None) -> None:
+    def add(self, status: str, latency: float | None, maintenance: bool = False) -> None:
         self.count += 1
         if status == UP:
             self.up += 1
         elif status == DEGRADED:
             self.degraded += 1
+            self.maintenance_degraded += maintenance
         else:
             self.down += 1
+            self.maintenance_down += maintenance
+        self.maintenance += maintenance
         if latency is not None:
             self.latencies.append(latency)
 
@@ -80,9 +97,12 @@ class _Hour:
             up=self.up,
             degraded=self.degraded,
             down=self.down,
+            maintenance=self.maintenance,
+            maintenance_degraded=self.maintenance_degraded,
+            maintenance_down=self.maintenance_down,
             latency_min=values[0] if n else None,
-            latency_p50=values[_nearest_rank(n, 0.5) - 1] if n else None,
-            latency_p95=values[_nearest_rank(n, 0.95) - 1] if n else None,
+            latency_p50=values[nearest_rank(n, 0.5) - 1] if n else None,
+            latency_p95=values[nearest_rank(n, 0.95) - 1] if n else None,
             latency_max=values[-1] if n else None,
         )
 
@@ -93,9 +113,9 @@ def build_rollups(start: dt.datetime, end: dt.datetime, service_id: int | None =
     rows = ProbeResult.objects.filter(checked_at__gte=start, checked_at__lt=end)
     if service_id is not None:
         rows = rows.filter(service_id=service_id)
-    rows = rows.order_by().values_list("service_id", "checked_at", "status", "latency_ms")
-    for service_id, checked_at, status, latency in rows.iterator(chunk_size=5000):
-        hours[(service_id, floor_hour(checked_at))].add(status, latency)
+    rows = rows.order_by().values_list("service_id", "checked_at", "status", "latency_ms", "maintenance")
+    for service_id, checked_at, status, latency, maintenance in rows.iterator(chunk_size=5000):
+        hours[(service_id, floor_hour(checked_at))].add(status, latency, maintenance)
     return [h.row(sid, hour) for (sid, hour), h in sorted(hours.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
 
 
@@ -199,14 +219,38 @@ def rolled_until() -> dt.datetime | None:
     return last + HOUR if last else None
 
 
-def counts(service_ids: Iterable[int], start: dt.datetime, end: dt.datetime) -> dict[int, tuple[int, int]]:
-    """(ok, total) per service over [start, end): ok is up or degraded (it answered), as reports.uptime.
+@dataclass(frozen=True)
+class Tally:
+    """A service's results over a range, as uptime counts them.
+
+    `counted` results were taken outside maintenance, `ok` of them answered (up or degraded);
+    `maintenance` results were taken while the service was paused and are left out.
+    """
+
+    ok: int = 0
+    counted: int = 0
+    maintenance: int = 0
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(self.ok + other.ok, self.counted + other.counted, self.maintenance + other.maintenance)
+
+    @property
+    def uptime(self) -> float | None:
+        """Uptime %, None when nothing counted (never probed, or only in maintenance)."""
+        return 100.0 * self.ok / self.counted if self.counted else None
+
+
+_OK = (UP, DEGRADED)
+
+
+def tallies(service_ids: Iterable[int], start: dt.datetime, end: dt.datetime) -> dict[int, Tally]:
+    """A Tally per service over [start, end). Two queries, whatever the number of services.
 
     The part before `rolled_until()` comes from rollups, whole hours (an hour counts when it starts
-    inside the range); the rest from raw rows. Two queries.
+    inside the range); the rest from raw rows. Results taken in maintenance are counted apart on both.
     """
     ids = list(service_ids)
-    out = {sid: (0, 0) for sid in ids}
+    out = {sid: Tally() for sid in ids}
     split = rolled_until()
     raw_start = start
     if split is not None and start < split:
@@ -214,27 +258,45 @@ def counts(service_ids: Iterable[int], start: dt.datetime, end: dt.datetime) -> 
         rows = (
             HourlyRollup.objects.filter(service_id__in=ids, hour__gte=floor_hour(start), hour__lt=min(split, end))
             .values("service_id")
-            .annotate(ok=Sum("up") + Sum("degraded"), n=Sum("count"))
+            .annotate(
+                n=Sum("count"),
+                answered=Sum("up") + Sum("degraded"),
+                m=Sum("maintenance"),
+                m_down=Sum("maintenance_down"),
+            )
             .order_by()
         )
         for row in rows:
-            out[row["service_id"]] = (row["ok"] or 0, row["n"] or 0)
+            n, m, m_down = row["n"] or 0, row["m"] or 0, row["m_down"] or 0
+            # Of the results in maintenance, those not down answered: take them out of `ok` too.
+            ok = (row["answered"] or 0) - (m - m_down)
+            out[row["service_id"]] += Tally(ok, n - m, m)
     if raw_start < end:
+        counted = Q(maintenance=False)
         rows = (
             ProbeResult.objects.filter(service_id__in=ids, checked_at__gte=raw_start, checked_at__lt=end)
             .values("service_id")
-            .annotate(n=Count("id"), ok=Count("id", filter=Q(status__in=(UP, DEGRADED))))
+            .annotate(
+                n=Count("id", filter=counted),
+                ok=Count("id", filter=counted & Q(status__in=_OK)),
+                m=Count("id", filter=Q(maintenance=True)),
+            )
             .order_by()
         )
         for row in rows:
-            ok, n = out[row["service_id"]]
-            out[row["service_id"]] = (ok + row["ok"], n + row["n"])
+            out[row["service_id"]] += Tally(row["ok"], row["n"], row["m"])
     return out
 
 
+def counts(service_ids: Iterable[int], start: dt.datetime, end: dt.datetime) -> dict[int, tuple[int, int]]:
+    """(ok, total) per service over [start, end) of the results that count (taken outside maintenance);
+    ok is up or degraded (it answered). See tallies()."""
+    return {sid: (t.ok, t.counted) for sid, t in tallies(service_ids, start, end).items()}
+
+
 def uptime(service_ids: Iterable[int], start: dt.datetime, end: dt.datetime) -> dict[int, float | None]:
-    """Uptime % per service over [start, end), None where nothing was probed."""
-    return {sid: (100.0 * ok / n if n else None) for sid, (ok, n) in counts(service_ids, start, end).items()}
+    """Uptime % per service over [start, end), None where nothing counted (see Tally.uptime)."""
+    return {sid: t.uptime for sid, t in tallies(service_ids, start, end).items()}
 
 
 def hourly(service_id: int, start: dt.datetime, end: dt.datetime) -> list[HourlyRollup]:

@@ -149,6 +149,7 @@ def record(services: list[Service], outcomes: dict[str, ProbeOutcome], now: date
                 status=outcome.status,
                 latency_ms=outcome.latency_ms,
                 detail=outcome.detail,
+                maintenance=service.is_paused,  # not counted in uptime (health.rollups)
             )
         )
         t = service.apply_outcome(outcome, now)

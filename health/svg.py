@@ -16,8 +16,11 @@ from django.utils.safestring import SafeString, mark_safe
 from health.reports import LatencyPoint, Segment
 
 # Segment height as a share of the bar: state readable without colour.
-_HEIGHTS = {"down": 1.0, "degraded": 0.75, "up": 0.55, "none": 0.3}
-_LABELS = {"down": "down", "degraded": "degraded", "up": "up", "none": "no data"}
+_HEIGHTS = {"down": 1.0, "degraded": 0.75, "up": 0.55, "maintenance": 0.42, "none": 0.3}
+_LABELS = {"down": "down", "degraded": "degraded", "up": "up", "maintenance": "maintenance", "none": "no data"}
+# A colour of its own as a presentation attribute: a stylesheet rule for `.seg-maintenance` overrides it.
+# Blue as Uptime Kuma and Statuspage show maintenance; 3:1 or more against light and dark cards.
+_FILLS = {"maintenance": "#3b82f6"}
 
 
 def _runs(points: Sequence[tuple[float, float | None]]) -> list[list[tuple[float, float]]]:
@@ -63,7 +66,8 @@ def sparkline(values: Sequence[float | None], *, width: int = 120, height: int =
 
 
 def uptime_bar(segments: Sequence[Segment], *, height: int = 24, label: str = "uptime") -> SafeString:
-    """One rect per segment (oldest left), its class and height set by the worst state in it."""
+    """One rect per segment (oldest left), its class and height set by its state (health.reports.uptime_bar:
+    the worst state that counted, or "maintenance"); each has a tooltip, the whole an hours-per-state label."""
     n = max(len(segments), 1)
     gap = 1
     width = n * 4
@@ -72,9 +76,16 @@ def uptime_bar(segments: Sequence[Segment], *, height: int = 24, label: str = "u
         h = height * _HEIGHTS.get(seg.state, 0.3)
         title = f"{seg.start:%Y-%m-%d %H:%M} UTC: {_LABELS.get(seg.state, seg.state)}"
         if seg.total:
-            title += f" ({seg.total} probes, {seg.bad} failed)"
+            if seg.maintenance:
+                title += (
+                    f" ({seg.total} probes, {seg.maintenance} in maintenance: not counted in uptime; "
+                    f"{seg.bad} failed outside it)"
+                )
+            else:
+                title += f" ({seg.total} probes, {seg.bad} failed)"
+        fill = f' fill="{_FILLS[seg.state]}"' if seg.state in _FILLS else ""
         rects.append(
-            f'<rect class="seg seg-{escape(seg.state)}" x="{i * 4}" y="{height - h:.1f}" width="{4 - gap}" '
+            f'<rect class="seg seg-{escape(seg.state)}"{fill} x="{i * 4}" y="{height - h:.1f}" width="{4 - gap}" '
             f'height="{h:.1f}"><title>{escape(title)}</title></rect>'
         )
     counts = {s: sum(1 for seg in segments if seg.state == s) for s in _HEIGHTS}

@@ -161,3 +161,26 @@ def test_it_shows_the_build_in_the_footer(staff_client, monkeypatch):
     body = staff_client.get("/").content.decode()
     assert '<code title="0123456789abcdef">0123456789</code>' in body
     assert "2026-11-28T12:00:00Z" in body
+
+
+def test_it_shows_maintenance_hours_in_the_bar_and_leaves_them_out_of_uptime(staff_client):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from health.models import ProbeResult
+
+    svc = make_service("resting")
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=2)
+    ProbeResult.objects.bulk_create(
+        [
+            ProbeResult(service=svc, checked_at=hour + dt.timedelta(minutes=m), status="down", maintenance=True)
+            for m in (5, 25, 45)
+        ]
+        + [ProbeResult(service=svc, checked_at=hour + dt.timedelta(hours=1, minutes=5), status="up", latency_ms=4.0)]
+    )
+    for page in (staff_client.get("/"), staff_client.get("/services/resting/")):
+        body = page.content.decode()
+        assert body.count('class="seg seg-maintenance"') == 1
+        assert "3 in maintenance: not counted in uptime" in body
+        assert body.count("<dd>100.00%</dd>") == 3 and "<dd>0.00%</dd>" not in body

@@ -124,6 +124,23 @@ def test_it_draws_charts_with_text_alternatives_and_gaps():
     assert "no data in this range" in empty
 
 
+def test_it_draws_maintenance_hours_in_a_colour_and_height_of_their_own():
+    bar = svg.uptime_bar(
+        [
+            reports.Segment(NOW, "maintenance", 6, 0, 6),
+            reports.Segment(NOW, "up", 6, 0, 2),
+            reports.Segment(NOW, "up", 6, 0),
+        ],
+        label="api",
+    )
+    assert bar.count('class="seg seg-maintenance" fill="#3b82f6"') == 1
+    assert 'height="10.1"' in bar  # 0.42 of 24: between "no data" (0.3) and "up" (0.55)
+    assert "maintenance (6 probes, 6 in maintenance: not counted in uptime; 0 failed outside it)" in bar
+    assert "up (6 probes, 2 in maintenance: not counted in uptime; 0 failed outside it)" in bar
+    assert "up (6 probes, 0 failed)" in bar
+    assert 'aria-label="api: 2 h up, 1 h maintenance"' in bar
+
+
 def test_it_escapes_text_in_svg():
     assert "<script>" not in svg.sparkline([1.0], label="<script>")
     assert timezone.is_aware(NOW)
