@@ -11,6 +11,11 @@ client, at 1,000 services and again with 500 more, to show whether they are cons
     python bench/api.py                              # 1,000 services, 2,000,000 results
     python bench/api.py --rows 10000000              # the issue's full size
     python bench/api.py --duration 20 --connections 32
+    python bench/api.py --status-cache 0,2           # /health/status and /metrics with STATUS_CACHE_SECONDS 0 and 2
+
+With --status-cache, one gunicorn per value runs side by side (the same database, the same run) and the
+status and metrics endpoints are measured against each in turn, alternating, so both figures see the
+same outside load; other endpoints are measured once, on the first value's server.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 ENDPOINTS = ["/health/live", "/health/status", "/metrics", "/"]
+# What STATUS_CACHE_SECONDS changes (health.snapshot).
+CACHED = {"/health/status", "/metrics"}
 
 
 def free_port() -> int:
@@ -131,6 +138,55 @@ def wrk(url: str, duration: int, connections: int, threads: int, cookie: str = "
     return {"rps": rps, "p50": pct("50"), "p99": pct("99"), "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
+def start_gunicorn(env: dict[str, str], cookie: str, label: str) -> tuple[subprocess.Popen, str]:
+    """gunicorn with 2 workers (gunicorn.conf.py's threads), answering and warmed; returns it and its base URL."""
+    port = free_port()
+    log = open(f"/tmp/bench-api-gunicorn-{port}.log", "w")  # noqa: SIM115 — closed with the process
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "opsportal.wsgi",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            # No worker recycling mid-measurement (gunicorn.conf.py recycles every ~2,000 requests).
+            "--max-requests",
+            "0",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the workers answer once Django is imported, not when the port opens
+        try:
+            with urllib.request.urlopen(base + "/health/live", timeout=2) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+    for path in ["/bench/bare", *ENDPOINTS] * 2:  # warm both workers (imports, connections, templates, snapshots)
+        request = urllib.request.Request(base + path, headers={"Cookie": cookie})
+        with contextlib.suppress(urllib.error.HTTPError), urllib.request.urlopen(request, timeout=300):
+            pass
+    print(f"# server {label}: {base} (log /tmp/bench-api-gunicorn-{port}.log)")
+    return proc, base
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(40)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--services", type=int, default=1000)
@@ -144,7 +200,14 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="use the kept database as it is (no re-generation)")
     parser.add_argument("--endpoints", default=",".join(ENDPOINTS), help="comma-separated paths to measure")
     parser.add_argument("--repeat", type=int, default=1, help="alternate bare/endpoint runs; medians reported")
+    parser.add_argument(
+        "--status-cache",
+        default="",
+        help="comma-separated STATUS_CACHE_SECONDS values (e.g. 0,2): /health/status and /metrics under each, "
+        "side by side in this run (default: the environment's setting, one server)",
+    )
     args = parser.parse_args()
+    cache_values = [v.strip() for v in args.status_cache.split(",") if v.strip()] or [None]
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install -y wrk")
 
@@ -165,16 +228,19 @@ def main() -> None:
         "STATIC_MANIFEST": "false",
     }
     os.environ.update(env)
-    gunicorn = None
+    servers: list[subprocess.Popen] = []
     try:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from _django import setup
 
         db = setup("api")
+        from django.conf import settings
         from django.contrib.auth import get_user_model
 
         from health.models import ProbeResult, Service
 
+        # In-process query counts are of the computation itself, not of a snapshot read.
+        settings.STATUS_CACHE_SECONDS = 0
         took = 0.0 if args.reuse else generate(args.services, args.rows)
         total = ProbeResult.objects.count()
         user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
@@ -191,75 +257,51 @@ def main() -> None:
         client.force_login(user)
         cookie = f"sessionid={client.cookies['sessionid'].value}"
 
-        port = free_port()
-        log = open(f"/tmp/bench-api-gunicorn-{port}.log", "w")  # noqa: SIM115 — closed with the process
-        gunicorn = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "opsportal.wsgi",
-                "-w",
-                "2",
-                "-b",
-                f"127.0.0.1:{port}",
-                # No worker recycling mid-measurement (gunicorn.conf.py recycles every ~2,000 requests).
-                "--max-requests",
-                "0",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # the workers answer once Django is imported, not when the port opens
-            try:
-                with urllib.request.urlopen(base + "/health/live", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.3)
-        for path in ["/bench/bare", *ENDPOINTS] * 2:  # warm both workers (imports, connections, templates)
-            request = urllib.request.Request(base + path, headers={"Cookie": cookie})
-            with contextlib.suppress(urllib.error.HTTPError), urllib.request.urlopen(request, timeout=300):
-                pass
+        bases: dict[str | None, str] = {}
+        for value in cache_values:
+            server_env = env if value is None else {**env, "STATUS_CACHE_SECONDS": value}
+            label = "environment default" if value is None else f"STATUS_CACHE_SECONDS={value}"
+            proc, bases[value] = start_gunicorn(server_env, cookie, label)
+            servers.append(proc)
 
         print(f"# API benchmark — {db}; {args.services} services, {total:,} ProbeResult rows (made in {took:.0f} s)")
         print(
             f"# gunicorn -w 2 (4 threads each, gunicorn.conf.py); wrk -t{args.threads} -c{args.connections} "
-            f"-d{args.duration}s, no worker recycling; load average before: {os.getloadavg()[0]:.1f}\n"
+            f"-d{args.duration}s, no worker recycling, --repeat {args.repeat}; "
+            f"load average before: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}\n"
         )
         print(
-            "| endpoint | req/s | p50 (ms) | p99 (ms) | bare req/s | bare p50 | bare p99 | vs bare | "
-            f"queries ({args.services} / {args.services + 500} services) | non-2xx |"
+            "| endpoint | STATUS_CACHE_SECONDS | req/s | p50 (ms) | p99 (ms) | bare req/s | bare p50 | bare p99 | "
+            f"vs bare | queries ({args.services} / {args.services + 500} services, computed) | non-2xx |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for path in args.endpoints.split(","):
             # The overview renders a card per service (seconds each at 1,000): fewer connections, longer run.
             conns, secs = (2, args.duration * 3) if path == "/" else (args.connections, args.duration)
-            bares, subs = [], []
-            for _ in range(args.repeat):  # alternating, so a burst of outside load hits both sides alike
-                bares.append(wrk(base + "/bench/bare", secs, conns, min(args.threads, conns), cookie))
-                subs.append(wrk(base + path, secs, conns, min(args.threads, conns), cookie))
-            bare = {k: statistics.median(r[k] for r in bares) for k in bares[0]}
-            sub = {k: statistics.median(r[k] for r in subs) for k in subs[0]}
-            print(
-                f"| `{path}` (-c{conns} -d{secs}s) | {sub['rps']:.0f} | {sub['p50']:.1f} | {sub['p99']:.1f} | "
-                f"{bare['rps']:.0f} | "
-                f"{bare['p50']:.1f} | {bare['p99']:.1f} | {sub['rps'] / bare['rps']:.2f}x | "
-                f"{counts[path]} / {counts_more[path]} | {sub['non2xx']} |",
-                flush=True,
-            )
+            values = cache_values if path in CACHED else cache_values[:1]
+            bares: dict[str | None, list] = {v: [] for v in values}
+            subs: dict[str | None, list] = {v: [] for v in values}
+            for _ in range(args.repeat):  # alternating, so a burst of outside load hits every side alike
+                for v in values:
+                    bares[v].append(wrk(bases[v] + "/bench/bare", secs, conns, min(args.threads, conns), cookie))
+                    subs[v].append(wrk(bases[v] + path, secs, conns, min(args.threads, conns), cookie))
+            for v in values:
+                bare = {k: statistics.median(r[k] for r in bares[v]) for k in bares[v][0]}
+                sub = {k: statistics.median(r[k] for r in subs[v]) for k in subs[v][0]}
+                shown = "env" if v is None else v
+                if path not in CACHED:
+                    shown = "—"
+                print(
+                    f"| `{path}` (-c{conns} -d{secs}s) | {shown} | {sub['rps']:.0f} | {sub['p50']:.1f} | "
+                    f"{sub['p99']:.1f} | {bare['rps']:.0f} | "
+                    f"{bare['p50']:.1f} | {bare['p99']:.1f} | {sub['rps'] / bare['rps']:.2f}x | "
+                    f"{counts[path]} / {counts_more[path]} | {sub['non2xx']} |",
+                    flush=True,
+                )
+        print(f"# load average after: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
-        if gunicorn is not None:
-            gunicorn.terminate()
-            try:
-                gunicorn.wait(40)
-            except subprocess.TimeoutExpired:
-                gunicorn.kill()
-                gunicorn.wait(10)
+        for proc in servers:
+            stop(proc)
         from django.db import connections
 
         connections.close_all()
