@@ -45,8 +45,8 @@ class ServiceAdmin(admin.ModelAdmin):
 
 @admin.register(ProbeResult)
 class ProbeResultAdmin(admin.ModelAdmin):
-    list_display = ("service", "checked_at", "status", "latency_ms", "detail")
-    list_filter = ("status", "service")
+    list_display = ("service", "checked_at", "status", "maintenance", "latency_ms", "detail")
+    list_filter = ("status", "maintenance", "service")
     search_fields = ("service__name", "detail")
     date_hierarchy = "checked_at"
     list_select_related = ("service",)
@@ -166,7 +166,7 @@ class MaintenanceWindowAdmin(admin.ModelAdmin):
 
 @admin.register(HourlyRollup)
 class HourlyRollupAdmin(admin.ModelAdmin):
-    list_display = ("service", "hour", "count", "up", "degraded", "down", "latency_p50", "latency_p95")
+    list_display = ("service", "hour", "count", "up", "degraded", "down", "maintenance", "latency_p50", "latency_p95")
     list_filter = ("service",)
     date_hierarchy = "hour"
     list_select_related = ("service",)

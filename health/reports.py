@@ -107,8 +107,9 @@ class Card:
         return "paused" if self.service.is_paused else self.service.status
 
     @property
-    def uptime_rows(self) -> list[tuple[str, float | None]]:
-        return list(self.uptime.items())
+    def uptime_rows(self) -> list[tuple[str, float | None, int]]:
+        """(window, uptime %, results left out as maintenance) for the card's uptime list."""
+        return [(key, value, self.excluded.get(key, 0)) for key, value in self.uptime.items()]
 
     @property
     def bar_svg(self) -> str:

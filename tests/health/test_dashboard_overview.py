@@ -183,4 +183,5 @@ def test_it_shows_maintenance_hours_in_the_bar_and_leaves_them_out_of_uptime(sta
         body = page.content.decode()
         assert body.count('class="seg seg-maintenance"') == 1
         assert "3 in maintenance: not counted in uptime" in body
-        assert body.count("<dd>100.00%</dd>") == 3 and "<dd>0.00%</dd>" not in body
+        assert body.count("<dd>100.00% <small") == 3 and "0.00%" not in body.replace("100.00%", "")
+        assert body.count('title="3 results taken in maintenance, not counted">excl. maintenance</small>') == 3
