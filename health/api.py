@@ -390,6 +390,36 @@ def incidents_payload(status: str | None, service: str | None, limit: int, offse
     return {"incidents": [incident_dict(i) for i in rows[offset : offset + limit]], "limit": limit, "offset": offset}
 
 
+def uptime_payload(service: str | None) -> dict[str, Any]:
+    """GET /health/uptime: per service and window (24h, 7d, 30d) the uptime % and what it counted.
+
+    The dashboard's figures (health.reports.uptime_tallies: rollups where raw rows were pruned): results
+    taken in maintenance are left out and reported as `maintenance`; `uptime` is null when nothing counted.
+    """
+    from health.reports import UPTIME_WINDOWS, uptime_tallies
+
+    rows = Service.objects.order_by("name")
+    if service is not None:
+        existing_services([service])
+        rows = rows.filter(name=service)
+    names = dict(rows.values_list("pk", "name"))
+    tallies = uptime_tallies(list(names), timezone.now())
+    return {
+        "windows": list(UPTIME_WINDOWS),
+        "services": {
+            names[pk]: {
+                key: {
+                    "uptime": None if t.uptime is None else round(t.uptime, 3),
+                    "counted": t.counted,
+                    "maintenance": t.maintenance,
+                }
+                for key, t in windows.items()
+            }
+            for pk, windows in tallies.items()
+        },
+    }
+
+
 def recover_payload(body: dict[str, Any], user: Any, via: str) -> dict[str, Any]:
     """Validate the named services (404 before anything runs), run the engine, answer with its results."""
     from recovery.engine import RecoveryNotAvailable, recover_services

@@ -237,6 +237,23 @@ SCHEMAS: dict[str, Any] = {
             "offset": {"type": "integer"},
         }
     ),
+    "UptimeWindow": _obj(
+        {
+            "uptime": {**_NULL_NUM, "description": "answered / counted, in %; null when nothing counted"},
+            "counted": {"type": "integer", "description": "results counted (taken outside maintenance)"},
+            "maintenance": {"type": "integer", "description": "results taken in maintenance, left out"},
+        },
+        required=["uptime", "counted", "maintenance"],
+    ),
+    "Uptime": _obj(
+        {
+            "windows": {"type": "array", "items": {"type": "string"}},
+            "services": {
+                "type": "object",
+                "additionalProperties": {"type": "object", "additionalProperties": _ref("UptimeWindow")},
+            },
+        }
+    ),
 }
 
 
@@ -301,6 +318,13 @@ def build_openapi() -> dict[str, Any]:
                     {"name": "service", "in": "query", "schema": {"type": "string", "pattern": SLUG_PATTERN}},
                     *_PAGING,
                 ],
+                **readable,
+            ),
+            "/health/uptime": _get(
+                "Uptime over 24 h, 7 d and 30 d per service; maintenance left out and counted apart",
+                _json(_ref("Uptime"), "Uptime"),
+                extra={"400": _err("A bad query parameter"), "404": _err("Unknown service"), **_PROTECTED},
+                parameters=[{"name": "service", "in": "query", "schema": {"type": "string", "pattern": SLUG_PATTERN}}],
                 **readable,
             ),
             "/health/recover": {

@@ -57,6 +57,12 @@ def incidents(request: HttpRequest) -> HttpResponse:
     return json_response(api.incidents_payload(status_filter, service, limit, offset))
 
 
+@api_view("GET")
+@readable
+def uptime(request: HttpRequest) -> HttpResponse:
+    return json_response(api.uptime_payload(api.name_param(request, "service")))
+
+
 # CSRF is enforced by health.auth for session requests only: a bearer token carries no cookie to forge.
 @csrf_exempt
 @api_view("POST")
