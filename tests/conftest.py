@@ -26,6 +26,16 @@ def _status_read_per_request(settings) -> None:
 
 
 @pytest.fixture
+def outage() -> Iterator:
+    """A real outage of the portal's database that the test (or any thread) starts and that ends with the test."""
+    from tests.opsportal.outage_support import Outage
+
+    started = Outage()
+    yield started
+    started.end()
+
+
+@pytest.fixture
 def http_server() -> Iterator[HttpServer]:
     server = HttpServer().start()
     yield server

@@ -7,20 +7,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from opsportal import db
+from tests.opsportal.outage_support import quick_db_hardening
 
 
 @pytest.fixture
 def fast_db_hardening(settings, tmp_path) -> Iterator[None]:
     """Short retry backoff and breaker reset, a private var dir, no auto-recovery; the breaker closed."""
-    settings.VAR_DIR = tmp_path
     settings.AUTO_RECOVERY_ENABLED = False
-    settings.DB_RETRY_BACKOFF_MS = 10
-    settings.DB_BREAKER_RESET_S = 1
-    db.configure_breaker()
-    db.breaker.close()
-    yield
-    db.breaker.close()
+    with quick_db_hardening(settings, tmp_path):
+        yield
 
 
 @pytest.fixture

@@ -9,12 +9,11 @@ import pytest
 
 from health.models import Event, Incident, ProbeResult, Service
 from health.runner import run_round
-from opsportal import db
 from opsportal.spool import default_spool, replay_pending
 from recovery.engine import recover_services
 from recovery.models import RecoveryAttempt, RecoveryState
+from tests.opsportal.outage_support import Outage, quick_db_hardening
 from tests.servers import HttpServer, Reply
-from tests.tunnels.test_watchdog_outage import Outage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,20 +22,8 @@ Outcome = RecoveryAttempt.Outcome
 
 @pytest.fixture(autouse=True)
 def _private_spool(settings, tmp_path) -> Iterator[None]:
-    settings.VAR_DIR = tmp_path / "var"
-    settings.DB_RETRY_BACKOFF_MS = 10
-    settings.DB_BREAKER_RESET_S = 1
-    db.configure_breaker()
-    db.breaker.close()
-    yield
-    db.breaker.close()
-
-
-@pytest.fixture
-def outage() -> Iterator[Outage]:
-    started = Outage()
-    yield started
-    started.end()
+    with quick_db_hardening(settings, tmp_path / "var"):
+        yield
 
 
 def spooled() -> list[tuple[str, str]]:

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import psutil
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from health.models import Event, SpoolBatch
-from opsportal import db
 from opsportal.spool import default_spool, replay_pending
-from tests.opsportal.outage_support import unwritable
+from tests.opsportal.outage_support import quick_db_hardening
 from tests.servers import Reply
 from tests.tunnels.conftest import assert_clean
 from tunnels import watchdog
@@ -31,58 +27,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 Kind = TunnelEvent.Kind
 
 
-class Outage:
-    """A real outage that can start in any thread (a server's handler, mid-check) and ends in the test.
-
-    On PostgreSQL the connections already open (the checking thread's) are terminated first, as a
-    server going away does; then every new one meets a closed port.
-    """
-
-    def __init__(self) -> None:
-        self._stack = contextlib.ExitStack()
-        self.started = threading.Event()
-
-    def start(self) -> None:
-        if self.started.is_set():
-            return
-        if connection.vendor == "postgresql":
-            import psycopg
-
-            s = connection.settings_dict
-            with psycopg.connect(
-                host=s["HOST"], port=s["PORT"], user=s["USER"], password=s["PASSWORD"] or None, dbname=s["NAME"]
-            ) as conn:
-                conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-        self._stack.enter_context(unwritable())
-        self.started.set()
-
-    def end(self) -> None:
-        self._stack.close()
-        db.reset_breaker()
-
-
 @pytest.fixture(autouse=True)
 def _outage_ready(settings, tmp_path) -> Iterator[None]:
     """A private var dir (spool, host claims), quick retries, a closed breaker, nothing remembered."""
-    settings.VAR_DIR = tmp_path / "var"
-    settings.DB_RETRY_BACKOFF_MS = 10
-    settings.DB_BREAKER_RESET_S = 1
-    db.configure_breaker()
-    db.breaker.close()
     watchdog.forget()
-    yield
+    with quick_db_hardening(settings, tmp_path / "var"):
+        yield
     watchdog.forget()
-    db.breaker.close()
-
-
-@pytest.fixture
-def outage() -> Iterator[Outage]:
-    started = Outage()
-    yield started
-    started.end()
 
 
 def kill(pid: int) -> None:
