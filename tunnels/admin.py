@@ -29,14 +29,7 @@ class TunnelAdmin(admin.ModelAdmin):
     search_fields = ("name", "process_match")
     actions = ("check_now", "restart_now")
     readonly_fields = (
-        "status",
-        "pid",
-        "pid_create_time",
-        "ready_connections",
-        "consecutive_ready_failures",
-        "last_checked_at",
-        "last_restart_at",
-        "last_detail",
+        *Tunnel.STATE_FIELDS,
         "next_due_at",
         "running_since",
         "recent_events",

@@ -17,6 +17,18 @@ class Tunnel(models.Model):
         DOWN = "down"
         SUPPRESSED = "suppressed"
 
+    # The row fields a watchdog check writes (its state, read-only in the admin); claim fields are not among them.
+    STATE_FIELDS = (
+        "status",
+        "pid",
+        "pid_create_time",
+        "ready_connections",
+        "consecutive_ready_failures",
+        "last_checked_at",
+        "last_restart_at",
+        "last_detail",
+    )
+
     name = models.SlugField(max_length=100, unique=True)
     command = models.JSONField(help_text="argv list that starts the connector (never a shell string)")
     process_match = models.CharField(max_length=200, blank=True)

@@ -76,16 +76,7 @@ Status = Tunnel.Status
 # Connectors this process started: reaped explicitly so exited ones do not linger as zombies.
 _started: set[procs.ProcRef] = set()
 # The row fields a check writes (its state); claim fields (running_since, next_due_at) are not among them.
-STATE_FIELDS = (
-    "status",
-    "pid",
-    "pid_create_time",
-    "ready_connections",
-    "consecutive_ready_failures",
-    "last_checked_at",
-    "last_restart_at",
-    "last_detail",
-)
+STATE_FIELDS = Tunnel.STATE_FIELDS
 DB_ERRORS = (DatabaseError, CircuitBreakerError)
 
 
