@@ -270,15 +270,17 @@ def _guarded(read: Callable[[], Any], fallback: Any, failures: list[str], what: 
         return fallback
 
 
-def status_payload() -> dict[str, Any]:
-    """The body of GET /health/status, in a constant number of queries; what cannot be read is reported as such."""
+def status_payload(database: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The body of GET /health/status, in a constant number of queries; what cannot be read is reported as such.
+
+    `database` is a `database_status()` the caller has just taken (health.snapshot): not checked twice."""
     from health.scheduler import apply_scheduler_status, scheduler_status
     from opsportal.db import database_status
     from recovery.stats import recovery_stats
     from tunnels.status import tunnels_status
 
     failures: list[str] = []
-    database = database_status()
+    database = database_status() if database is None else database
     unknown_scheduler = {"status": "unknown", "lastRunAt": None, "lagSeconds": None}
     if database["status"] == "down":
         # Report what is known without waiting on a database that just failed (or whose breaker is open).

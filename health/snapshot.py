@@ -246,8 +246,8 @@ def cached_status() -> StatusAnswer:
         return StatusAnswer(payload, 503 if payload["status"] == DOWN else 200, None)
     database = database_status()
     if database["status"] == "down":
-        # Today's answer, unchanged (status_payload checks the database once more: it skips the reads).
-        payload = status_payload()
+        # Today's answer, from the check just taken (a second one would wait twice and count twice).
+        payload = status_payload(database)
         return StatusAnswer(payload, 503 if payload["status"] == DOWN else 200, None)
     parts = status_snapshot.get()
     if "unavailable" in parts.payload:
