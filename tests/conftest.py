@@ -18,11 +18,15 @@ def _closed_breaker() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _status_read_per_request(settings) -> None:
+def _status_read_per_request() -> Iterator[None]:
     """/health/status and /metrics read the database per request (STATUS_CACHE_SECONDS=0): tests write rows and
     read them back within milliseconds, and the snapshot is process-wide. tests/health/test_snapshot.py turns
-    it on; processes a test starts (tests/faults) keep the default, as a deployment would."""
-    settings.STATUS_CACHE_SECONDS = 0
+    it on; processes a test starts (tests/faults) keep the default, as a deployment would.
+    override_settings, not pytest-django's `settings`: several tests take a parameter named `settings`."""
+    from django.test import override_settings
+
+    with override_settings(STATUS_CACHE_SECONDS=0):
+        yield
 
 
 @pytest.fixture
