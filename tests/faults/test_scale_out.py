@@ -3,7 +3,8 @@
 Every due slot of every service is probed exactly once while both run; one cluster is then killed
 with SIGKILL (a host that dies) while it holds a claim — a round in flight — and the other carries every
 service within one interval: the dead loop's claimed slot is taken over (it stops beating) and probed
-late but within its slot, and no slot is lost or probed twice. PostgreSQL + Redis only: the embedded
+late but within its slot, and no slot is lost or probed twice. While both run, `manage.py doctor` is green
+and names both clusters' dispatcher loops (docs/deploy.md's end state). PostgreSQL + Redis only: the embedded
 SQLite set-up runs one qcluster by design.
 """
 
@@ -199,6 +200,7 @@ def test_it_shares_the_probing_between_two_qclusters_and_survives_losing_one(
         "LOG_DIR": str(tmp_path / "logs"),
         "AUTO_RECOVERY_ENABLED": "false",
         "Q_WORKERS": "2",
+        "STATIC_ROOT": str(tmp_path / "static"),
     }
     config = tmp_path / "services.toml"
     config.write_text(
@@ -212,6 +214,7 @@ def test_it_shares_the_probing_between_two_qclusters_and_survives_losing_one(
     try:
         manage(env, "migrate", "-v0")
         manage(env, "importconfig", str(config))
+        manage(env, "collectstatic", "--noinput", "-v0")  # as docs/deploy.md installs it: doctor checks it
         clusters.start(2)
 
         # The resident loops start with the clusters: the first round within seconds.
@@ -220,6 +223,14 @@ def test_it_shares_the_probing_between_two_qclusters_and_survives_losing_one(
         )
         time.sleep(STEADY_S)
         before_kill = results(scale_db)
+
+        # docs/deploy.md's end state: `doctor` green, with both clusters' dispatcher loops alive.
+        doctor = subprocess.run(
+            [sys.executable, "manage.py", "doctor"], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=120
+        )
+        print(doctor.stdout)
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert "2 dispatcher loop(s) alive" in doctor.stdout, doctor.stdout
 
         # Both running: every due slot of every service probed exactly once — no duplicate, no gap.
         due = next_due(scale_db)
