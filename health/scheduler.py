@@ -22,8 +22,10 @@ Every DISPATCH_TICK_MS (1 s) a pass:
    run_due_outage checks the tunnels it last saw, from memory).
 
 While the database cannot be reached the loop keeps probing the services it last saw on its
-own clock and the results go to the outage spool (opsportal.spool). When it is back, a slot that
-was already probed from memory is not probed again: the claim books the outage clock's next slot.
+own clock and the results go to the outage spool (opsportal.spool). With several clusters (REDIS_URL
+set) each slot is claimed in Redis first (`outage_claim`), so only one loop probes it; when Redis is
+away too, every loop probes (a duplicate beats a gap). When the database is back, a slot that was
+already probed from memory is not probed again: the claim books the outage clock's next slot.
 A loop ends after its current pass on SIGTERM (opsportal.db.stoppable) and when its qcluster is
 stopping (the resident loop: the cluster's stop event; a task loop: `cluster_stopping`, since qcluster
 takes SIGTERM in its main process and waits for its workers).
@@ -75,6 +77,8 @@ OWNER_DEAD_S = 6
 LOOP_PREFIX = "loop:"
 # Loop heartbeat rows of loops silent this long are deleted by the hourly prune.
 LOOP_ROW_TTL = timedelta(hours=1)
+# During a database outage the loops of several clusters claim each slot in Redis under this prefix.
+OUTAGE_CLAIM_PREFIX = "opsportal:outage-claim:"
 # How often the loop asks whether its qcluster is stopping.
 CLUSTER_CHECK_S = 2.0
 
@@ -122,6 +126,37 @@ def next_due(due: datetime, interval: int, now: datetime) -> datetime:
         missed = int((now - due) / step)
         following = due + step * (missed + 1)
     return following
+
+
+def slot_start(due: datetime, interval: int, now: datetime) -> datetime:
+    """The start of the slot `now` is in, on the grid of `due` (slots are due + k × interval)."""
+    step = timedelta(seconds=interval)
+    return due + step * math.floor((now - due) / step)
+
+
+_redis_clients: dict[str, Any] = {}
+
+
+def outage_claim(service: Service, due: datetime, now: datetime, owner: str) -> bool:
+    """During a database outage: True when this loop should probe `service`'s current slot.
+
+    Without REDIS_URL there is one cluster (or no way to agree): always True. With it, the first loop
+    to SET the slot's key (NX) probes it. Every loop's outage clock is on the same grid (next_due keeps
+    it), so they name the same slot. Redis away too: True — a duplicate beats a gap.
+    """
+    url = settings.REDIS_URL
+    if not url:
+        return True
+    import redis
+
+    key = f"{OUTAGE_CLAIM_PREFIX}{service.pk}:{int(slot_start(due, service.interval, now).timestamp())}"
+    try:
+        if url not in _redis_clients:  # short timeouts: Redis away must not stall the outage pass
+            _redis_clients[url] = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        return bool(_redis_clients[url].set(key, owner, nx=True, ex=max(60, 2 * service.interval)))
+    except redis.RedisError as exc:
+        log.warning("Dispatcher: no outage claim for %s (%s); probing anyway", service.name, type(exc).__name__)
+        return True
 
 
 def _stale(service: Service, now: datetime) -> bool:
@@ -308,7 +343,9 @@ class Dispatcher:
         ]
         for service in due:
             service.due = self.local_due.get(service.pk, now)
+            # Booked whether this loop or another probes the slot: it is served either way.
             self.local_due[service.pk] = self.outage_booked[service.pk] = next_due(service.due, service.interval, now)
+        due = [s for s in due if outage_claim(s, s.due, now, self.owner)]
         if due:
             self._submit(due, outage=True)
         self._tunnels(now, outage=True)
