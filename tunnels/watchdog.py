@@ -55,6 +55,7 @@ from django.utils.dateparse import parse_datetime
 from health.models import Event
 from health.probes.base import ProbeError
 from health.probes.http import HttpProbe, session
+from health.scheduler import next_due
 from opsportal import procs
 from opsportal.db import CircuitBreakerError, is_transient, run_db
 from opsportal.spec import ConfigError, expand_env, scrub
@@ -208,7 +209,7 @@ def run_due_outage(now: datetime) -> list[CheckResult]:
     with _memory_lock:
         due = [m for m in _memory.values() if m.due <= now]
         for m in due:
-            m.due = _following(m.due, m.tunnel.check_interval, now)
+            m.due = next_due(m.due, m.tunnel.check_interval, now)  # missed slots skipped, no burst
     results = []
     for m in due:
         result = _check_outage(m, now)
@@ -348,15 +349,6 @@ def _memory_due(tunnel: Tunnel, due: datetime) -> None:
     with _memory_lock:
         if tunnel.pk in _memory:
             _memory[tunnel.pk].due = due
-
-
-def _following(due: datetime, interval: int, now: datetime) -> datetime:
-    """The slot after `due`; slots already past are skipped (no burst of checks after a stall)."""
-    step = timedelta(seconds=interval)
-    following = due + step
-    if following <= now:
-        following = due + step * (int((now - due) / step) + 1)
-    return following
 
 
 def _ledger_dir() -> Path:

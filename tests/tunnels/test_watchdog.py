@@ -12,7 +12,7 @@ import time_machine
 from django.utils import timezone
 
 from health.models import Event
-from tests.servers import Reply
+from tests.servers import Reply, wait_for
 from tests.tunnels.conftest import assert_clean, connector_pids, zombie_children
 from tunnels import watchdog
 from tunnels.models import Tunnel, TunnelEvent
@@ -57,10 +57,19 @@ def test_it_records_a_healthy_check_without_restarting(make_tunnel):
     assert_clean(fake)
 
 
+def ended(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def test_it_restarts_a_killed_connector_with_a_new_pid(make_tunnel):
     fake = make_tunnel()
     old = fake.start()
     os.kill(old, signal.SIGKILL)
+    # SIGKILL is delivered asynchronously: check once the kernel has ended it (a zombie counts as dead).
+    assert wait_for(lambda: ended(old))
     result = watchdog.check_now(fake.reload())
     tunnel = fake.reload()
     assert result.events == [Kind.PROCESS_MISSING, Kind.RESTARTED]
