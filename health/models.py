@@ -420,18 +420,32 @@ class Event(models.Model):
     def __str__(self) -> str:
         return f"{self.kind}: {self.title}"
 
+    @staticmethod
+    def row(
+        kind: str, title: str, *, service: Service | None = None, subject: str = "", body: str = "", **data: Any
+    ) -> dict[str, Any]:
+        """The fields of an outbox row: one place for emit() and emit_or_spool()."""
+        return {
+            "kind": kind,
+            "title": title[:200],
+            "service_id": service.pk if service else None,
+            "subject": subject or (service.name if service else ""),
+            "body": body,
+            "data": data,
+            "created_at": timezone.now(),
+        }
+
     @classmethod
-    def emit(
-        cls, kind: str, title: str, *, service: Service | None = None, subject: str = "", body: str = "", **data: Any
-    ) -> Event:
-        return cls.objects.create(
-            kind=kind,
-            title=title[:200],
-            service=service,
-            subject=subject or (service.name if service else ""),
-            body=body,
-            data=data,
-        )
+    def emit(cls, kind: str, title: str, **fields: Any) -> Event:
+        return cls.objects.create(**cls.row(kind, title, **fields))
+
+    @classmethod
+    def emit_or_spool(cls, kind: str, title: str, *, retry: bool = True, **fields: Any) -> Event | None:
+        """emit(), or spooled (opsportal.spool) when the database cannot be written: replayed with its own
+        time. None when spooled."""
+        from opsportal.spool import create_or_spool
+
+        return create_or_spool("health.Event", retry=retry, **cls.row(kind, title, **fields))
 
 
 class SchedulerHeartbeat(models.Model):

@@ -290,17 +290,7 @@ def verify(service: Service) -> tuple[str, str]:
 
 
 def _notify(kind: str, title: str, service: Service, body: str, **data: Any) -> None:
-    """An outbox Event (what Event.emit writes), spooled when the database cannot be written."""
-    spool.create_or_spool(
-        "health.Event",
-        kind=kind,
-        title=title[:200],
-        service_id=service.pk,
-        subject=service.name,
-        body=body,
-        data=data,
-        created_at=timezone.now(),
-    )
+    Event.emit_or_spool(kind, title, service=service, body=body, **data)
 
 
 def _events(service: Service, attempt: RecoveryAttempt, failures: int, escalate: bool) -> None:

@@ -506,17 +506,8 @@ class Check:
                         m.restarts.add(at)
 
     def notify(self, kind: str, title: str, body: str, **data: Any) -> None:
-        """An outbox Event (what Event.emit writes), spooled like the tunnel's own events."""
-        create_or_spool(
-            "health.Event",
-            retry=not self.outage,
-            kind=kind,
-            title=title[:200],
-            subject=self.t.name,
-            body=body,
-            data=data,
-            created_at=timezone.now(),
-        )
+        """An outbox Event, spooled like the tunnel's own events."""
+        Event.emit_or_spool(kind, title, retry=not self.outage, subject=self.t.name, body=body, **data)
 
     def restarts_used(self) -> int:
         """Restart attempts in the rolling hour: the database's count, or memory's when it is higher
