@@ -35,6 +35,7 @@ import copy
 import fcntl
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -297,6 +298,10 @@ class Remembered:
 
 _memory: dict[int, Remembered] = {}
 _memory_lock = threading.Lock()
+# run_due runs every dispatcher pass (~1 s): the rolling hour's restarts are re-read at most this often
+# (the dispatcher's own memory refreshes as often), or at once for a tunnel memory does not know yet.
+EVENTS_REFRESH_S = 30.0
+_events_read_at = -math.inf
 
 
 def _identity(tunnel: Tunnel) -> str:
@@ -305,17 +310,23 @@ def _identity(tunnel: Tunnel) -> str:
 
 
 def remember(tunnels: list[Tunnel], now: datetime, *, complete: bool) -> None:
-    """Note the tunnels just read and the restart attempts of their rolling hour (one query).
+    """Note the tunnels just read and the restart attempts of their rolling hour (one query, at most
+    every EVENTS_REFRESH_S unless a tunnel is new to memory).
 
     The database's restarts are united with those already known, so a restart whose event is still
     in the spool keeps counting. With `complete`, tunnels no longer enabled are forgotten.
     """
-    since = timezone.now() - Tunnel.RESTART_WINDOW
-    kinds = (*TunnelEvent.RESTART_KINDS, Kind.RESTART_SUPPRESSED)
-    rows = TunnelEvent.objects.filter(tunnel__in=tunnels, kind__in=kinds, created_at__gt=since)
+    global _events_read_at
     seen: dict[int, list[tuple[str, datetime]]] = {}
-    for tunnel_id, kind, at in rows.values_list("tunnel_id", "kind", "created_at"):
-        seen.setdefault(tunnel_id, []).append((kind, at))
+    with _memory_lock:
+        unknown = any(remembered_unlocked(t) is None for t in tunnels)
+    if unknown or time.monotonic() - _events_read_at > EVENTS_REFRESH_S:
+        since = timezone.now() - Tunnel.RESTART_WINDOW
+        kinds = (*TunnelEvent.RESTART_KINDS, Kind.RESTART_SUPPRESSED)
+        rows = TunnelEvent.objects.filter(tunnel__in=tunnels, kind__in=kinds, created_at__gt=since)
+        for tunnel_id, kind, at in rows.values_list("tunnel_id", "kind", "created_at"):
+            seen.setdefault(tunnel_id, []).append((kind, at))
+        _events_read_at = time.monotonic()
     with _memory_lock:
         if complete:
             for pk in set(_memory) - {t.pk for t in tunnels}:
@@ -335,14 +346,20 @@ def remember(tunnels: list[Tunnel], now: datetime, *, complete: bool) -> None:
 
 def forget() -> None:
     """Drop everything remembered (tests)."""
+    global _events_read_at
     with _memory_lock:
         _memory.clear()
+        _events_read_at = -math.inf
+
+
+def remembered_unlocked(tunnel: Tunnel) -> Remembered | None:
+    m = _memory.get(tunnel.pk)
+    return m if m is not None and _identity(m.tunnel) == _identity(tunnel) else None
 
 
 def remembered(tunnel: Tunnel) -> Remembered | None:
     with _memory_lock:
-        m = _memory.get(tunnel.pk)
-        return m if m is not None and _identity(m.tunnel) == _identity(tunnel) else None
+        return remembered_unlocked(tunnel)
 
 
 def _memory_due(tunnel: Tunnel, due: datetime) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from health.models import Event, SpoolBatch
@@ -163,3 +165,18 @@ def test_it_spools_an_event_whose_write_fails_mid_check_with_the_database_up(mak
     assert unreachable.count() == 1 and unreachable.get().pid == pid
     assert tunnel.last_detail.startswith("origin unreachable: ")
     assert_clean(fake)
+
+
+def test_it_reads_the_rolling_hour_of_restarts_at_most_every_refresh_while_idle(make_tunnel):
+    fake = make_tunnel()
+    Tunnel.objects.filter(pk=fake.tunnel.pk).update(next_due_at=timezone.now() + timedelta(hours=1))  # not due
+
+    def event_queries() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            watchdog.run_due()
+        return sum("tunnels_tunnelevent" in q["sql"] for q in queries.captured_queries)
+
+    assert event_queries() == 1  # a tunnel new to memory: its restarts are read at once
+    assert [event_queries() for _ in range(3)] == [0, 0, 0]  # every pass after: the tunnel row only
+    watchdog._events_read_at -= watchdog.EVENTS_REFRESH_S
+    assert event_queries() == 1  # refreshed once the interval has passed
