@@ -6,13 +6,24 @@ every table of the TOML file: `service[3].interval: must be a positive integer`.
 
 from __future__ import annotations
 
+import base64
+import functools
+import json
 import os
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote, urlsplit
+
+from requests.utils import requote_uri
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# A password in a key=value DSN (`password='x y'`) or a URL query (`?password=x&`).
+_KV_PASSWORD = re.compile(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'?|[^\s&]+)", re.IGNORECASE)
+# Shorter values are not worth scrubbing: "***" everywhere would make details unreadable.
+MIN_SECRET = 3
+# base64 output that encodes so few secret bytes is noise, not a leak.
+MIN_BASE64 = 4
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 
 
@@ -73,6 +84,10 @@ _CHECKS: dict[str, tuple[Any, str]] = {
         lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(i) for i in v),
         "must be a non-empty list of integers",
     ),
+    "redirects": (
+        lambda v: isinstance(v, bool) or v == "same-origin",
+        'must be true, false or "same-origin"',
+    ),
     "dict[str]": (
         lambda v: isinstance(v, dict) and all(isinstance(i, str) for i in v.values()),
         "must be a table of strings",
@@ -123,35 +138,167 @@ def with_defaults(spec: dict[str, Key], data: dict[str, Any]) -> dict[str, Any]:
     return filled
 
 
+def secret_parts(value: str) -> list[str]:
+    """A secret and the parts of it a message may quote alone: stripped, a URL's userinfo, a password."""
+    parts = [value]
+    stripped = value.strip()
+    if stripped != value:
+        parts.append(stripped)
+    parts.extend(url_secrets(stripped))
+    for match in _KV_PASSWORD.finditer(stripped):
+        raw = match.group(1)
+        if raw.startswith("'"):
+            raw = re.sub(r"\\(.)", r"\1", raw.strip("'"))
+        parts.extend((raw, unquote(raw)))
+    return list(dict.fromkeys(p for p in parts if p))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The userinfo of a URL (`user:password`), its password raw and decoded; none when it has none."""
+    if "://" not in url:
+        return []
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:  # a malformed URL (a stray bracket): fall back to the text between :// and @
+        netloc = url.split("://", 1)[1].split("/", 1)[0]
+    if "@" not in netloc:
+        return []
+    userinfo = netloc.rsplit("@", 1)[0]
+    password = userinfo.partition(":")[2]
+    return [p for p in dict.fromkeys((userinfo, password, unquote(password))) if p]
+
+
+def _register(found: list[str] | None, secret: str) -> None:
+    if found is not None and secret:
+        found.extend(secret_parts(secret))
+
+
 def expand_env(value: str, found: list[str] | None = None) -> str:
-    """Replace `${VAR}` with the variable's value; `found` collects the values (they are secrets)."""
+    """Replace `${VAR}` with the variable's value; `found` collects the values and their parts (secrets)."""
 
     def sub(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in os.environ:
             raise ConfigError("", f"environment variable {name} is not set")
         secret = os.environ[name]
-        if found is not None and secret:
-            found.append(secret)
+        _register(found, secret)
+        return secret
+
+    return _ENV_REF.sub(sub, value)
+
+
+def _has_break(value: str) -> bool:
+    return "\n" in value or "\r" in value
+
+
+def expand_header(name: str, value: str, found: list[str] | None, where: str, *, missing_ok: bool = False) -> str:
+    """expand_env for an HTTP header value, refusing a line break (a value read from a file keeps its newline).
+
+    The secret is registered before the check, so even the refusal cannot carry it. With `missing_ok`
+    (at import time, where the variables may belong to another environment) an unset variable is skipped.
+    """
+    path = f"{where}.{name}" if where else name
+    if _has_break(value):
+        raise ConfigError(path, "must not contain a line break")
+
+    def sub(match: re.Match[str]) -> str:
+        var = match.group(1)
+        if var not in os.environ:
+            if missing_ok:
+                return ""
+            raise ConfigError(path, f"environment variable {var} is not set")
+        secret = os.environ[var]
+        _register(found, secret)
+        if _has_break(secret):
+            raise ConfigError(
+                path,
+                f"the value of ${{{var}}} contains a line break, which a header cannot carry "
+                f"(remove the trailing newline where {var} is set)",
+            )
         return secret
 
     return _ENV_REF.sub(sub, value)
 
 
 def env_value(name: str, found: list[str] | None = None) -> str:
-    """The value of the variable named by a `*_env` key; it is a secret."""
+    """The value of the variable named by a `*_env` key; it and its parts (a DSN's password) are secrets."""
     value = os.environ.get(name)
     if not value:
         raise ConfigError("", f"environment variable {name} is not set")
-    if found is not None:
-        found.append(value)
+    _register(found, value)
     return value
 
 
+def _base64_forms(secret: bytes) -> set[str]:
+    """What base64 of the secret looks like, alone or inside a longer encoded text at any offset."""
+    forms: set[str] = set()
+    whole = base64.b64encode(secret).decode()
+    forms.update((whole, whole.rstrip("=")))
+    for offset, skip in ((0, 0), (1, 2), (2, 3)):
+        # Characters that mix in bits of the bytes before or after the secret differ in every message:
+        # drop them and keep the part that only the secret decides.
+        encoded = base64.b64encode(b"\0" * offset + secret).decode().rstrip("=")[skip:]
+        if (offset + len(secret)) % 3:
+            encoded = encoded[:-1]
+        if len(encoded) >= MIN_BASE64:
+            forms.add(encoded)
+    return forms | {f.translate(_URLSAFE) for f in forms}
+
+
+_URLSAFE = str.maketrans("+/", "-_")
+# requests' requote_uri keeps these as they are (and leaves valid %XX alone).
+_REQUESTS_SAFE = "!#$%&'()*+,/:;=?@[]~"
+
+
+@functools.lru_cache(maxsize=4096)
+def _forms(secret: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(exact forms, URL-encoded forms) of one secret; URL-encoded ones match whatever the hex case."""
+    exact: set[str] = set()
+    encoded: set[str] = set()
+    # A value read from a file often ends in a newline the message no longer has.
+    for value in {secret, secret.strip()}:
+        exact |= {
+            value,
+            repr(value)[1:-1],
+            repr(value + '"')[1:-2],  # the quoting Python picks when the value holds both quote kinds
+            repr(value.encode())[2:-1],
+            value.encode("unicode_escape").decode("ascii"),
+            json.dumps(value)[1:-1],
+            json.dumps(value, ensure_ascii=False)[1:-1],
+        }
+        exact |= _base64_forms(value.encode())
+        encoded |= {
+            quote(value, safe=""),
+            quote(value),
+            quote_plus(value),
+            quote_plus(value, safe="/"),
+            quote(value, safe=_REQUESTS_SAFE),
+            requote_uri(value),
+        }
+    keep = lambda forms: frozenset(f for f in forms if len(f) >= MIN_SECRET)  # noqa: E731
+    return keep(exact), keep(encoded - exact)
+
+
+@functools.lru_cache(maxsize=1024)
+def _pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+    alternatives: list[tuple[int, str]] = []
+    for secret in secrets:
+        exact, encoded = _forms(secret)
+        alternatives += [(len(f), re.escape(f)) for f in exact]
+        alternatives += [(len(f), f"(?i:{re.escape(f)})") for f in encoded]
+    if not alternatives:
+        return None
+    # Longest first: where one form contains another, the whole of it goes.
+    ordered = sorted(set(alternatives), key=lambda a: -a[0])
+    return re.compile("|".join(a[1] for a in ordered))
+
+
 def scrub(text: str, secrets: list[str]) -> str:
-    """Remove secret values from text meant for a detail, a log line or an API answer."""
-    # A secret may also appear URL-encoded (an error message that quotes the request URL).
-    forms = {f for s in secrets for f in (s, quote(s, safe=""), quote_plus(s)) if len(s) >= 3}
-    for secret in sorted(forms, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    """Remove secret values from text meant for a detail, a log line or an API answer.
+
+    Every form a message can carry a secret in goes: raw, repr- and JSON-escaped, the URL encodings of
+    urllib and requests, base64 (standard and URL-safe, at any offset in a longer encoded text).
+    """
+    wanted = tuple(sorted({s for s in secrets if len(s) >= MIN_SECRET}))
+    pattern = _pattern(wanted) if wanted else None
+    return pattern.sub("***", text) if pattern else text

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import base64
+import json
+from urllib.parse import quote, quote_plus
 
-from opsportal.spec import ConfigError, Key, env_value, expand_env, scrub, validate, with_defaults
+import pytest
+from requests.utils import requote_uri
+
+from opsportal.spec import ConfigError, Key, env_value, expand_env, expand_header, scrub, validate, with_defaults
 
 SPEC = {
     "name": Key("slug", required=True),
@@ -96,7 +101,8 @@ def test_it_reads_a_named_variable_as_a_secret(monkeypatch):
     monkeypatch.setenv("OPS_SPEC_EMPTY", "")
     found: list[str] = []
     assert env_value("OPS_SPEC_DSN", found) == "postgres://u:p@h/d"
-    assert found == ["postgres://u:p@h/d"]
+    # The DSN first, then its parts (its userinfo; a one-letter password is too short to scrub anyway).
+    assert found[:2] == ["postgres://u:p@h/d", "u:p"]
     with pytest.raises(ConfigError, match="OPS_SPEC_EMPTY is not set"):
         env_value("OPS_SPEC_EMPTY")
 
@@ -116,3 +122,79 @@ def test_it_scrubs_the_url_encoded_form_of_a_secret():
 def test_it_leaves_text_alone_without_secrets_and_ignores_trivially_short_ones():
     assert scrub("HTTP 200", []) == "HTTP 200"
     assert scrub("HTTP 200", ["", "20"]) == "HTTP 200"
+
+
+# -- issue 14 item 2: every form a message can carry a secret in
+LEAKY = "s3cr%t pa ss/+=\n"
+
+
+def _b64_forms(secret: str, prefix: bytes) -> list[str]:
+    data = prefix + secret.encode() + b"tail"
+    return [
+        base64.b64encode(data).decode(),
+        base64.urlsafe_b64encode(data).decode().rstrip("="),
+    ]
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        pytest.param(repr(LEAKY), id="repr"),
+        pytest.param(json.dumps(LEAKY), id="json"),
+        pytest.param(quote(LEAKY), id="quote"),
+        pytest.param(quote(LEAKY, safe="").lower(), id="quote-lowercase-hex"),
+        pytest.param(quote_plus(LEAKY), id="quote_plus"),
+        pytest.param(requote_uri(LEAKY), id="requests-requote"),
+        pytest.param(LEAKY.strip(), id="stripped"),
+        pytest.param(base64.b64encode(LEAKY.encode()).decode(), id="base64"),
+        pytest.param(base64.urlsafe_b64encode(LEAKY.encode()).decode().rstrip("="), id="base64-urlsafe-unpadded"),
+    ],
+)
+def test_it_scrubs_every_form_a_message_can_carry_a_secret_in(form):
+    scrubbed = scrub(f"error: {form} end", [LEAKY])
+    assert form not in scrubbed and "***" in scrubbed
+    assert scrubbed.startswith("error: ") and scrubbed.endswith(" end")
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2])
+def test_it_scrubs_base64_of_a_secret_embedded_at_any_offset(offset):
+    secret = "hunter2-very-secret"
+    for encoded in _b64_forms(secret, b"x" * (offset + 3)):
+        scrubbed = scrub(f"output: {encoded}", [secret])
+        # What is left cannot decode back to the secret.
+        assert secret not in _decoded(scrubbed.removeprefix("output: ")), (offset, encoded, scrubbed)
+        assert "***" in scrubbed
+
+
+def _decoded(text: str) -> str:
+    for part in text.split("***"):
+        for decode in (base64.b64decode, base64.urlsafe_b64decode):
+            try:
+                value = decode(part + "=" * (-len(part) % 4)).decode("latin-1")
+            except ValueError:
+                continue
+            if "hunter2-very-secret" in value:
+                return value
+    return ""
+
+
+def test_it_registers_the_parts_of_a_secret(monkeypatch):
+    monkeypatch.setenv("OPS_SPEC_URL", "https://deploy:p%40ss-w0rd@hooks.example/x")
+    monkeypatch.setenv("OPS_SPEC_NL", "tok-with-newline\n")
+    monkeypatch.setenv("OPS_SPEC_KV", "host=db password=kv-secret-1 dbname=x")
+    found: list[str] = []
+    expand_env("${OPS_SPEC_URL} ${OPS_SPEC_NL}", found)
+    env_value("OPS_SPEC_KV", found)
+    for part in ("p%40ss-w0rd", "p@ss-w0rd", "deploy:p%40ss-w0rd", "tok-with-newline", "kv-secret-1"):
+        assert part in found, part
+    assert scrub("auth failed for p@ss-w0rd", found) == "auth failed for ***"
+
+
+def test_it_refuses_a_header_value_with_a_line_break_naming_the_key_and_variable(monkeypatch):
+    monkeypatch.setenv("OPS_SPEC_KEY", "abc-secret\n")
+    with pytest.raises(ConfigError) as caught:
+        expand_header("X-Api-Key", "${OPS_SPEC_KEY}", [], "settings.headers")
+    assert str(caught.value).startswith("settings.headers.X-Api-Key:")
+    assert "OPS_SPEC_KEY" in str(caught.value) and "abc-secret" not in str(caught.value)
+    with pytest.raises(ConfigError, match="X-Literal: must not contain a line break"):
+        expand_header("X-Literal", "a\nb", [], "settings.headers")
