@@ -6,7 +6,9 @@ every minute — does the sending, out of the request and probe paths:
 
 1. `fan_out`: each unprocessed event becomes one Delivery row per channel that wants it (kind and
    service filters). An event the runner marked `held` (its service flaps, or its incident is a
-   child of its parent's) becomes a `held` row, sent nowhere.
+   child of its parent's) becomes a `held` row, sent nowhere; except an `incident_resolved` on a
+   channel its `incident_opened` went out to (sent or pending): a pager must hear the end of what it
+   was told began (it is sent no earlier than that opening's next try).
 2. `send_due`: pending deliveries are claimed (a conditional UPDATE, so two workers never send one
    twice), sent, and marked `sent`; a failure is retried NOTIFY_MAX_ATTEMPTS times in all, waiting
    NOTIFY_RETRY_SECONDS, doubling, then marked `failed` with the (scrubbed) error.
@@ -79,29 +81,58 @@ def fan_out(now: dt.datetime | None = None, limit: int = 500) -> int:
     channels = list(Channel.objects.filter(enabled=True).prefetch_related("services"))
     scopes = {c.pk: {s.pk for s in c.services.all()} for c in channels}
     rows: list[Delivery] = []
+    announced = _announced(events)
     for event in events:
         only = event.data.get("channels") if isinstance(event.data, dict) else None
         # The runner decides at the moment of the event ("held" in data); others are judged now.
         data = event.data if isinstance(event.data, dict) else {}
         held = "" if event.kind in NEVER_HELD else (data["held"] if "held" in data else hold_reason(event.service))
+        incident = data.get("incident") if event.kind in (Kind.INCIDENT_OPENED, Kind.INCIDENT_RESOLVED) else None
         for channel in channels:
             if only is not None and channel.pk not in only:
                 continue
             if only is None and not channel.wants(event, scopes[channel.pk]):
                 continue
-            rows.append(
-                Delivery(
-                    channel=channel,
-                    event=event,
-                    created_at=now,
-                    status=Status.HELD if held else Status.PENDING,
-                    next_attempt_at=None if held else now,
-                    error=f"held: {held}" if held else "",
-                )
+            due: dt.datetime | None = now
+            hold = held
+            if event.kind == Kind.INCIDENT_RESOLVED and (incident, channel.pk) in announced:
+                # Its opening went out here: a pager incident left open forever is worse than a
+                # resolution while the service flaps. Never sent before the opening's retry.
+                hold, due = "", max(now, announced[incident, channel.pk] or now)
+            row = Delivery(
+                channel=channel,
+                event=event,
+                created_at=now,
+                status=Status.HELD if hold else Status.PENDING,
+                next_attempt_at=None if hold else due,
+                error=f"held: {hold}" if hold else "",
             )
+            rows.append(row)
+            if event.kind == Kind.INCIDENT_OPENED and incident is not None and not hold:
+                announced[incident, channel.pk] = due  # an opening in this same batch
     Delivery.objects.bulk_create(rows, ignore_conflicts=True)
     Event.objects.filter(pk__in=[e.pk for e in events], processed_at__isnull=True).update(processed_at=now)
     return len(rows)
+
+
+def _announced(events: list[Event]) -> dict[tuple[int, int], dt.datetime | None]:
+    """{(incident, channel): the opening's next attempt (None when sent)} for the incidents these events
+    resolve whose `incident_opened` went out (sent or pending, not held or failed) to that channel."""
+    resolving = {
+        e.data["incident"]
+        for e in events
+        if e.kind == Kind.INCIDENT_RESOLVED and isinstance(e.data, dict) and e.data.get("incident") is not None
+    }
+    if not resolving:
+        return {}
+    opened = Delivery.objects.filter(
+        event__kind=Kind.INCIDENT_OPENED,
+        event__data__incident__in=sorted(resolving),
+        status__in=[Status.SENT, Status.PENDING],
+    ).values_list("event__data__incident", "channel_id", "status", "next_attempt_at")
+    return {
+        (incident, channel): (due if status == Status.PENDING else None) for incident, channel, status, due in opened
+    }
 
 
 # --- 2. send ------------------------------------------------------------------------------------

@@ -257,3 +257,81 @@ def test_it_refuses_a_bad_channel_table_and_changes_nothing(table, error):
         import_text(f"[[channel]]\n{table}\n")
     assert str(exc.value).startswith(error)
     assert not Channel.objects.exists()
+
+
+# --- issue 15 item 12: an incident whose opening went out gets its resolution out too -------------
+def flap_at_first_change(settings) -> None:
+    # One change in a history of three is 6.25 %: the recovering probe itself starts the flapping.
+    settings.FLAP_HIGH_THRESHOLD = 4.0
+    settings.FLAP_LOW_THRESHOLD = 0.0
+
+
+def test_it_sends_the_resolution_of_a_delivered_opening_while_the_service_flaps(http_server, settings):
+    flap_at_first_change(settings)
+    channel = hook_channel(http_server)
+    service = web_service(http_server, failure_threshold=2)
+    probe(service, http_server, 500)
+    probe(service, http_server, 500)  # HARD down: the opening is delivered
+    assert [m["title"] for m in hook_messages(http_server)] == ["web is down"]
+    probe(service, http_server, 200)  # recovers, and is flapping at that moment
+    service.refresh_from_db()
+    assert service.flapping and service.status == "up"
+    titles = [m["title"] for m in hook_messages(http_server)]
+    assert "web is up again" in titles  # the pager's incident is closed
+    resolved = channel.deliveries.get(event__kind="incident_resolved")
+    assert (resolved.status, resolved.error) == ("sent", "")
+
+
+def test_it_holds_the_resolution_where_the_opening_was_held_or_never_sent(make_http_server, settings):
+    flap_at_first_change(settings)
+    server = make_http_server()
+    hook_channel(server)
+    service = web_service(server, failure_threshold=2)
+    probe(service, server, 500)
+    probe(service, server, 500)
+    late = hook_channel(server, "late")  # added after the opening: it never heard of the incident
+    probe(service, server, 200)
+    assert late.deliveries.get(event__kind="incident_resolved").status == "held"
+    assert [m["title"] for m in hook_messages(server)].count("web is up again") == 1
+
+
+def test_it_sends_a_resolution_after_its_opening_that_is_still_being_retried(http_server, settings):
+    flap_at_first_change(settings)
+    settings.NOTIFY_RETRY_SECONDS = 60
+    channel = hook_channel(http_server)
+    service = web_service(http_server, failure_threshold=1)
+    http_server.routes["/hook/" + SECRET] = Reply(status=503)  # the webhook is down at the opening
+    probe(service, http_server, 500)
+    opened = channel.deliveries.get(event__kind="incident_opened")
+    assert opened.status == "pending"
+    probe(service, http_server, 200)
+    resolved = channel.deliveries.get(event__kind="incident_resolved")
+    assert resolved.status == "pending"
+    # Never before its opening: a pager that got "resolved" first would keep the late "opened" open.
+    opened.refresh_from_db()
+    assert resolved.next_attempt_at >= opened.next_attempt_at
+    del http_server.routes["/hook/" + SECRET]
+    notify.send_due(timezone.now() + timedelta(seconds=600))
+    titles = [m["title"] for m in hook_messages(http_server) if m["title"] != "web is flapping"]
+    assert titles == ["web is down", "web is down", "web is up again"]  # the failed try, the retry, then the end
+
+
+def test_it_resolves_a_parents_delivered_opening_and_keeps_its_unannounced_child_quiet(http_server, settings):
+    flap_at_first_change(settings)
+    channel = hook_channel(http_server)
+    parent = ServiceFactory(name="db", kind="http", settings={"url": http_server.url + "/db"}, failure_threshold=1)
+    child = web_service(http_server, failure_threshold=1)
+    child.depends_on.set([parent])
+
+    def both(code: int) -> None:
+        http_server.routes["/db"] = http_server.routes["/svc"] = Reply(status=code)
+        run_round([type(parent).objects.get(pk=parent.pk), type(child).objects.get(pk=child.pk)], recover=False)
+        notify.process_outbox()
+
+    both(500)  # both HARD down: the parent's incident is announced, the child's is its parent's
+    both(200)  # both recover, both flapping at that moment
+    titles = [m["title"] for m in hook_messages(http_server)]
+    assert titles.count("db is down") == 1 and titles.count("db is up again") == 1
+    assert "web is down" not in titles and "web is up again" not in titles
+    statuses = {d.event.title: d.status for d in channel.deliveries.select_related("event")}
+    assert statuses["web is up again"] == "held"
