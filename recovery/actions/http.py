@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 import requests
 
-from health.probes.http import session
-from opsportal.spec import ConfigError, Key, expand_env, scrub
+from health.probes.http import RedirectRefused, check_headers, expand_headers, request
+from opsportal.spec import ConfigError, Key, expand_env, scrub, url_secrets
 from recovery.actions.base import Action, ActionError, ActionResult, tail
 
 
@@ -16,25 +18,36 @@ class HttpAction(Action):
         "headers": Key("dict[str]", default={}, help="values may use ${ENV_VAR}"),
         "body": Key("text"),
         "expect_status": Key("list[int]", minimum=100, maximum=599, help="default: any 2xx"),
+        # A hook's redirect is its answer unless asked otherwise; followed, headers never cross origins.
+        "follow_redirects": Key("redirects", default=False, help='false, true or "same-origin"'),
     }
+
+    @classmethod
+    def validate_settings(cls, settings: Any, where: str) -> dict[str, Any]:
+        cleaned = super().validate_settings(settings, where)
+        check_headers(cleaned.get("headers"), where)
+        return cleaned
 
     def run(self) -> ActionResult:
         cfg = self.cfg
         try:
             url = expand_env(cfg["url"], self.secrets)
-            headers = {k: expand_env(v, self.secrets) for k, v in cfg["headers"].items()}
+            self.secrets.extend(url_secrets(url))
+            headers = expand_headers(cfg["headers"], self.secrets)
         except ConfigError as exc:
-            raise ActionError(f"config error: {exc}") from None
+            raise ActionError(scrub(f"config error: {exc}", self.secrets)) from None
         try:
             # The probes' pooled session; a hook that answers slowly costs at most the timeout.
-            response = session().request(
+            response = request(
                 cfg["method"],
                 url,
                 headers=headers,
-                data=cfg["body"].encode() if cfg["body"] else None,
-                timeout=(self.timeout, self.timeout),
-                allow_redirects=False,
+                body=cfg["body"].encode() if cfg["body"] else None,
+                follow=cfg["follow_redirects"],
+                timeout=self.timeout,
             )
+        except RedirectRefused as exc:
+            raise ActionError(scrub(str(exc), self.secrets)) from None
         except requests.exceptions.Timeout:
             raise ActionError(f"no answer within {self.timeout:g} s") from None
         except requests.exceptions.RequestException as exc:
@@ -43,7 +56,8 @@ class HttpAction(Action):
         status = response.status_code
         expected = cfg["expect_status"]
         ok = status in expected if expected else 200 <= status < 300
-        body = scrub(tail(response.text, lines=5, chars=300), self.secrets)
+        # Scrubbed whole, then cut: a secret across the cut would otherwise leave its tail behind.
+        body = tail(scrub(response.text, self.secrets), lines=5, chars=300)
         want = ", ".join(map(str, expected)) if expected else "2xx"
         detail = f"{cfg['method']} answered HTTP {status} (expected {want})" + (f": {body}" if body else "")
         return ActionResult(ok, detail, exit_code=status, secrets=self.secrets)

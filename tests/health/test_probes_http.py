@@ -5,8 +5,9 @@ import time
 import pytest
 
 from health.probes.base import DEGRADED, DOWN, UP, ProbeConfigError, ProbeError, ProbeTimeout
-from health.probes.http import _MISSING, HttpProbe, json_lookup
+from health.probes.http import _MISSING, HttpProbe, json_lookup, redirect_refusal, same_origin
 from health.runner import probe_once
+from opsportal.spec import ConfigError
 from tests.health.factories import ServiceFactory
 from tests.servers import Reply, free_port
 
@@ -207,3 +208,101 @@ def test_it_keeps_no_cookies_between_probes(http_server):
     probe_once(http_service(http_server.url))
     assert len(http_server.requests) == 2
     assert "Cookie" not in http_server.requests[1]["headers"]
+
+
+# -- issue 14 item 2: secrets in the forms an error or an echo carries them in
+def test_it_refuses_a_header_secret_ending_in_a_newline_naming_key_and_variable(http_server, monkeypatch):
+    # As when the value was read from a file: requests' error would quote its repr (`...\\n`).
+    monkeypatch.setenv("OPS_TEST_NL_KEY", "nl-secret-0123456789\n")
+    outcome = probe_once(http_service(http_server.url, headers={"X-Api-Key": "${OPS_TEST_NL_KEY}"}))
+    assert outcome.status == DOWN
+    assert "nl-secret-0123456789" not in outcome.detail
+    assert "X-Api-Key" in outcome.detail and "OPS_TEST_NL_KEY" in outcome.detail and "line break" in outcome.detail
+    assert http_server.requests == []
+
+
+def test_it_refuses_a_header_with_a_line_break_at_import_time(monkeypatch):
+    monkeypatch.setenv("OPS_TEST_NL_KEY", "nl-secret-0123456789\n")
+    with pytest.raises(ConfigError, match=r"service\[0\]\.headers\.X-Api-Key: the value of \$\{OPS_TEST_NL_KEY\}"):
+        HttpProbe.validate_settings({"url": "http://x/", "headers": {"X-Api-Key": "${OPS_TEST_NL_KEY}"}}, "service[0]")
+    with pytest.raises(ConfigError, match="X-Raw: must not contain a line break"):
+        HttpProbe.validate_settings({"url": "http://x/", "headers": {"X-Raw": "a\r\nX-Evil: 1"}}, "service[0]")
+    monkeypatch.delenv("OPS_TEST_NL_KEY")
+    # Not set where the file is imported: checked when probing instead.
+    assert HttpProbe.validate_settings({"url": "http://x/", "headers": {"K": "${OPS_TEST_NL_KEY}"}}, "s")
+
+
+def test_it_scrubs_a_url_secret_the_target_echoes_in_requests_own_encoding(http_server, monkeypatch):
+    monkeypatch.setenv("OPS_TEST_PATH_TOKEN", "path secret-4242")
+    http_server.handler = lambda request: Reply(body={"status": request["path"]})
+    outcome = probe_once(
+        http_service(http_server.url + "/${OPS_TEST_PATH_TOKEN}", json_path="status", json_equals="ok")
+    )
+    assert http_server.requests[0]["path"] == "/path%20secret-4242"
+    assert outcome.status == DOWN
+    assert "secret-4242" not in outcome.detail and "***" in outcome.detail
+
+
+def test_it_scrubs_the_password_of_a_url_from_a_variable(http_server, monkeypatch):
+    monkeypatch.setenv("OPS_TEST_WHOLE_URL", f"http://probe:pw-{'z' * 12}@127.0.0.1:{http_server.port}/x")
+    http_server.handler = lambda request: Reply(status=500, body="")
+    probe = HttpProbe({"url": "${OPS_TEST_WHOLE_URL}"}, timeout=2)
+    with pytest.raises(ProbeError):
+        probe.run()
+    assert f"pw-{'z' * 12}" in probe.secrets and f"probe:pw-{'z' * 12}" in probe.secrets
+
+
+# -- issue 14 item 4: configured headers never follow a redirect to another origin
+SECRET_HEADERS = {"X-Api-Key": "${OPS_TEST_REDIRECT_KEY}", "Cookie": "session=${OPS_TEST_REDIRECT_KEY}"}
+
+
+@pytest.fixture
+def two_origins(make_http_server, monkeypatch):
+    monkeypatch.setenv("OPS_TEST_REDIRECT_KEY", "redirect-key-31337")
+    first, other = make_http_server(), make_http_server()
+    first.routes["/start"] = Reply(status=302, headers={"Location": other.url + "/landed"}, body="")
+    first.routes["/same"] = Reply(status=302, headers={"Location": "/here"}, body="")
+    return first, other
+
+
+def test_it_drops_configured_headers_on_a_redirect_to_another_port(two_origins):
+    first, other = two_origins
+    outcome = probe_once(http_service(first.url + "/start", headers=SECRET_HEADERS))
+    assert outcome.status == UP
+    assert first.requests[0]["headers"]["X-Api-Key"] == "redirect-key-31337"
+    (landed,) = other.requests
+    assert landed["path"] == "/landed"
+    assert "redirect-key-31337" not in repr(landed["headers"])
+    assert "X-Api-Key" not in landed["headers"] and "Cookie" not in landed["headers"]
+
+
+def test_it_keeps_configured_headers_on_a_same_origin_redirect(two_origins):
+    first, _ = two_origins
+    outcome = probe_once(http_service(first.url + "/same", headers=SECRET_HEADERS, follow_redirects="same-origin"))
+    assert outcome.status == UP
+    assert [r["path"] for r in first.requests] == ["/same", "/here"]
+    assert first.requests[1]["headers"]["X-Api-Key"] == "redirect-key-31337"
+
+
+def test_it_refuses_a_cross_origin_redirect_when_same_origin_only(two_origins):
+    first, other = two_origins
+    outcome = probe_once(http_service(first.url + "/start", headers=SECRET_HEADERS, follow_redirects="same-origin"))
+    assert outcome.status == DOWN
+    assert "redirect to another origin" in outcome.detail and f"127.0.0.1:{other.port}" in outcome.detail
+    assert other.requests == []
+
+
+def test_it_never_follows_https_to_http():
+    assert (
+        redirect_refusal("https://a.example/x", "http://a.example/y", True) == "refused a redirect from https to http"
+    )
+    assert redirect_refusal("http://a.example/x", "https://a.example/y", "same-origin") is not None
+    assert redirect_refusal("http://a.example/x", "http://a.example:80/y", "same-origin") is None
+    assert redirect_refusal("http://a.example/x", "http://b.example/y", True) is None
+    assert not same_origin("http://a.example/x", "http://a.example:8080/x")
+    assert same_origin("https://A.example/x", "https://a.example:443/y")
+
+
+def test_it_accepts_only_true_false_or_same_origin_for_follow_redirects():
+    with pytest.raises(ConfigError, match='follow_redirects: must be true, false or "same-origin"'):
+        HttpProbe.validate_settings({"url": "http://x/", "follow_redirects": "yes"}, "service[0]")

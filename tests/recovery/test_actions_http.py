@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from health.models import Service
+from opsportal.spec import ConfigError
 from recovery.actions import ActionError
 from recovery.actions.http import HttpAction
 from tests.servers import Reply, free_port
@@ -59,3 +60,48 @@ def test_it_fixes_a_service_through_its_own_restart_hook(http_server, make_servi
 
     assert result["outcome"] == "succeeded" and result["action"] == "http"
     assert fixed == [True]
+
+
+# -- issue 14 items 2 and 4
+def test_it_refuses_a_header_secret_with_a_newline_naming_key_and_variable(http_server, monkeypatch):
+    monkeypatch.setenv("OPS_HOOK_NL", "hook-nl-secret-777\n")
+    with pytest.raises(ActionError) as caught:
+        action({"url": http_server.url, "headers": {"X-Hook-Key": "${OPS_HOOK_NL}"}}).run()
+    assert "X-Hook-Key" in str(caught.value) and "OPS_HOOK_NL" in str(caught.value)
+    assert "hook-nl-secret-777" not in str(caught.value)
+    with pytest.raises(ConfigError, match=r"recovery\[0\]\.headers\.X-Hook-Key: the value of"):
+        HttpAction.validate_settings({"url": "http://x/", "headers": {"X-Hook-Key": "${OPS_HOOK_NL}"}}, "recovery[0]")
+
+
+def test_it_scrubs_the_hook_answer_before_cutting_it(http_server, monkeypatch):
+    # The secret straddles the cut: scrubbing a tail would miss it and keep its last characters.
+    secret = "hook-tail-secret-9876543210"
+    monkeypatch.setenv("OPS_HOOK_TOKEN", secret)
+    http_server.reply = Reply(500, "x" * 400 + secret + "y" * 290)
+    result = action({"url": http_server.url, "headers": {"X-Token": "${OPS_HOOK_TOKEN}"}}).run()
+    assert result.ok is False
+    assert "9876543210" not in result.detail
+
+
+def test_it_does_not_follow_a_redirect_by_default(make_http_server):
+    first, other = make_http_server(), make_http_server()
+    first.reply = Reply(307, headers={"Location": other.url + "/x"}, body="")
+    result = action({"url": first.url, "expect_status": [307]}).run()
+    assert result.ok is True and other.requests == []
+
+
+def test_it_drops_configured_headers_on_a_redirect_to_another_origin(make_http_server, monkeypatch):
+    monkeypatch.setenv("OPS_HOOK_TOKEN", "hook-redirect-secret-55")
+    first, other = make_http_server(), make_http_server()
+    first.reply = Reply(307, headers={"Location": other.url + "/landed"}, body="")
+    other.reply = Reply(202, "ok")
+    headers = {"X-Api-Key": "${OPS_HOOK_TOKEN}", "Cookie": "s=${OPS_HOOK_TOKEN}"}
+    result = action({"url": first.url, "headers": headers, "follow_redirects": True, "body": "{}"}).run()
+    assert result.ok is True and result.exit_code == 202
+    assert first.requests[0]["headers"]["X-Api-Key"] == "hook-redirect-secret-55"
+    (landed,) = other.requests
+    assert landed["method"] == "POST" and landed["body"] == b"{}"
+    assert "hook-redirect-secret-55" not in repr(landed["headers"])
+    with pytest.raises(ActionError, match="redirect to another origin"):
+        action({"url": first.url, "headers": headers, "follow_redirects": "same-origin"}).run()
+    assert len(other.requests) == 1
