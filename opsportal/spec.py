@@ -154,7 +154,7 @@ def secret_parts(value: str) -> list[str]:
 
 
 def url_secrets(url: str) -> list[str]:
-    """The userinfo of a URL (`user:password`), its password raw and decoded; none when it has none."""
+    """The userinfo of a URL (`user:password`), its password raw and decoded; none without a password."""
     if "://" not in url:
         return []
     try:
@@ -165,7 +165,9 @@ def url_secrets(url: str) -> list[str]:
         return []
     userinfo = netloc.rsplit("@", 1)[0]
     password = userinfo.partition(":")[2]
-    return [p for p in dict.fromkeys((userinfo, password, unquote(password))) if p]
+    if not password:  # a user name alone is no secret (and often a word the details need: `postgres`)
+        return []
+    return list(dict.fromkeys((userinfo, password, unquote(password))))
 
 
 def _register(found: list[str] | None, secret: str) -> None:

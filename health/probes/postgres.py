@@ -21,6 +21,7 @@ class PostgresProbe(Probe):
 
     def run(self) -> ProbeOutcome:
         try:
+            # env_value registers the DSN's password before the parse: a parse error quotes it (`pa%zz`).
             dsn = env_value(self.cfg["dsn_env"], self.secrets)
             extra: dict[str, str] = {}
             if self.cfg["password_env"]:
@@ -28,7 +29,7 @@ class PostgresProbe(Probe):
             params = conninfo_to_dict(dsn)
         except (ConfigError, psycopg.ProgrammingError) as exc:
             raise ProbeConfigError(f"config error: {str(exc).strip() or 'bad DSN'}") from None
-        if params.get("password"):
+        if params.get("password"):  # as the server will see it, after the DSN's own unquoting
             self.secrets.append(str(params["password"]))
         where = f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
         start = time.perf_counter()

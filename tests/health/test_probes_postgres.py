@@ -137,3 +137,20 @@ def test_it_names_the_bad_key_or_variable_in_a_config_error(monkeypatch, setting
     outcome = probe_once(ServiceFactory.build(kind="postgres", settings=settings))
     assert outcome.status == DOWN
     assert outcome.detail.startswith("config error")
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://ops:pct%zzPassw0rd-secret@127.0.0.1:1/postgres",
+        "host=127.0.0.1 port=1 password='pct%zzPassw0rd-secret dbname=postgres",
+    ],
+    ids=["url-with-bad-percent", "key-value-unterminated-quote"],
+)
+def test_it_never_shows_a_password_the_dsn_parse_error_quotes(monkeypatch, dsn):
+    # Needs no server: the DSN does not even parse. The password must be known before the parse fails.
+    monkeypatch.setenv("OPS_TEST_PG_DSN", dsn)
+    outcome = probe_once(pg_service())
+    assert outcome.status == DOWN
+    assert outcome.detail.startswith("config error:")
+    assert "Passw0rd-secret" not in outcome.detail
