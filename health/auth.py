@@ -2,12 +2,15 @@
 
 Accepted credentials: `Authorization: Bearer <token>` (an ApiToken, stored hashed) or a logged-in
 session — with a valid CSRF token on unsafe methods, since a browser sends the session cookie by itself.
+Reading needs a staff session or any valid token; each action needs its permission (health.permissions).
+Bad tokens are counted per address and limited (health.throttle).
 """
 
 from __future__ import annotations
 
 import functools
 import hmac
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -15,8 +18,12 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 
+from health import throttle
 from health.api import ApiError, public_setting
 from health.models import ApiToken
+from health.permissions import allowed, denied
+
+log = logging.getLogger("opsportal.health.auth")
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="opsportal"'}
 INVALID = {"WWW-Authenticate": 'Bearer realm="opsportal", error="invalid_token"'}
@@ -55,8 +62,20 @@ def authenticate(request: HttpRequest, *, staff: bool) -> None:
     """
     token = bearer_token(request)
     if token is not None:
+        address = throttle.client_address(request)
+        # Before the lookup: an address over its limit learns nothing, not even from a right guess.
+        throttle.check(address)
         row = ApiToken.authenticate(token)
         if row is None:
+            count = throttle.record_failure(address)
+            # Never the token, not even its first characters: a near-miss is a secret too.
+            log.warning(
+                "API token refused from %s: invalid or revoked (%s %s, %d in this window)",
+                address,
+                request.method,
+                request.path,
+                count,
+            )
             raise ApiError("invalid or revoked API token", 401, INVALID)
         if staff and not row.user.is_staff:
             raise ApiError("this token's user is not staff", 403)
@@ -81,15 +100,21 @@ def via(request: HttpRequest) -> str:
     return "api session"
 
 
-def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """A staff user by token or session (with CSRF). Goes inside `api_view`, which turns errors into JSON."""
+def permission_required(permission: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """A staff user by token or session (with CSRF) who has `permission` (superusers have all); 403 naming
+    it otherwise. Goes inside `api_view`, which turns errors into JSON."""
 
-    @functools.wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        authenticate(request, staff=True)
-        return view(request, *args, **kwargs)
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            authenticate(request, staff=True)
+            if not allowed(request.api_user, permission):  # type: ignore[attr-defined]
+                raise ApiError(denied(permission), 403)
+            return view(request, *args, **kwargs)
 
-    return wrapper
+        return wrapper
+
+    return decorator
 
 
 def readable(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

@@ -25,6 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 import opsportal
 from health import reports, svg
 from health.models import Incident, ProbeResult, Service
+from health.permissions import ACKNOWLEDGE_INCIDENT, PAUSE_SERVICE, PROBE_NOW, RUN_RECOVERY, allowed, denied
 from health.runner import run_round
 from health.scheduler import scheduler_status
 from opsportal.db import database_status
@@ -48,6 +49,22 @@ def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
         return view(request, *args, **kwargs)
 
     return wrapper
+
+
+def permission_required(permission: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """A staff user who has `permission` (superusers have all); 403 naming it otherwise. Staff alone only reads."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        @staff_required
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not allowed(request.user, permission):
+                raise PermissionDenied(denied(permission))
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
 
 
 def _back(request: HttpRequest, default: str) -> HttpResponseRedirect:
@@ -158,7 +175,7 @@ def service_live(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @require_POST
-@staff_required
+@permission_required(PROBE_NOW)
 def service_probe(request: HttpRequest, name: str) -> HttpResponse:
     service = get_object_or_404(Service, name=name)
     result = run_round([service], recover=False)
@@ -170,7 +187,7 @@ def service_probe(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @require_POST
-@staff_required
+@permission_required(PAUSE_SERVICE)
 def service_pause(request: HttpRequest, name: str) -> HttpResponse:
     service = get_object_or_404(Service, name=name)
     action = request.POST.get("action")
@@ -187,7 +204,7 @@ class RecoverForm(forms.Form):
 
 
 @require_http_methods(["GET", "POST"])
-@staff_required
+@permission_required(RUN_RECOVERY)
 def service_recover(request: HttpRequest, name: str) -> HttpResponse:
     """GET: the confirmation (cooldown state, Force). POST: run recovery, as the API's button does."""
     service = get_object_or_404(Service, name=name)
@@ -224,7 +241,7 @@ def _recover(service: Service, user: Any, *, force: bool) -> tuple[int, str]:
 
 
 @require_POST
-@staff_required
+@permission_required(ACKNOWLEDGE_INCIDENT)
 def incident_ack(request: HttpRequest, pk: int) -> HttpResponse:
     incident = get_object_or_404(Incident.objects.select_related("service"), pk=pk)
     if incident.acknowledge(request.user):

@@ -89,6 +89,11 @@ class Service(models.Model):
 
     class Meta:
         ordering = ["name"]
+        # Dashboard and API actions (health.permissions); superusers have them all.
+        permissions = [
+            ("pause_service", "Can pause and resume a service"),
+            ("probe_now", "Can probe a service now"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -289,6 +294,7 @@ class Incident(models.Model):
             )
         ]
         indexes = [models.Index(fields=["resolved_at", "-opened_at"], name="incident_open_time")]
+        permissions = [("acknowledge_incident", "Can acknowledge an incident")]
 
     def __str__(self) -> str:
         return f"{self.service_id} incident opened {self.opened_at:%Y-%m-%d %H:%M}"

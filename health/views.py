@@ -7,7 +7,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from health import api
 from health.api import api_view, json_response
-from health.auth import metrics_readable, readable, staff_required, via
+from health.auth import metrics_readable, permission_required, readable, via
+from health.permissions import RUN_RECOVERY
 from health.snapshot import cached_status
 
 
@@ -63,10 +64,8 @@ def uptime(request: HttpRequest) -> HttpResponse:
     return json_response(api.uptime_payload(api.name_param(request, "service")))
 
 
-# CSRF is enforced by health.auth for session requests only: a bearer token carries no cookie to forge.
-@csrf_exempt
 @api_view("POST")
-@staff_required
+@permission_required(RUN_RECOVERY)
 def recover(request: HttpRequest) -> HttpResponse:
     body = api.parse_object(request, {"services": api.SERVICES_FIELD, "force": api.BOOL_FIELD})
     return json_response(api.recover_payload(body, request.api_user, via(request)))

@@ -83,6 +83,8 @@ class RecoveryAttempt(models.Model):
             models.Index(fields=["service", "-started_at"], name="attempt_service_time"),
             models.Index(fields=["outcome", "-started_at"], name="attempt_outcome_time"),
         ]
+        # By hand: the dashboard's Recover, POST /health/recover, the admin's "Recover now".
+        permissions = [("run_recovery", "Can run recovery by hand")]
 
     def __str__(self) -> str:
         return f"{self.service_id} {self.outcome} @ {self.started_at:%Y-%m-%d %H:%M:%S}"

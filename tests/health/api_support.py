@@ -10,20 +10,25 @@ from django.contrib.auth import get_user_model
 from django.db import connections
 
 from health.models import ApiToken, Service
+from health.permissions import ACTIONS
+from tests.health.factories import grant
 from tests.servers import free_port
 
 
-def make_user(username: str = "ops", *, staff: bool = True, active: bool = True) -> Any:
+def make_user(username: str = "ops", *, staff: bool = True, active: bool = True, perms: tuple[str, ...] = ()) -> Any:
+    """A user with the given permissions (health.permissions) and no others."""
     # No password (an unusable one): these users log in by force_login or tokens, and hashing is slow.
-    return get_user_model().objects.create_user(username=username, password=None, is_staff=staff, is_active=active)
+    user = get_user_model().objects.create_user(username=username, password=None, is_staff=staff, is_active=active)
+    return grant(user, *perms) if perms else user
 
 
 def bearer(token: str) -> dict[str, str]:
     return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
 
 
-def staff_token(username: str = "ops", *, staff: bool = True) -> tuple[ApiToken, str]:
-    return ApiToken.issue(make_user(username, staff=staff), name="test")
+def staff_token(username: str = "ops", *, staff: bool = True, perms: tuple[str, ...] = ACTIONS) -> tuple[ApiToken, str]:
+    """A token of an operator: staff with every action's permission (pass perms=() for bare staff)."""
+    return ApiToken.issue(make_user(username, staff=staff, perms=perms), name="test")
 
 
 def make_service(name: str, **fields: Any) -> Service:

@@ -11,11 +11,13 @@ from django.utils import timezone
 
 from health.models import Incident, ProbeResult, Service
 from recovery.models import RecoveryAction, RecoveryAttempt
+from tests.health.factories import grant
 
 
 @pytest.fixture
 def staff_client(db) -> Client:
-    user = get_user_model().objects.create_user("ops", password="not-a-real-password-1", is_staff=True)
+    # An operator: staff with every action's permission (staff alone only reads; tests/health/test_permissions.py).
+    user = grant(get_user_model().objects.create_user("ops", password="not-a-real-password-1", is_staff=True))
     client = Client()
     client.force_login(user)
     client.user = user

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import factory
+from django.contrib.auth.models import Permission
 from django.utils import timezone
 
 from health.models import Incident, ProbeResult, Service
+from health.permissions import ACTIONS
 from recovery.models import RecoveryAction
 from tunnels.models import Tunnel
 
@@ -64,3 +68,12 @@ class TunnelFactory(factory.django.DjangoModelFactory):
 
     name = factory.Sequence(lambda n: f"tunnel-{n}")
     command = factory.LazyFunction(lambda: ["cloudflared", "tunnel", "run", "app"])
+
+
+def grant(user: Any, *permissions: str) -> Any:
+    """Give `user` these permissions ("app_label.codename"; default: every action's) and return it fresh
+    (Django caches a user's permissions on the object)."""
+    for name in permissions or ACTIONS:
+        app_label, codename = name.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return type(user).objects.get(pk=user.pk)

@@ -7,6 +7,7 @@ import pytest
 from django.test import Client
 
 from health.models import ApiToken
+from health.permissions import RUN_RECOVERY
 from recovery.models import RecoveryAction, RecoveryAttempt
 from tests.health.api_support import bearer, make_service, make_user, staff_token
 
@@ -107,7 +108,7 @@ def test_it_answers_403_for_a_non_staff_token_or_session(client, recoverable):
 
 def test_it_needs_a_csrf_token_with_a_session(recoverable):
     client = Client(enforce_csrf_checks=True)
-    client.force_login(make_user("operator"))
+    client.force_login(make_user("operator", perms=(RUN_RECOVERY,)))
     assert_error(post(client, {"services": ["backend"], "force": True}), 403, "CSRF check failed")
     assert not RecoveryAttempt.objects.exists()
     # The token a page would carry: from the cookie the dashboard sets.

@@ -7,6 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from health.models import ApiToken
+from health.permissions import RUN_RECOVERY
 from tests.health.api_support import bearer, make_user
 
 pytestmark = pytest.mark.django_db
@@ -51,7 +52,7 @@ def test_it_refuses_a_name_that_is_too_long():
 
 
 def test_it_creates_a_token_that_works_until_it_is_revoked(client):
-    make_user("ops")
+    make_user("ops", perms=(RUN_RECOVERY,))
     token = create("ops")[0].strip()
     body = json.dumps({"services": []})
     response = client.post("/health/recover", body, "application/json", **bearer(token))
@@ -61,3 +62,12 @@ def test_it_creates_a_token_that_works_until_it_is_revoked(client):
     response = client.post("/health/recover", body, "application/json", **bearer(token))
     assert response.status_code == 401
     assert response.json() == {"error": "invalid or revoked API token"}
+
+
+def test_it_notes_when_a_staff_user_cannot_run_recovery():
+    make_user("reader")
+    _, err = create("reader")
+    assert f"lacks the permission {RUN_RECOVERY}" in err
+    make_user("operator", perms=(RUN_RECOVERY,))
+    _, err = create("operator")
+    assert "lacks the permission" not in err

@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from health.models import ApiToken
+from health.permissions import RUN_RECOVERY, allowed
 
 
 class Command(BaseCommand):
@@ -45,5 +46,11 @@ class Command(BaseCommand):
         elif not row.user.is_staff:
             lines.insert(
                 0, f"note: {row.user} is not staff: the token reads the API but POST /health/recover answers 403"
+            )
+        elif not allowed(row.user, RUN_RECOVERY):
+            lines.insert(
+                0,
+                f"note: {row.user} lacks the permission {RUN_RECOVERY}: the token reads the API but"
+                " POST /health/recover answers 403 (grant it in the admin)",
             )
         return "\n".join(lines)

@@ -1,0 +1,114 @@
+"""A per-address limit on bearer requests with a bad token, counted in Django's default cache.
+
+The default cache is the shared one (the DatabaseCache table `opsportal_cache`, or Redis with REDIS_URL),
+so the count holds across web workers and machines. After API_BAD_TOKEN_LIMIT bad tokens (default 20)
+from one address in a window of API_BAD_TOKEN_WINDOW seconds (default 60, a fixed window), every bearer
+request from that address answers 429 with `Retry-After` until the window ends: a right guess is refused
+too, so guessing gains nothing. Other addresses are not affected.
+
+The client address is REMOTE_ADDR: behind a reverse proxy that is the proxy (the limit is then shared by
+everyone behind it), since a forwarded header can be forged by any client.
+
+A cache that fails (its table missing, Redis away) never turns a request into an error: the limit is
+skipped (fail open) and the failure logged, at most once a minute.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.conf import settings
+from django.core.cache import caches
+from django.core.cache.backends.db import DatabaseCache
+from django.db import connections, router, transaction
+from django.http import HttpRequest
+
+from health.api import ApiError
+
+log = logging.getLogger("opsportal.health.auth")
+
+T = TypeVar("T")
+KEY_PREFIX = "opsportal:bad-token"
+_UNSAFE_KEY_CHARS = re.compile(r"[^0-9A-Za-z.:_-]")
+_CACHE_WARN_EVERY_S = 60.0
+_last_cache_warning = 0.0
+
+
+def client_address(request: HttpRequest) -> str:
+    address = request.META.get("REMOTE_ADDR") or "unknown"
+    # Cache keys must be short and plain; an address never needs more.
+    return _UNSAFE_KEY_CHARS.sub("_", address)[:64]
+
+
+def _limits() -> tuple[int, int]:
+    return int(getattr(settings, "API_BAD_TOKEN_LIMIT", 20)), int(getattr(settings, "API_BAD_TOKEN_WINDOW", 60))
+
+
+def _window(now: float, window: int) -> tuple[int, float]:
+    """The current fixed window's number and how many seconds are left of it."""
+    bucket = int(now // window)
+    return bucket, (bucket + 1) * window - now
+
+
+def _key(address: str, bucket: int) -> str:
+    return f"{KEY_PREFIX}:{address}:{bucket}"
+
+
+def _cached(call: Callable[[], T], fallback: T) -> T:
+    """Run one cache call; on any failure log it (rate-limited) and return `fallback` (fail open)."""
+    global _last_cache_warning
+    cache = caches["default"]
+    try:
+        if isinstance(cache, DatabaseCache):
+            alias = router.db_for_write(cache.cache_model_class)
+            if connections[alias].in_atomic_block:
+                # A failed query (the table missing) would break the caller's transaction: a savepoint keeps it.
+                with transaction.atomic(using=alias):
+                    return call()
+        return call()
+    except Exception as exc:
+        now = time.monotonic()
+        if now - _last_cache_warning >= _CACHE_WARN_EVERY_S:
+            _last_cache_warning = now
+            log.warning("bad-token limit skipped: the cache failed (%s: %s)", type(exc).__name__, exc)
+        return fallback
+
+
+def check(address: str, now: float | None = None) -> None:
+    """429 with Retry-After when `address` has used up its bad tokens in this window."""
+    limit, window = _limits()
+    bucket, left = _window(time.time() if now is None else now, window)
+    key = _key(address, bucket)
+    count = _cached(lambda: caches["default"].get(key, 0), 0)
+    if count >= limit:
+        retry_after = max(1, math.ceil(left))
+        raise ApiError(
+            f"too many requests with a bad API token from this address; retry in {retry_after} s",
+            429,
+            {"Retry-After": str(retry_after)},
+        )
+
+
+def record_failure(address: str, now: float | None = None) -> int:
+    """Count one bad token from `address`; the count in this window (0 when the cache failed)."""
+    limit, window = _limits()
+    bucket, left = _window(time.time() if now is None else now, window)
+    key = _key(address, bucket)
+
+    def incr() -> int:
+        cache = caches["default"]
+        # The key outlives its window by a second: it is never read after, so it only has to expire.
+        cache.add(key, 0, timeout=math.ceil(left) + 1)
+        return int(cache.incr(key))
+
+    count = _cached(incr, 0)
+    if count == limit:
+        log.warning(
+            "bad-token limit reached for %s: %d bad tokens in %d s; refusing its tokens", address, count, window
+        )
+    return count
