@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import secrets
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONE as CSP_NONE
+from csp.constants import SELF as CSP_SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from opsportal.env import (
@@ -59,6 +62,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    # Login throttling (its models, admin and `axes_reset`) and the Content-Security-Policy header.
+    "axes",
+    "csp",
     # Before django_q: health's `qcluster` command (Django-Q2's, plus the resident dispatcher loop) wins.
     "health",
     "django_q",
@@ -75,6 +81,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last of Django's, as axes asks: it turns a locked-out login into the 429 lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "opsportal.urls"
@@ -150,6 +159,49 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
+# Axes' backend first: it refuses a locked-out user+address before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# --- Login throttling (django-axes): the login form and the admin login ------------------------
+# Locked out after LOGIN_FAILURE_LIMIT failures of one username from one address within
+# LOGIN_LOCKOUT_MINUTES; the lock lifts LOGIN_LOCKOUT_MINUTES after the last failure, or at once with
+# `manage.py axes_reset` or by deleting the access attempt in the admin. Failures and lockouts are logged
+# to system-monitor.log (opsportal.login_throttle), never with the password.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1)
+LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1)
+AXES_ENABLED = env_bool("LOGIN_THROTTLE", True)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+# Per user+address: an attacker cannot lock the real operator out from elsewhere.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_LOCKOUT_CALLABLE = "opsportal.login_throttle.lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429
+# The address is the TCP peer (REMOTE_ADDR), never a client-sent header; behind nginx (which sets
+# X-Forwarded-For to its peer, deploy/nginx-opsportal.conf) set LOGIN_PROXY_COUNT=1.
+LOGIN_PROXY_COUNT = env_int("LOGIN_PROXY_COUNT", 0, minimum=0)
+AXES_CLIENT_IP_CALLABLE = "opsportal.login_throttle.client_address"
+# A success does not wipe the failures: an attacker holding one account cannot reset the count.
+AXES_RESET_ON_SUCCESS = False
+
+# --- Content-Security-Policy (django-csp) ------------------------------------------------------
+# Everything from the portal itself: no inline script, no inline style (static/live.js and
+# static/opsportal.css carry them), no plugins, no framing, forms post only here.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [CSP_SELF],
+        "script-src": [CSP_SELF],
+        "style-src": [CSP_SELF],
+        "img-src": [CSP_SELF],
+        "connect-src": [CSP_SELF],
+        "object-src": [CSP_NONE],
+        "base-uri": [CSP_SELF],
+        "form-action": [CSP_SELF],
+        "frame-ancestors": [CSP_NONE],
+    },
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -232,6 +284,10 @@ LOG_RETENTION_DAYS = env_int("LOG_RETENTION_DAYS", 7, minimum=1)
 LOG_FORMAT = env_choice("LOG_FORMAT", "human", ("human", "json"))
 # Console, logs/system-monitor.log and logs/tunnel-monitor.log, in one format (opsportal/logconfig.py).
 LOGGING = build_logging(LOG_DIR, fmt=LOG_FORMAT, level=LOG_LEVEL, retention_days=LOG_RETENTION_DAYS)
+# Failed logins and lockouts (opsportal.login_throttle) beside the monitors' lines; axes' own logger only
+# for its warnings, on the console (its lines name the username and address, never the password).
+LOGGING["loggers"]["opsportal.auth"] = {"handlers": ["system_file"], "propagate": True}
+LOGGING["loggers"]["axes"] = {"handlers": ["console"], "level": "WARNING", "propagate": False}
 
 
 # --- Django-Q2 and the probe dispatcher (health/scheduler.py, docs/architecture.md) --------

@@ -1,13 +1,23 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from health.views import metrics
 
+# Of django.contrib.auth's views only these: the password-reset ones would mail a link, and the portal
+# sends no mail (an operator resets a password with `manage.py changepassword` or in the admin).
+account_urls = [
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password_change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path("password_change/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
+]
+
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("accounts/", include("django.contrib.auth.urls")),
+    path("accounts/", include(account_urls)),
     path("health/", include("health.urls")),
     path("metrics", metrics, name="metrics"),
     path("", include("health.dashboard_urls")),
