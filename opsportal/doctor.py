@@ -22,6 +22,7 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from opsportal import files
 from opsportal.spec import scrub
 
 log = logging.getLogger("opsportal.doctor")
@@ -203,6 +204,39 @@ def check_log_dir() -> Finding:
     return ok("logs", "writable: " + ", ".join(str(p) for p in log_directories()))
 
 
+# How many loose paths doctor names one by one; the rest are counted.
+MAX_LOOSE_SHOWN = 5
+
+
+def check_file_modes() -> Finding:
+    """The var dir, the database, the spool, the tunnel ledger and the logs: owner-only (files.py)."""
+    var_dir, log_dir = Path(settings.VAR_DIR), Path(settings.LOG_DIR)
+    found = files.loose(files.portal_paths(var_dir, log_dir, settings.DATABASES["default"]))
+    umask = files.current_umask()
+    if found:
+        shown = found[:MAX_LOOSE_SHOWN]
+        more = f" (and {len(found) - len(shown)} more)" if len(found) > len(shown) else ""
+        return problem(
+            "files",
+            ", ".join(f"{path} is {mode:04o}" for path, mode in shown)
+            + more
+            + ": other local users can read what the portal keeps there (the database holds live sessions)",
+            "; ".join(files.fix_command(path, mode) for path, mode in shown)
+            + f" (all at once: `chmod -R go-rwx {var_dir} {log_dir}`, as their owner or root)",
+        )
+    if umask & files.OWNER_ONLY_MASK != files.OWNER_ONLY_MASK:
+        return problem(
+            "files",
+            f"this process's umask is {umask:04o}: the files it creates would be readable by other users",
+            "settings.py must call opsportal.files.owner_only_umask() before it creates anything",
+        )
+    detail = f"owner-only: {var_dir}, {log_dir} (umask {umask:04o})"
+    if files.tightened:
+        names = ", ".join(f"{path} (was {mode:04o})" for path, mode in files.tightened[:MAX_LOOSE_SHOWN])
+        detail += f"; tightened at start: {names}"
+    return ok("files", detail)
+
+
 def check_secret_key() -> Finding:
     try:
         key = settings.SECRET_KEY
@@ -309,6 +343,7 @@ CHECKS: list[tuple[str, Check, bool]] = [
     ("broker", check_broker, False),
     ("scheduler", check_scheduler, True),
     ("logs", check_log_dir, False),
+    ("files", check_file_modes, False),
     ("secret_key", check_secret_key, False),
     ("debug", check_debug, False),
     ("schedules", check_schedules, True),

@@ -24,11 +24,14 @@ from opsportal.env import (
     env_list,
     env_str,
 )
+from opsportal.files import owner_only_umask, portal_paths, tighten
 from opsportal.logconfig import build_logging
 
+# Before anything is created: the portal's files are owner-only whatever the umask (opsportal/files.py).
+owner_only_umask()
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("OPSPORTAL_VAR_DIR", str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 # A local `.env` (written by `make setup`) fills in what the real environment leaves unset.
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
@@ -279,7 +282,9 @@ DASHBOARD_CARDS_PER_PAGE = env_int("DASHBOARD_CARDS_PER_PAGE", 60, minimum=1)
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
 # Log files (the tunnel watchdog's `tunnel-monitor.log`, connector output) rotate daily, kept this many days.
 LOG_DIR = Path(env_str("LOG_DIR", str(BASE_DIR / "logs")))
-LOG_DIR.mkdir(parents=True, exist_ok=True)
+LOG_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+# What an earlier run under a looser umask left readable is tightened at every start (doctor shows it).
+tighten(portal_paths(VAR_DIR, LOG_DIR, DATABASES["default"]))
 LOG_RETENTION_DAYS = env_int("LOG_RETENTION_DAYS", 7, minimum=1)
 LOG_FORMAT = env_choice("LOG_FORMAT", "human", ("human", "json"))
 # Console, logs/system-monitor.log and logs/tunnel-monitor.log, in one format (opsportal/logconfig.py).

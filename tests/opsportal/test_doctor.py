@@ -319,3 +319,38 @@ def test_it_reports_static_files_not_collected_and_passes_after_collectstatic(se
 
 def test_it_needs_no_manifest_for_plain_static_files() -> None:
     assert doctor.check_static().ok
+
+
+# --- file modes -----------------------------------------------------------------------------
+
+
+def test_it_names_a_file_or_directory_other_users_can_read_and_the_fix(settings, tmp_path: Path) -> None:
+    settings.VAR_DIR = tmp_path / "var"
+    settings.LOG_DIR = tmp_path / "logs"
+    settings.LOGGING = {"version": 1, "handlers": {}}
+    for directory in (settings.VAR_DIR, settings.LOG_DIR):
+        directory.mkdir(mode=0o700)
+    database = settings.VAR_DIR / "opsportal.sqlite3"
+    database.write_bytes(b"")
+    database.chmod(0o600)
+    assert doctor.check_file_modes().ok
+    # Loosened after start, as a backup copy or an operator's chmod would.
+    database.chmod(0o644)
+    settings.LOG_DIR.chmod(0o755)
+    finding = doctor.check_file_modes()
+    assert not finding.ok
+    assert f"{database} is 0644" in finding.detail
+    assert f"{settings.LOG_DIR} is 0755" in finding.detail
+    assert f"chmod 600 {database}" in finding.fix
+    assert f"chmod 700 {settings.LOG_DIR}" in finding.fix
+
+
+def test_it_reports_loose_modes_in_the_command_output(healthy, settings, tmp_path: Path, capsys) -> None:
+    settings.VAR_DIR = tmp_path / "var"
+    settings.VAR_DIR.mkdir()
+    settings.VAR_DIR.chmod(0o755)  # chmod: this process's umask is owner-only
+    with pytest.raises(CommandError, match=r"files"):
+        call_command("doctor", "--no-color")
+    out = capsys.readouterr().out
+    assert f"FAIL  files       {settings.VAR_DIR} is 0755" in out
+    assert f"fix: chmod 700 {settings.VAR_DIR}" in out
