@@ -17,7 +17,7 @@ from django.dispatch import Signal
 from health import config_tables
 from health.models import Service
 from health.probes import registry as probe_registry
-from opsportal.spec import ConfigError, Key, validate
+from opsportal.spec import ConfigError, Key, env_refs, validate
 from recovery.actions import registry as action_registry
 from recovery.models import RecoveryAction
 from tunnels.models import Tunnel
@@ -50,6 +50,8 @@ RECOVERY_KEYS: dict[str, Key] = {
     "enabled": Key("bool", default=True),
 }
 TOP_LEVEL = ("service", "tunnel", "channel", "maintenance")
+# Kinds whose `argv` becomes a child's command line, which every local user can read (`ps`, /proc).
+ARGV_KINDS = ("command", "restart_process")
 
 
 @dataclass
@@ -58,6 +60,8 @@ class Plan:
     tunnels: list[dict[str, Any]] = field(default_factory=list)
     channels: list[dict[str, Any]] = field(default_factory=list)
     maintenance: list[dict[str, Any]] = field(default_factory=list)
+    # Accepted, but worth saying: a ${VAR} that lands in a command line.
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -81,6 +85,7 @@ class ImportReport:
     dry_run: bool
     channels: Changes = field(default_factory=Changes)
     maintenance: Changes = field(default_factory=Changes)
+    warnings: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = []
@@ -116,6 +121,16 @@ def _kind_table(
     return common, kind_settings
 
 
+def argv_warnings(argv: Any, where: str) -> list[str]:
+    """A warning for each ${VAR} in an argv: expanded, it is visible to every local user in `ps`."""
+    names = [n for arg in argv if isinstance(arg, str) for n in env_refs(arg)] if isinstance(argv, list) else []
+    return [
+        f"warning: {where}: ${{{name}}} is passed in argv, which every local user can read (`ps`, "
+        f'/proc/PID/cmdline); pass it in `env` instead (e.g. env = {{TUNNEL_TOKEN = "${{{name}}}"}})'
+        for name in dict.fromkeys(names)
+    ]
+
+
 def _check_lengths(model: type[models.Model], values: dict[str, Any], where: str) -> None:
     # The database would refuse (PostgreSQL) or silently keep (SQLite) an over-long string: refuse it here.
     for f in model._meta.get_fields():
@@ -147,6 +162,8 @@ def parse(text: str, *, prune: bool = False) -> Plan:
         where = f"service[{i}]"
         common, kind_settings = _kind_table(table, where, SERVICE_KEYS, probe_registry, nested=("recovery",))
         _check_lengths(Service, common, where)
+        if common["kind"] in ARGV_KINDS:
+            plan.warnings += argv_warnings(kind_settings.get("argv"), f"{where}.argv")
         if common["name"] in names:
             raise ConfigError(f"{where}.name", f"duplicate name {common['name']!r}")
         names.add(common["name"])
@@ -159,6 +176,8 @@ def parse(text: str, *, prune: bool = False) -> Plan:
             a_common, a_settings = _kind_table(action, a_where, RECOVERY_KEYS, action_registry)
             if a_common["kind"] == "restart_process" and common["kind"] != "process":
                 raise ConfigError(f"{a_where}.kind", "restart_process needs a service of kind process")
+            if a_common["kind"] in ARGV_KINDS:
+                plan.warnings += argv_warnings(a_settings.get("argv"), f"{a_where}.argv")
             actions.append({**a_common, "settings": a_settings})
         plan.services.append({**common, "settings": kind_settings, "recovery": actions})
     tunnel_names: set[str] = set()
@@ -171,6 +190,7 @@ def parse(text: str, *, prune: bool = False) -> Plan:
         if cleaned["name"] in tunnel_names:
             raise ConfigError(f"tunnel[{i}].name", f"duplicate name {cleaned['name']!r}")
         tunnel_names.add(cleaned["name"])
+        plan.warnings += argv_warnings(cleaned["command"], f"tunnel[{i}].command")
         plan.tunnels.append(cleaned)
     for i, svc in enumerate(plan.services):
         for dep in svc.get("depends_on", []):
@@ -228,7 +248,7 @@ def _action_rows(service: Service) -> list[dict[str, Any]]:
 
 def apply(plan: Plan, *, prune: bool = False, dry_run: bool = False) -> ImportReport:
     """Upsert everything in the plan by name, in one transaction (rolled back for a dry run)."""
-    report = ImportReport(Changes(), Changes(), dry_run)
+    report = ImportReport(Changes(), Changes(), dry_run, warnings=list(plan.warnings))
     try:
         with transaction.atomic():
             _apply(plan, prune, report)

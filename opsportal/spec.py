@@ -170,6 +170,11 @@ def url_secrets(url: str) -> list[str]:
     return list(dict.fromkeys((userinfo, password, unquote(password))))
 
 
+def env_refs(value: str) -> list[str]:
+    """The names of the `${VAR}` references in a value."""
+    return _ENV_REF.findall(value)
+
+
 def _register(found: list[str] | None, secret: str) -> None:
     if found is not None and secret:
         found.extend(secret_parts(secret))

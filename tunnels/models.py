@@ -31,6 +31,13 @@ class Tunnel(models.Model):
 
     name = models.SlugField(max_length=100, unique=True)
     command = models.JSONField(help_text="argv list that starts the connector (never a shell string)")
+    # Variables for the connector's environment: a token goes here, not in argv, which `ps` shows everyone.
+    env = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='extra environment of the connector, e.g. {"TUNNEL_TOKEN": "${CLOUDFLARE_TUNNEL_TOKEN}"}; '
+        "${VAR} is expanded only when the connector starts",
+    )
     process_match = models.CharField(max_length=200, blank=True)
     ready_url = models.CharField(max_length=500, blank=True)
     public_url = models.CharField(max_length=500, blank=True)

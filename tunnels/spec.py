@@ -7,6 +7,7 @@ from opsportal.spec import Key
 TUNNEL_KEYS: dict[str, Key] = {
     "name": Key("slug", required=True),
     "command": Key("argv", required=True, help="argv; items may use ${ENV_VAR} (a secret, never shown)"),
+    "env": Key("dict[str]", default={}, help="the connector's extra environment; values may use ${ENV_VAR}"),
     "process_match": Key("str", help="cmdline substring that finds the connector when not started by us"),
     "ready_url": Key("str"),
     "public_url": Key("str"),

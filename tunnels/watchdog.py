@@ -659,7 +659,9 @@ class Check:
         t.last_restart_at = timezone.now()
         try:
             argv = [expand_env(arg, self.secrets) for arg in t.command]
-            ref = procs.start_detached(argv, log_file=self.log_file())
+            # A token goes to the connector in its environment (TUNNEL_TOKEN), out of sight of `ps`.
+            env = {k: expand_env(v, self.secrets) for k, v in (t.env or {}).items()}
+            ref = procs.start_detached(argv, log_file=self.log_file(), env=env)
         except (ConfigError, OSError) as exc:
             return self.failed(Status.DOWN, f"could not start the connector: {exc}", None)
         _started.add(ref)

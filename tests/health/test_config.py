@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import textwrap
 from pathlib import Path
 
@@ -297,3 +298,27 @@ def test_it_exports_through_the_command(base, capsys):
     assert out.startswith("# opsportal configuration")
     assert 'name = "web"' in out and "[[tunnel]]" in out
     assert "interval = 60" not in out  # defaults are left out
+
+
+# -- issue 14 items 2 and 6
+def test_it_ships_examples_that_keep_tokens_out_of_argv():
+    for example in ("demo.toml", "production.toml"):
+        err = io.StringIO()
+        call_command("importconfig", str(EXAMPLES / example), stderr=err)
+        assert err.getvalue() == "", example
+    tunnel = Tunnel.objects.get(name="main")
+    assert tunnel.env == {"TUNNEL_TOKEN": "${CLOUDFLARE_TUNNEL_TOKEN}"}
+    assert not any("${" in arg for arg in tunnel.command)
+
+
+def test_it_refuses_a_header_value_with_a_line_break_and_changes_nothing(base, tmp_path, monkeypatch):
+    literal = '[[service]]\nname = "api"\nkind = "http"\nurl = "http://127.0.0.1:1/"\nheaders = {X-Key = "a\\nb"}\n'
+    with pytest.raises(CommandError, match=r"service\[0\]\.headers\.X-Key: must not contain a line break"):
+        run_import(write(tmp_path, literal, "literal.toml"))
+    monkeypatch.setenv("OPS_CFG_KEY_FROM_FILE", "from-a-file-secret\n")
+    from_env = literal.replace('"a\\nb"', '"${OPS_CFG_KEY_FROM_FILE}"')
+    with pytest.raises(CommandError) as caught:
+        run_import(write(tmp_path, from_env, "env.toml"))
+    assert "service[0].headers.X-Key: the value of ${OPS_CFG_KEY_FROM_FILE} contains a line break" in str(caught.value)
+    assert "from-a-file-secret" not in str(caught.value)
+    assert snapshot() == base

@@ -27,6 +27,8 @@ class Command(BaseCommand):
             report = import_text(text, prune=opts["prune"], dry_run=opts["dry_run"])
         except ConfigError as exc:
             raise CommandError(f"{path}: {exc} (nothing was changed)") from None
+        for warning in report.warnings:
+            self.stderr.write(self.style.WARNING(warning))
         lines = report.lines()
         for line in lines[:-1]:
             self.stdout.write(line)
