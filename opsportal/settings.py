@@ -335,3 +335,7 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+
+# --- API: bad bearer tokens per client address (health.throttle; counted in the shared cache) ---
+API_BAD_TOKEN_LIMIT = env_int("API_BAD_TOKEN_LIMIT", 20, minimum=1)
+API_BAD_TOKEN_WINDOW = env_int("API_BAD_TOKEN_WINDOW", 60, minimum=1)
