@@ -3,6 +3,9 @@
 Under systemd (deploy/opsportal-web.service, `Type=notify`) the master tells systemd when it is
 ready, and, when the unit sets `WatchdogSec`, pings the watchdog only while `/health/live` answers
 through its own socket: hung workers stop the pings and systemd restarts the service.
+
+The access log names the user the portal authenticated (opsportal/middleware.py), never the unchecked
+username of a Basic-auth header; responses carry no `Server: gunicorn` header.
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ import time
 from typing import Any
 
 from gunicorn import systemd
+from gunicorn.glogging import Logger
+from gunicorn.http import wsgi
+
+# The WSGI environ key opsportal.middleware.access_log_user sets (its ACCESS_LOG_USER; a test checks both agree).
+ACCESS_LOG_USER = "opsportal.user"
 
 
 def _cores() -> int:
@@ -49,6 +57,34 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 forwarded_allow_ips = os.environ.get("WEB_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 accesslog = "-"
 errorlog = "-"
+
+
+class PortalLogger(Logger):
+    """gunicorn's logger, with `%(u)s` the user the portal authenticated, or `-`."""
+
+    def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict[str, Any]:
+        atoms = super().atoms(resp, req, environ, request_time)
+        atoms["u"] = environ.get(ACCESS_LOG_USER) or "-"
+        return atoms
+
+
+logger_class = PortalLogger
+
+
+def _drop_server_header() -> None:
+    """Responses without `Server: gunicorn` (no setting for it; the name and version only help an attacker)."""
+    original = wsgi.Response.default_headers
+    if getattr(original, "drops_server_header", False):  # this file is read again on HUP
+        return
+
+    def default_headers(self: Any) -> list[str]:
+        return [line for line in original(self) if not line.lower().startswith("server:")]
+
+    default_headers.drops_server_header = True  # type: ignore[attr-defined]
+    wsgi.Response.default_headers = default_headers  # type: ignore[method-assign]
+
+
+_drop_server_header()
 
 
 def live_ok(family: int, address: Any, timeout_s: float = 5.0) -> bool:

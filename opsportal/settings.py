@@ -87,6 +87,8 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     # Last of Django's, as axes asks: it turns a locked-out login into the 429 lockout page.
     "axes.middleware.AxesMiddleware",
+    # Innermost: after the view, note the user the portal authenticated for the access log (gunicorn.conf.py).
+    "opsportal.middleware.access_log_user",
 ]
 
 ROOT_URLCONF = "opsportal.urls"

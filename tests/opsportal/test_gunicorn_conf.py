@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import http.client
 import os
 import secrets
 import signal
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from opsportal.middleware import ACCESS_LOG_USER
 from tests.servers import free_port, wait_for
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -112,3 +115,101 @@ def test_it_sizes_workers_from_cores_and_env(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("WEB_WORKERS", "many")
     with pytest.raises(SystemExit, match="WEB_WORKERS: must be an integer, got 'many'"):
         load_conf()
+
+
+# --- the access log and the response headers, through a real gunicorn --------------------------------
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture
+def portal(tmp_path: Path) -> Iterator[tuple[int, str, Path]]:
+    """A migrated database, a superuser `ops` with an API token, and gunicorn serving them: (port, token, log)."""
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")},
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "DEBUG": "false",
+        "OPSPORTAL_VAR_DIR": str(tmp_path / "var"),
+        "LOG_DIR": str(tmp_path / "logs"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "REDIS_URL": "",
+        "STATIC_MANIFEST": "false",
+        "WEB_BIND": f"127.0.0.1:{port}",
+        "WEB_WORKERS": "1",
+        "DJANGO_SUPERUSER_PASSWORD": secrets.token_urlsafe(16),
+    }
+    manage(env, "migrate", "-v0")
+    manage(env, "createcachetable")
+    manage(env, "createsuperuser", "--noinput", "--username", "ops", "--email", "ops@example.org")
+    token = manage(env, "createapitoken", "ops").strip()
+    access_log = tmp_path / "access.log"
+    proc = subprocess.Popen(
+        [GUNICORN, "opsportal.wsgi", "-c", "gunicorn.conf.py", "--access-logfile", str(access_log)],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: send(port, "GET", "/health/live")[0] == 200, timeout=30)
+        yield port, token, access_log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def send(port: int, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=b"{}" if method == "POST" else None, headers=headers or {})
+    except OSError:
+        return 0, {}
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+
+
+def access_lines(log: Path, marker: str) -> list[str]:
+    wait_for(lambda: log.exists() and marker in log.read_text(), timeout=10)
+    return [line for line in log.read_text().splitlines() if marker in line]
+
+
+def test_it_logs_the_user_the_portal_authenticated_never_a_basic_auth_claim(portal) -> None:
+    port, token, log = portal
+    claim = "Basic " + base64.b64encode(b"admin:x").decode()
+    status, _ = send(port, "POST", "/health/recover?refused", {"Authorization": claim})
+    assert status == 401
+    (refused,) = access_lines(log, "/health/recover?refused")
+    assert " admin " not in refused
+    assert refused.split(" ")[2] == "-", refused
+    status, _ = send(port, "POST", "/health/recover?token", {"Authorization": f"Bearer {token}"})
+    assert status == 200
+    (accepted,) = access_lines(log, "/health/recover?token")
+    assert accepted.split(" ")[2] == "ops", accepted
+    send(port, "GET", "/health/live?anonymous")
+    (anonymous,) = access_lines(log, "/health/live?anonymous")
+    assert anonymous.split(" ")[2] == "-", anonymous
+
+
+def test_it_sends_no_server_header(portal) -> None:
+    port, _, _ = portal
+    for path in ("/health/live", "/no-such-page"):
+        status, headers = send(port, "GET", path)
+        assert status in (200, 404)
+        assert "server" not in headers, headers
+
+
+def test_it_reads_the_environ_key_the_middleware_sets() -> None:
+    assert load_conf().ACCESS_LOG_USER == ACCESS_LOG_USER
