@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -18,6 +20,24 @@ from health.models import (
     StateChange,
 )
 from health.reports import mask
+
+
+def guard_unchecked_actions(site: admin.AdminSite = admin.site) -> list[str]:
+    """Give every registered admin action that declares no permissions `permissions=("change",)`.
+
+    Django offers an action that declares none to anyone who may view the list (a view-only user could
+    resubmit Django-Q2's tasks or clean django-axes' attempts). The portal's own actions declare theirs;
+    this covers the libraries'. Called once every admin module is loaded (the end of tunnels/admin.py,
+    the last app); returns the actions it guarded, e.g. "django_q.Success.resubmit_task".
+    """
+    guarded = []
+    for model, model_admin in site._registry.items():
+        for func, name, _description in model_admin._get_base_actions():
+            if not hasattr(func, "allowed_permissions"):
+                target: Callable = getattr(func, "__func__", func)
+                target.allowed_permissions = ("change",)  # type: ignore[attr-defined]
+                guarded.append(f"{model._meta.label}.{name}")
+    return guarded
 
 
 @admin.register(Service)
@@ -82,7 +102,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         # Tokens come only from `manage.py createapitoken`, which shows the clear text once.
         return False
 
-    @admin.action(description="Revoke selected tokens")
+    @admin.action(description="Revoke selected tokens", permissions=("change",))
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         revoked = 0
         for token in queryset.filter(revoked_at__isnull=True):
@@ -108,7 +128,8 @@ class ChannelAdmin(admin.ModelAdmin):
     def event_kinds(self, channel: Channel) -> str:
         return ", ".join(channel.events) if channel.events else "all"
 
-    @admin.action(description="Send test notification")
+    # It writes an event and a delivery and sends to the channel: for those who may configure channels.
+    @admin.action(description="Send test notification", permissions=("change",))
     def send_test_notification(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
         from health.notify import send_test
 

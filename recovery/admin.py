@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from health.permissions import RUN_RECOVERY, allowed
 from recovery.engine import recover_services
 from recovery.models import RecoveryAction, RecoveryAttempt, RecoveryState
 
@@ -44,7 +45,10 @@ class RecoveryStateAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.action(description="Recover now (honours cooldown and escalation)")
+    def has_run_recovery_permission(self, request: HttpRequest) -> bool:
+        return allowed(request.user, RUN_RECOVERY)
+
+    @admin.action(description="Recover now (honours cooldown and escalation)", permissions=("run_recovery",))
     def recover_now(self, request: HttpRequest, queryset: QuerySet[RecoveryState]) -> None:
         names = list(queryset.values_list("service__name", flat=True))
         results = recover_services(names, trigger="manual", user=request.user, via="admin")
