@@ -6,6 +6,7 @@ Never downloads a browser: launches /usr/bin/chromium, and skips with a reason w
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,19 +52,48 @@ def chromium(live_server) -> Iterator:
 
 @pytest.fixture
 def page(chromium, live_server) -> Iterator:
+    """A page whose test fails if the browser refused anything by the Content-Security-Policy."""
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(15_000)
     page = context.new_page()
     page.base = live_server.url
+    page.csp_violations = []
+    page.on("console", lambda message: record_csp_violation(page, message))
     yield page
     context.close()
+    assert page.csp_violations == [], "the browser reported Content-Security-Policy violations"
+
+
+def record_csp_violation(page, message) -> None:
+    # Chromium reports each blocked script, style or request as a console error naming the policy.
+    if message.type == "error" and "Content Security Policy" in message.text:
+        page.csp_violations.append(message.text)
 
 
 @pytest.fixture
 def staff_user(transactional_db):
+    """An operator: staff, with the permissions of the dashboard's actions (health.permissions)."""
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
 
-    return get_user_model().objects.create_user("ops", password=PASSWORD, is_staff=True)
+    from health.permissions import ACTIONS
+
+    user = get_user_model().objects.create_user("ops", password=PASSWORD, is_staff=True)
+    for name in ACTIONS:
+        app_label, codename = name.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return user
+
+
+def wait_until(page, expression: str, timeout: float = 15.0) -> None:
+    """Poll a JavaScript expression until it is truthy. Not page.wait_for_function: that evaluates its
+    string in the page, which the Content-Security-Policy (no 'unsafe-eval') refuses; page.evaluate goes
+    through the DevTools protocol, which the policy does not govern."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(f"() => Boolean({expression})"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout} s: {expression}")
+        page.wait_for_timeout(100)
 
 
 def login(page, user) -> None:

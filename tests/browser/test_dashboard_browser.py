@@ -12,7 +12,7 @@ from django.utils import timezone
 from health.models import Incident, ProbeResult, Service
 from health.runner import run_round
 from recovery.models import RecoveryAction, RecoveryAttempt
-from tests.browser.conftest import login, screenshot
+from tests.browser.conftest import login, screenshot, wait_until
 from tests.servers import Reply
 
 pytestmark = pytest.mark.browser
@@ -112,19 +112,17 @@ def test_it_refreshes_on_its_own_when_a_probe_result_changes(page, staff_user, b
     page.evaluate("window.__noReload = 'still here'")
     top = page.locator("#svc-db").bounding_box()["y"]
     # A refresh with nothing changed swaps the region in place: nothing moves.
-    page.wait_for_function("document.querySelector('#live').hasAttribute('data-live-updated')", timeout=15_000)
+    wait_until(page, "document.querySelector('#live').hasAttribute('data-live-updated')")
     assert page.locator("#svc-db").bounding_box()["y"] == top
 
     http_server.handler = lambda request: Reply(200, "ok")
     run_round([Service.objects.get(pk=broken_api.pk)], recover=False)
 
-    page.wait_for_function(
-        "document.querySelector('#svc-api .badge').textContent.trim().startsWith('up')", timeout=15_000
-    )
+    wait_until(page, "document.querySelector('#svc-api .badge').textContent.trim().startsWith('up')")
     assert page.evaluate("window.__noReload") == "still here"  # swapped in place, not reloaded
     assert "Healthy" in page.locator("#overall").inner_text()
     assert page.locator(".incident").count() == 0
     # Logged out meanwhile (the session is gone): the page keeps its data and says it is no longer live.
     Session.objects.all().delete()
-    page.wait_for_function("document.querySelector('#live').hasAttribute('data-live-stale')", timeout=15_000)
+    wait_until(page, "document.querySelector('#live').hasAttribute('data-live-stale')")
     assert page.url == page.base + "/"
