@@ -1,23 +1,40 @@
 from __future__ import annotations
 
-from opsportal.procs import run_argv
+from typing import Any
+
+from opsportal.procs import check_passthrough, run_argv
 from opsportal.spec import ConfigError, Key, expand_env, scrub
 from recovery.actions.base import Action, ActionError, ActionResult, tail
 
 
 class CommandAction(Action):
-    """Runs an argv (never a shell) with a timeout; exit 0 is success. Keeps the last lines of output."""
+    """Runs an argv (never a shell) with a timeout; exit 0 is success. Keeps the last lines of output.
+
+    The command gets a minimal environment (opsportal.procs.child_env): PATH, HOME, LANG, LC_*, TZ, the
+    variables `env_passthrough` names, OPSPORTAL_SERVICE and `env`.
+    """
 
     keys = {
         "argv": Key("argv", required=True),
         "env": Key("dict[str]", default={}, help="values may use ${ENV_VAR}"),
+        "env_passthrough": Key("list[str]", default=[], help="names of the portal's variables the command gets"),
     }
 
+    @classmethod
+    def validate_settings(cls, settings: Any, where: str) -> dict[str, Any]:
+        cleaned = super().validate_settings(settings, where)
+        try:
+            check_passthrough(cleaned.get("env_passthrough", []))
+        except ValueError as exc:
+            raise ConfigError(where, str(exc)) from None
+        return cleaned
+
     def environment(self) -> dict[str, str]:
-        """The variables set over the portal's own (secrets stripped by run_argv)."""
+        """The variables set over the minimal environment run_argv gives a child."""
         try:
             extra = {k: expand_env(v, self.secrets) for k, v in self.cfg["env"].items()}
-        except ConfigError as exc:
+            check_passthrough(self.cfg["env_passthrough"])
+        except (ConfigError, ValueError) as exc:
             raise ActionError(f"config error: {exc}") from None
         return {"OPSPORTAL_SERVICE": self.service.name, **extra}
 
@@ -26,10 +43,13 @@ class CommandAction(Action):
         env = self.environment()
         try:
             # stderr folded into stdout and the tail kept: the last lines say why a repair failed.
-            done = run_argv(argv, self.timeout, env=env, merge_stderr=True, keep="tail")
+            done = run_argv(
+                argv, self.timeout, env=env, passthrough=self.cfg["env_passthrough"], merge_stderr=True, keep="tail"
+            )
         except OSError as exc:
             raise ActionError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
-        text = scrub(tail(done.stdout.decode("utf-8", errors="replace")), self.secrets)
+        # Scrubbed whole, then cut: a secret across the cut would otherwise leave its tail behind.
+        text = tail(scrub(done.stdout.decode("utf-8", errors="replace"), self.secrets))
         if done.timed_out:
             raise ActionError(f"command did not finish within {self.timeout:g} s; output: {text}")
         code = done.returncode
