@@ -211,7 +211,9 @@ MAX_LOOSE_SHOWN = 5
 def check_file_modes() -> Finding:
     """The var dir, the database, the spool, the tunnel ledger and the logs: owner-only (files.py)."""
     var_dir, log_dir = Path(settings.VAR_DIR), Path(settings.LOG_DIR)
-    found = files.loose(files.portal_paths(var_dir, log_dir, settings.DATABASES["default"]))
+    found = files.loose(
+        files.portal_paths(var_dir, log_dir, settings.DATABASES["default"], public=[Path(settings.STATIC_ROOT)])
+    )
     umask = files.current_umask()
     if found:
         shown = found[:MAX_LOOSE_SHOWN]

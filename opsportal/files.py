@@ -72,15 +72,20 @@ def sqlite_files(database: Mapping[str, Any]) -> list[Path]:
     return [Path(name + suffix) for suffix in SQLITE_SUFFIXES]
 
 
-def portal_paths(var_dir: Path, log_dir: Path, database: Mapping[str, Any] | None = None) -> list[Path]:
+def portal_paths(
+    var_dir: Path, log_dir: Path, database: Mapping[str, Any] | None = None, *, public: Iterable[Path] = ()
+) -> list[Path]:
     """Every existing path that must be owner-only: the var and log dirs with all they hold (never
-    following a symlink), and the SQLite database's files wherever DATABASE_URL puts them."""
+    following a symlink), and the SQLite database's files wherever DATABASE_URL puts them. `public`
+    directories (STATIC_ROOT, should it sit in the var dir) are left out with all they hold."""
+    skip = {Path(p) for p in public}
     found: list[Path] = []
     for top in (Path(var_dir), Path(log_dir)):
-        if not top.is_dir() or top.is_symlink():
+        if not top.is_dir() or top.is_symlink() or top in skip:
             continue
         found.append(top)
         for root, dirs, names in os.walk(top):
+            dirs[:] = [d for d in dirs if Path(root, d) not in skip]  # os.walk does not descend into them
             found.extend(Path(root, name) for name in (*dirs, *names))
     found.extend(p for p in sqlite_files(database or {}) if p.exists())
     return [p for p in dict.fromkeys(found) if not p.is_symlink()]

@@ -286,7 +286,7 @@ LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"
 LOG_DIR = Path(env_str("LOG_DIR", str(BASE_DIR / "logs")))
 LOG_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 # What an earlier run under a looser umask left readable is tightened at every start (doctor shows it).
-tighten(portal_paths(VAR_DIR, LOG_DIR, DATABASES["default"]))
+tighten(portal_paths(VAR_DIR, LOG_DIR, DATABASES["default"], public=[STATIC_ROOT]))
 LOG_RETENTION_DAYS = env_int("LOG_RETENTION_DAYS", 7, minimum=1)
 LOG_FORMAT = env_choice("LOG_FORMAT", "human", ("human", "json"))
 # Console, logs/system-monitor.log and logs/tunnel-monitor.log, in one format (opsportal/logconfig.py).
