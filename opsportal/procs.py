@@ -1,7 +1,8 @@
 """Local processes: find, identify (pid + create time), stop gracefully, start detached, run bounded.
 
 Shared by the `process` and `command` probes, the `command` and `restart_process` actions and the
-tunnel watchdog.
+tunnel watchdog. Matching is on argv elements, never on a joined string, and never finds the portal's own
+processes (portal_pids); a child's environment is minimal (child_env).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import selectors
+import shlex
 import signal
 import subprocess
 import time
@@ -80,49 +82,208 @@ def _pid_file_process(path: str) -> list[psutil.Process]:
     return [proc]
 
 
+# Programs that take a process's name or file as an argument without being that process: a match that
+# follows one of them in argv (`tail -f /var/log/worker.log`, `pgrep -f worker`, `sudo vim worker.py`) is not
+# the process, unless the pattern itself starts with the program (`tail -f worker.log`).
+OBSERVERS = frozenset(
+    {
+        *("grep", "egrep", "fgrep", "rg", "ag", "ack", "pgrep", "pkill", "pidof", "pstree", "ps", "top", "htop"),
+        *("tail", "head", "less", "more", "cat", "watch", "tee", "vi", "vim", "nvim", "view", "nano", "emacs"),
+        *("kill", "killall", "strace", "ltrace", "gdb", "lsof", "journalctl"),
+    }
+)
+# The project this module belongs to: a process running its manage.py is the portal.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+_MANAGE_PY = PROJECT_DIR / "manage.py"
+# The WSGI module gunicorn serves the portal from (`gunicorn opsportal.wsgi` or `opsportal.wsgi:application`).
+_PORTAL_WSGI = "opsportal.wsgi"
+
+
+def split_pattern(pattern: str) -> list[str]:
+    """A `cmdline_contains` value as argv elements (shell quoting keeps an element with spaces whole)."""
+    try:
+        tokens = shlex.split(pattern)
+    except ValueError as exc:
+        raise ValueError(f"cannot be split into argv elements: {exc}") from None
+    if not tokens:
+        raise ValueError("cannot be split into argv elements: it is empty")
+    return tokens
+
+
+def _element_is(token: str, element: str, first: bool) -> bool:
+    # Only the first token may name a program by its basename (`cloudflared` for /usr/local/bin/cloudflared).
+    return element == token or (first and "/" not in token and os.path.basename(element) == token)
+
+
+def argv_matches(tokens: Sequence[str], argv: Sequence[str]) -> bool:
+    """True when `tokens` appear in argv as consecutive whole elements, not after an observer.
+
+    The first token also matches an element whose basename it is (a program or a script by name);
+    every later token must equal its element exactly.
+    """
+    n = len(tokens)
+    for i in range(len(argv) - n + 1):
+        if i and os.path.basename(argv[i - 1]) in OBSERVERS:
+            return False  # everything after an observer is its argument
+        if _element_is(tokens[0], argv[i], True) and all(argv[i + j] == tokens[j] for j in range(1, n)):
+            return True
+    return False
+
+
+def _is_portal_entry(proc: psutil.Process, argv: Sequence[str]) -> bool:
+    """A process of this portal by its argv: gunicorn serving opsportal.wsgi, or this project's manage.py."""
+    for element in argv:
+        if element == _PORTAL_WSGI or element.startswith(_PORTAL_WSGI + ":"):
+            return True
+        if os.path.basename(element) == "manage.py":
+            try:
+                path = Path(element) if os.path.isabs(element) else Path(proc.cwd()) / element
+                if path.resolve() == _MANAGE_PY:
+                    return True
+            except (psutil.Error, OSError):
+                continue
+    return False
+
+
+def _sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def portal_pids() -> set[int]:
+    """The portal's own processes, never matched and never stopped.
+
+    This process and its ancestors; every process running this portal (gunicorn serving opsportal.wsgi, this
+    project's manage.py: web, qcluster, runprobes, watchtunnels …) with its ancestors; and their descendants
+    that stayed in their session (gunicorn and Django-Q2 workers). What the portal starts, it starts in a
+    session of its own (start_detached, run_argv), so a service it started stays matchable: it is what a
+    restart restarts.
+    """
+    me = os.getpid()
+    parent: dict[int, int] = {}
+    children: dict[int, list[int]] = {}
+    roots: list[int] = []
+    for proc in psutil.process_iter(["ppid", "cmdline"]):
+        ppid = proc.info["ppid"] or 0
+        parent[proc.pid] = ppid
+        children.setdefault(ppid, []).append(proc.pid)
+        if proc.pid != me and _is_portal_entry(proc, proc.info["cmdline"] or []):
+            roots.append(proc.pid)
+    own: set[int] = set()
+    # This process and every portal process, with their ancestors: stopping one would take the portal down.
+    for start in (me, *roots):
+        pid = start
+        while pid and pid not in own:
+            own.add(pid)
+            pid = parent.get(pid, 0)
+    # A portal process's workers: its descendants in its session. (Not this process's own children: when it
+    # is not a portal entry itself, e.g. a test run, what it starts is what it looks for.)
+    for root in roots:
+        sid = _sid(root)
+        stack, seen = list(children.get(root, [])), set()
+        while stack and sid is not None:
+            pid = stack.pop()
+            if pid in seen or _sid(pid) != sid:
+                continue
+            seen.add(pid)
+            own.add(pid)
+            stack.extend(children.get(pid, []))
+    return own
+
+
+def _same_path(given: str, actual: str) -> bool:
+    return os.path.realpath(given) == os.path.realpath(actual)
+
+
+def _user_is(proc: psutil.Process, user: str) -> bool:
+    return proc.uids().real == int(user) if user.isdigit() else proc.username() == user
+
+
 def find_processes(
     process_name: str | None = None,
     cmdline_contains: str | None = None,
     pid_file: str | None = None,
+    *,
+    exe: str | None = None,
+    user: str | None = None,
+    cwd: str | None = None,
 ) -> list[psutil.Process]:
-    """Live, non-zombie processes matching one criterion; never this process itself."""
-    me = os.getpid()
+    """Live, non-zombie processes matching one criterion and every filter given; never the portal's own.
+
+    `cmdline_contains` is split like a shell would (split_pattern) and matches consecutive whole argv
+    elements (argv_matches). `exe` is the executable's resolved path, `user` a user name or uid, `cwd`
+    the working directory (resolved). A process whose exe or cwd cannot be read does not match them.
+    """
+    tokens = split_pattern(cmdline_contains) if cmdline_contains else None
+    own = portal_pids()
     found: list[psutil.Process] = []
     candidates = _pid_file_process(pid_file) if pid_file else list(psutil.process_iter(["name", "cmdline", "status"]))
     for proc in candidates:
         try:
-            if proc.pid == me or proc.status() == psutil.STATUS_ZOMBIE:
+            if proc.pid in own or proc.status() == psutil.STATUS_ZOMBIE:
                 continue
             if process_name and proc.name() != process_name:
                 continue
-            if cmdline_contains and cmdline_contains not in " ".join(proc.cmdline()):
+            if tokens and not argv_matches(tokens, proc.cmdline()):
+                continue
+            if exe and not _same_path(exe, proc.exe()):
+                continue
+            if user and not _user_is(proc, user):
+                continue
+            if cwd and not _same_path(cwd, proc.cwd()):
                 continue
             found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
     return found
 
 
 def stop(procs: Sequence[psutil.Process], grace: float = 5.0) -> list[int]:
-    """SIGTERM, wait up to `grace` seconds, then SIGKILL what is left; returns the pids stopped."""
-    targets: list[psutil.Process] = []
+    """SIGTERM each process and its descendants, wait up to `grace` seconds, then SIGKILL what is left.
+
+    The portal's own processes (portal_pids) and everything below them are never signalled, whoever asks.
+    Returns the pids of the given processes that were stopped.
+    """
+    own = portal_pids()
+    given: list[psutil.Process] = []
+    targets: dict[int, psutil.Process] = {}
     for proc in procs:
+        if proc.pid in own:
+            continue
         try:
-            targets.extend([*proc.children(recursive=True), proc])
+            below = _descendants_outside(proc, own)
         except psutil.NoSuchProcess:
             continue
-    for proc in targets:
+        given.append(proc)
+        targets.update({p.pid: p for p in [*below, proc]})
+    for proc in targets.values():
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.terminate()
-    _, alive = psutil.wait_procs(targets, timeout=grace)
+    _, alive = psutil.wait_procs(list(targets.values()), timeout=grace)
     for proc in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
     psutil.wait_procs(alive, timeout=grace)
-    return [p.pid for p in procs]
+    return [p.pid for p in given]
 
 
-# The portal's own secrets and wiring; a process the portal starts or checks has no use for them.
+def _descendants_outside(proc: psutil.Process, own: set[int]) -> list[psutil.Process]:
+    """proc's descendants, without the portal's own processes and their subtrees."""
+    found: list[psutil.Process] = []
+    stack = proc.children()
+    while stack:
+        child = stack.pop()
+        if child.pid in own:
+            continue
+        found.append(child)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            stack.extend(child.children())
+    return found
+
+
+# The portal's own secrets and wiring: never passed to a child, not even when a config names them.
 PORTAL_ONLY_ENV = (
     "SECRET_KEY",
     "DATABASE_URL",
@@ -130,17 +291,39 @@ PORTAL_ONLY_ENV = (
     "METRICS_TOKEN",
     "DJANGO_SETTINGS_MODULE",
 )
+# What every child gets from the portal's environment (and LC_*); the rest only when its config names it.
+BASE_ENV = ("PATH", "HOME", "LANG", "TZ")
 
 
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for a child process: ours without the portal's secrets, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if k not in PORTAL_ONLY_ENV}
+def check_passthrough(names: Sequence[str]) -> None:
+    """Refuse an env_passthrough that names one of the portal's own secrets (ValueError naming it)."""
+    refused = [n for n in names if n in PORTAL_ONLY_ENV]
+    if refused:
+        raise ValueError(f"env_passthrough may not name the portal's own {', '.join(refused)}")
+
+
+def child_env(extra: dict[str, str] | None = None, passthrough: Sequence[str] = ()) -> dict[str, str]:
+    """The environment for a child process: a minimal one, never the portal's wholesale.
+
+    PATH, HOME, LANG, LC_* and TZ from ours; the variables `passthrough` names (a config's env_passthrough),
+    when set; then `extra` (a config's `env`, already expanded).
+    """
+    check_passthrough(passthrough)
+    env = {k: v for k, v in os.environ.items() if k in BASE_ENV or k.startswith("LC_")}
+    env.update({k: os.environ[k] for k in passthrough if k in os.environ})
     env.update(extra or {})
     return env
 
 
-def start_detached(argv: Sequence[str], log_file: str | None = None, env: dict[str, str] | None = None) -> ProcRef:
-    """Start argv (never a shell) in its own session, output appended to log_file."""
+def start_detached(
+    argv: Sequence[str],
+    log_file: str | None = None,
+    env: dict[str, str] | None = None,
+    *,
+    passthrough: Sequence[str] = (),
+) -> ProcRef:
+    """Start argv (never a shell) in its own session, output appended to log_file; env as child_env()."""
+    env = child_env(env, passthrough)  # before the log file opens: a refused passthrough starts nothing
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         out = open(log_file, "ab")  # noqa: SIM115 - handed to the child, closed below
@@ -154,7 +337,7 @@ def start_detached(argv: Sequence[str], log_file: str | None = None, env: dict[s
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
-            env=child_env(env),
+            env=env,
         )
     finally:
         out.close()
@@ -220,8 +403,9 @@ def run_argv(
     merge_stderr: bool = False,
     max_output: int = MAX_OUTPUT_BYTES,
     keep: Literal["head", "tail"] = "head",
+    passthrough: Sequence[str] = (),
 ) -> Completed:
-    """Run argv (never a shell) in its own session, with `env` over child_env(); wait at most `timeout`.
+    """Run argv (never a shell) in its own session, env as child_env(env, passthrough); wait at most `timeout`.
 
     On timeout the whole process group is killed, and the pipes are read for at most
     PIPE_GRACE_SECONDS more: a descendant that left the group may hold them open forever.
@@ -229,13 +413,14 @@ def run_argv(
     """
     if isinstance(argv, str | bytes):
         raise TypeError("run_argv takes an argv list, never a shell string")
+    child_environment = child_env(env, passthrough)
     started = time.monotonic()
     child = subprocess.Popen(
         list(argv),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
-        env=child_env(env),
+        env=child_environment,
         cwd=cwd,
         start_new_session=True,  # so a timeout can kill the whole group
         close_fds=True,

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from typing import Any
+
 from health.probes.base import DEGRADED, DOWN, UP, Probe, ProbeConfigError, ProbeError, ProbeOutcome, ProbeTimeout
-from opsportal.procs import run_argv
+from opsportal.procs import check_passthrough, run_argv
 from opsportal.spec import ConfigError, Key, expand_env
 
 # The Nagios plugin convention, so existing check plugins work unchanged.
@@ -9,21 +11,38 @@ EXIT_STATUS = {0: UP, 1: DEGRADED}
 
 
 class CommandProbe(Probe):
-    """Runs an argv (never a shell): exit 0 up, 1 degraded, anything else down."""
+    """Runs an argv (never a shell): exit 0 up, 1 degraded, anything else down.
+
+    The plugin gets a minimal environment (opsportal.procs.child_env): PATH, HOME, LANG, LC_*, TZ, the
+    variables `env_passthrough` names and `env`; never the portal's environment wholesale.
+    """
 
     keys = {
         "argv": Key("argv", required=True),
         "env": Key("dict[str]", default={}, help="values may use ${ENV_VAR}"),
+        "env_passthrough": Key("list[str]", default=[], help="names of the portal's variables the plugin gets"),
     }
+
+    @classmethod
+    def validate_settings(cls, settings: Any, where: str) -> dict[str, Any]:
+        cleaned = super().validate_settings(settings, where)
+        try:
+            check_passthrough(cleaned.get("env_passthrough", []))
+        except ValueError as exc:
+            raise ConfigError(where, str(exc)) from None
+        return cleaned
 
     def run(self) -> ProbeOutcome:
         try:
             extra = {k: expand_env(v, self.secrets) for k, v in self.cfg["env"].items()}
-        except ConfigError as exc:
+            check_passthrough(self.cfg["env_passthrough"])
+        except (ConfigError, ValueError) as exc:
             raise ProbeConfigError(f"config error: {exc}") from None
         try:
             # The first line is what a check plugin reports, so the head of the output is kept.
-            done = run_argv(self.cfg["argv"], self.timeout, env=extra, keep="head")
+            done = run_argv(
+                self.cfg["argv"], self.timeout, env=extra, passthrough=self.cfg["env_passthrough"], keep="head"
+            )
         except OSError as exc:
             raise ProbeError(f"cannot run {self.cfg['argv'][0]}: {exc.strerror or exc}") from None
         if done.timed_out:

@@ -155,3 +155,20 @@ def test_it_is_not_held_by_a_descendant_that_left_the_group(tmp_path):
     assert outcome.status == DOWN
     assert outcome.detail == "command did not finish within 1 s"
     assert elapsed < 10
+
+
+def test_it_gives_the_plugin_a_minimal_environment_and_what_env_passthrough_names(monkeypatch):
+    monkeypatch.setenv("OTHER_SERVICE_SECRET", "other-service-secret-value")
+    monkeypatch.setenv("PLUGIN_CONF", "/etc/plugin.conf")
+    names = ["OTHER_SERVICE_SECRET", "PATH", "PLUGIN_CONF"]
+    code = "import json, os, sys; print(json.dumps(sorted(k for k in sys.argv[1:] if k in os.environ)))"
+    plain = probe_once(command_service(script(code) + names))
+    assert plain.status == UP and plain.detail == '["PATH"]'
+    passed = probe_once(command_service(script(code) + names, env_passthrough=["PLUGIN_CONF"]))
+    assert passed.status == UP and passed.detail == '["PATH", "PLUGIN_CONF"]'
+
+
+def test_it_refuses_env_passthrough_of_the_portal_s_own_secrets():
+    outcome = probe_once(command_service(script("print('x')"), env_passthrough=["SECRET_KEY"]))
+    assert outcome.status == DOWN
+    assert outcome.detail.startswith("config error") and "SECRET_KEY" in outcome.detail

@@ -17,7 +17,10 @@ def action(settings: dict, timeout: float = 5) -> CommandAction:
 
 
 def test_it_reports_the_exit_code_and_the_last_lines_of_output():
-    script = "import sys\nfor i in range(50): print('line', i)\nsys.stderr.write('oops\\n'); sys.exit(4)"
+    # Flushed by hand: the child's environment is minimal (no inherited PYTHONUNBUFFERED), so stdout is buffered.
+    script = (
+        "import sys\nfor i in range(50): print('line', i)\nsys.stdout.flush(); sys.stderr.write('oops\\n'); sys.exit(4)"
+    )
     result = action({"argv": [PY, "-c", script]}).run()
     assert result.ok is False and result.exit_code == 4
     assert result.detail.startswith("exit 4; output: ")
@@ -83,3 +86,19 @@ def test_it_is_not_held_past_its_timeout_by_a_descendant_that_left_the_group(tmp
                 escaped.kill()
                 escaped.wait(timeout=10)
     assert elapsed < 10  # timeout + pipe grace + slack; the old code waited out the 30 s sleep
+
+
+def test_it_runs_with_a_minimal_environment_and_what_env_passthrough_names(monkeypatch):
+    monkeypatch.setenv("OTHER_SERVICE_SECRET", "other-service-secret-value")
+    monkeypatch.setenv("DEPLOY_TARGET", "blue")
+    names = ["OTHER_SERVICE_SECRET", "PATH", "DEPLOY_TARGET", "OPSPORTAL_SERVICE"]
+    code = "import os, sys; print(' '.join(sorted(k for k in sys.argv[1:] if k in os.environ)))"
+    plain = action({"argv": [PY, "-c", code, *names]}).run()
+    assert plain.detail == "exit 0; output: OPSPORTAL_SERVICE PATH"
+    passed = action({"argv": [PY, "-c", code, *names], "env_passthrough": ["DEPLOY_TARGET"]}).run()
+    assert passed.detail == "exit 0; output: DEPLOY_TARGET OPSPORTAL_SERVICE PATH"
+
+
+def test_it_refuses_env_passthrough_of_the_portal_s_own_secrets():
+    with pytest.raises(ActionError, match="DATABASE_URL"):
+        action({"argv": [PY, "-c", "print(1)"], "env_passthrough": ["DATABASE_URL"]}).run()
