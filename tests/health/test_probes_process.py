@@ -17,6 +17,7 @@ from health.probes.process import ProcessProbe
 from health.runner import probe_once
 from opsportal.spec import ConfigError
 from tests.health.factories import ServiceFactory
+from tests.opsportal.procs_decoys import Spawned
 from tests.servers import wait_for
 
 pytestmark = pytest.mark.django_db
@@ -160,3 +161,48 @@ def test_it_ignores_a_pid_file_older_than_the_process_it_names(spawn, tmp_path):
     outcome = probe_once(process_service(pid_file=str(pid_file)))
     assert outcome.status == DOWN
     assert outcome.detail.startswith("0 running for pid file")
+
+
+@pytest.fixture
+def spawned() -> Iterator[Spawned]:
+    s = Spawned()
+    yield s
+    s.cleanup()
+
+
+def test_it_is_down_when_only_a_tail_of_the_log_and_a_pgrep_loop_mention_the_worker(spawned, marker, tmp_path):
+    # The operator's decoys: `tail -f /tmp/x/<marker>.log` and `while pgrep -f <marker>` (its pgrep runs often).
+    spawned.decoys(marker, tmp_path)
+    for _ in range(10):
+        outcome = probe_once(process_service(cmdline_contains=marker))
+        assert outcome.status == DOWN, outcome.detail
+        time.sleep(0.05)
+    worker = spawned.worker(marker)
+    outcome = probe_once(process_service(cmdline_contains=marker))
+    assert outcome.status == UP
+    assert outcome.detail.startswith(f"1 running: pid {worker.pid},")
+
+
+def test_it_narrows_the_match_by_exe_user_and_cwd(spawned, marker, tmp_path):
+    spawned.start([sys.executable, "-c", "import time; time.sleep(60)", marker], cwd=tmp_path)
+    assert probe_once(process_service(cmdline_contains=marker, cwd=str(tmp_path))).status == UP
+    assert probe_once(process_service(cmdline_contains=marker, exe=sys.executable, user=str(os.getuid()))).status == UP
+    other = probe_once(process_service(cmdline_contains=marker, cwd="/"))
+    assert other.status == DOWN
+    assert other.detail == f"0 running for cmdline contains {marker!r}, cwd '/' (need 1)"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"cmdline_contains": "a 'b"}, r"settings\.cmdline_contains: cannot be split into argv elements"),
+        ({"cmdline_contains": "   "}, r"settings\.cmdline_contains: cannot be split into argv elements"),
+        ({"exe": "/bin/sh"}, "needs exactly one of process_name, cmdline_contains, pid_file"),
+        ({"process_name": "a", "cwd": "relative/dir"}, r"settings\.cwd: must be an absolute path"),
+        ({"process_name": "a", "exe": "sh"}, r"settings\.exe: must be an absolute path"),
+    ],
+)
+def test_it_rejects_a_bad_match_naming_the_key(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        ProcessProbe.validate_settings(settings, "settings")
+    assert probe_once(process_service(**settings)).detail.startswith("config error")

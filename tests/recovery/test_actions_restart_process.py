@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -13,6 +15,7 @@ from opsportal.procs import ProcRef
 from recovery.actions.restart_process import RestartProcessAction
 from recovery.engine import recover_services
 from recovery.models import RecoveryAttempt
+from tests.opsportal.procs_decoys import PRINT_ENV_TO_FILE, Spawned, running
 from tests.recovery.conftest import PY
 from tests.servers import wait_for
 
@@ -134,3 +137,107 @@ def test_the_spawned_fixture_cleans_up(spawned, marker):
     # Guard for the cleanup the other tests rely on: a process started here is gone after the fixture.
     proc = start(sleeper_argv(marker), spawned)
     assert wait_for(proc.is_running, timeout=2)
+
+
+@pytest.fixture
+def decoyed() -> Iterator[Spawned]:
+    s = Spawned()
+    yield s
+    s.cleanup()
+
+
+def attempt_of(result: dict) -> RecoveryAttempt:
+    return RecoveryAttempt.objects.get(pk=result["attempt"])
+
+
+@pytest.mark.django_db
+def test_the_operator_s_tail_and_pgrep_loop_survive_a_recovery(add_action, decoyed, marker, tmp_path):
+    old = decoyed.worker(marker)
+    tail, loop = decoyed.decoys(marker, tmp_path)
+    svc = process_service("worker", cmdline_contains=marker)
+    add_action(svc, "restart_process", {"argv": sleeper_argv(marker), "settle_seconds": 0.3})
+
+    (result,) = recover_services(["worker"], trigger="manual")
+
+    attempt = attempt_of(result)
+    decoyed.track(attempt.action_data["started"]["pid"])
+    assert result["outcome"] == "succeeded", attempt.action_detail
+    assert [s["pid"] for s in attempt.action_data["stopped"]] == [old.pid]
+    assert not running(old)
+    assert running(tail) and running(loop)
+
+
+@pytest.mark.django_db
+def test_it_refuses_to_stop_more_than_max_matches_and_records_what_it_would_have_stopped(add_action, decoyed, marker):
+    first, second = decoyed.worker(marker), decoyed.worker(marker)
+    svc = process_service("pool", cmdline_contains=marker)
+    action = add_action(svc, "restart_process", {"argv": sleeper_argv(marker), "settle_seconds": 0.2})
+
+    (result,) = recover_services(["pool"], trigger="manual")
+
+    attempt = attempt_of(result)
+    assert result["outcome"] == "failed"
+    assert running(first) and running(second)
+    assert "started" not in attempt.action_data  # nothing stopped, nothing started
+    would = attempt.action_data["wouldStop"]
+    assert sorted(w["pid"] for w in would) == sorted([first.pid, second.pid])
+    assert all(marker in w["cmdline"] for w in would)
+    assert attempt.action_detail.startswith(f"refused: 2 processes match cmdline contains {marker!r} (max_matches 1)")
+    assert f"pid {first.pid}" in attempt.action_detail and f"pid {second.pid}" in attempt.action_detail
+
+    # A pool says so: both are stopped, one new process started.
+    action.settings = {**action.settings, "max_matches": 2}
+    action.save()
+    (again,) = recover_services(["pool"], trigger="manual", force=True)
+    attempt = attempt_of(again)
+    decoyed.track(attempt.action_data["started"]["pid"])
+    assert again["outcome"] == "succeeded", attempt.action_detail
+    assert not running(first) and not running(second)
+
+
+@pytest.mark.django_db
+def test_it_stops_the_process_it_started_last_not_a_second_match(add_action, decoyed, marker):
+    svc = process_service("worker", cmdline_contains=marker)
+    add_action(svc, "restart_process", {"argv": sleeper_argv(marker), "settle_seconds": 0.2})
+    (first,) = recover_services(["worker"], trigger="manual")
+    ours = decoyed.track(attempt_of(first).action_data["started"]["pid"])
+    by_hand = decoyed.worker(marker)  # an operator started another copy: two match now
+
+    (second,) = recover_services(["worker"], trigger="manual", force=True)
+
+    attempt = attempt_of(second)
+    decoyed.track(attempt.action_data["started"]["pid"])
+    assert second["outcome"] == "succeeded", attempt.action_detail
+    assert [s["pid"] for s in attempt.action_data["stopped"]] == [ours.pid]
+    assert not running(ours) and running(by_hand)
+
+
+@pytest.mark.django_db
+def test_a_match_on_the_portal_s_own_cluster_never_stops_it(add_action, decoyed, marker, tmp_path):
+    main, worker, service = decoyed.fake_portal(marker, tmp_path)
+    svc = process_service("cluster", cmdline_contains=f"manage.py qcluster {marker}")
+    add_action(svc, "restart_process", {"argv": sleeper_argv(marker), "settle_seconds": 0.2, "max_matches": 10})
+
+    (result,) = recover_services(["cluster"], trigger="manual")
+
+    attempt = attempt_of(result)
+    decoyed.track(attempt.action_data["started"]["pid"])
+    assert attempt.action_data["stopped"] == []
+    assert running(main) and running(worker) and running(service)
+
+
+def test_it_starts_the_process_with_a_minimal_environment_and_env_passthrough(monkeypatch, decoyed, tmp_path):
+    monkeypatch.setenv("OTHER_SERVICE_SECRET", "other-service-secret-value")
+    monkeypatch.setenv("WORKER_QUEUE", "high")
+    out = tmp_path / "env.json"
+    svc = Service(name="worker", kind="process", settings={"cmdline_contains": str(out)})
+    settings = {
+        "argv": [PY, "-c", PRINT_ENV_TO_FILE, str(out)],
+        "settle_seconds": 0,
+        "env_passthrough": ["WORKER_QUEUE"],
+    }
+    result = RestartProcessAction(settings, service=svc, timeout=5).run()
+    decoyed.track(result.data["started"]["pid"])
+    assert wait_for(lambda: out.exists() and out.read_text().endswith("}"), timeout=10)
+    seen = json.loads(out.read_text())
+    assert "OTHER_SERVICE_SECRET" not in seen and seen["PATH"] and seen["WORKER_QUEUE"] == "high"
