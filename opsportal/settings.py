@@ -263,6 +263,15 @@ AUTO_RECOVERY_ENABLED = env_bool("AUTO_RECOVERY_ENABLED", True)
 # reset, and the age at which an attempt still `in_progress` counts as abandoned (its process died).
 RECOVERY_BACKOFF_CAP = env_int("RECOVERY_BACKOFF_CAP", 3600, minimum=0)
 RECOVERY_MAX_AUTO_PER_HOUR = env_int("RECOVERY_MAX_AUTO_PER_HOUR", 30, minimum=0)
+# Per service too, so one crash-looping service cannot use up the global cap while another waits.
+RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR = env_int(
+    "RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR", min(6, RECOVERY_MAX_AUTO_PER_HOUR), minimum=0
+)
+if RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR > RECOVERY_MAX_AUTO_PER_HOUR:
+    raise ImproperlyConfigured(
+        "RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR: must not exceed RECOVERY_MAX_AUTO_PER_HOUR "
+        f"({RECOVERY_MAX_AUTO_PER_HOUR}), got {RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR}"
+    )
 RECOVERY_RESET_AFTER = env_int("RECOVERY_RESET_AFTER", 600, minimum=0)
 RECOVERY_STALE_AFTER = env_int("RECOVERY_STALE_AFTER", 900, minimum=60)
 # Threads a probe round uses; probes are I/O bound, so more threads than cores is right.

@@ -159,6 +159,9 @@ def recover_one(
     now = timezone.now()
     policy.note_health([service], now)  # also when no round ran before (auto-recovery off, a manual call)
     state = RecoveryState.for_service(service)
+    loop = policy.note_repair_loop(service, state, now)  # before the claim: its backoff holds for this one
+    if loop is not None:
+        _loop_events(service, loop)
     policy.lift_if_acknowledged(state)
     if service.is_paused:
         return _skip(service, trigger, Outcome.SKIPPED_DISABLED, "the service is disabled or paused", **who)
@@ -166,6 +169,12 @@ def recover_one(
     if not actions:
         what = "automatic " if auto else ""
         return _skip(service, trigger, Outcome.SKIPPED_DISABLED, f"no enabled {what}recovery action", **who)
+    if auto and policy.service_cap_reached(service, now):
+        reason = (
+            f"cap per service: {policy.service_cap()} automatic attempts of {service.name} in the last hour "
+            "(RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR)"
+        )
+        return _skip(service, trigger, Outcome.SKIPPED_COOLDOWN, reason, **who)
     if auto and policy.global_cap_reached(now):
         reason = f"global cap: {settings.RECOVERY_MAX_AUTO_PER_HOUR} automatic attempts in the last hour"
         return _skip(service, trigger, Outcome.SKIPPED_COOLDOWN, reason, **who)
@@ -212,7 +221,9 @@ def _run(
     verified = status == UP or (status == DEGRADED and verify_degraded)
     success = result.ok and verified
     now = timezone.now()
-    failures = 0 if success else state.consecutive_failures + 1
+    # A success leaves the counters sticky: a repair the service does not survive for RECOVERY_RESET_AFTER
+    # counts as failed later (policy.note_repair_loop); note_health resets them once it held.
+    failures = state.consecutive_failures if success else state.consecutive_failures + 1
     escalate = not success and failures >= action.escalate_after and state.escalated_at is None
     escalated_at = None if success else (now if escalate else state.escalated_at)
     detail = (
@@ -233,7 +244,7 @@ def _run(
         token,
         consecutive_failures=failures,
         last_finished_at=now,
-        next_allowed_at=now + timedelta(seconds=policy.backoff_wait(action.cooldown, failures)),
+        next_allowed_at=now + timedelta(seconds=policy.backoff_wait(action.cooldown, 0 if success else failures)),
         escalated_at=escalated_at,
     )
     _events(service, attempt, failures, escalate)
@@ -315,6 +326,29 @@ def _events(service: Service, attempt: RecoveryAttempt, failures: int, escalate:
     )
     if escalate:
         escalate_service(service, attempt, failures)
+
+
+def _loop_events(service: Service, loop: policy.RepairLoop) -> None:
+    attempt = loop.attempt
+    log.warning(
+        "🔁 Recovery of %s did not hold: down again %.0f s after attempt %s (repair loop, %d failed in a row)",
+        service.name,
+        loop.after,
+        attempt.pk,
+        loop.failures,
+    )
+    _notify(
+        Event.Kind.RECOVERY_FAILED,
+        f"{service.name}: recovery by {attempt.action_kind} did not hold ({loop.failures} in a row)"[:200],
+        service,
+        f"down again {loop.after:g} s after a verified repair: counted as failed (a repair loop)",
+        attempt=attempt.pk,
+        trigger=attempt.trigger,
+        failures=loop.failures,
+        repairLoop=True,
+    )
+    if loop.escalate:
+        escalate_service(service, attempt, loop.failures)
 
 
 def escalate_service(service: Service, attempt: RecoveryAttempt, failures: int) -> None:

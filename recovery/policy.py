@@ -1,4 +1,4 @@
-"""The recovery policy: cooldown with exponential backoff, escalation, counter reset, global cap.
+"""The recovery policy: cooldown with exponential backoff, escalation, counter reset, repair loops, caps.
 
 The arithmetic is plain functions; every decision that must hold across processes is a
 conditional UPDATE on the service's RecoveryState row (recovery.models).
@@ -7,12 +7,13 @@ conditional UPDATE on the service's RecoveryState row (recovery.models).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import F, Q, QuerySet
 
-from health.models import DEGRADED, UP, Incident, Service
+from health.models import DEGRADED, DOWN, UP, Incident, ProbeResult, Service
 from recovery.models import RecoveryAction, RecoveryAttempt, RecoveryState
 
 Outcome = RecoveryAttempt.Outcome
@@ -46,15 +47,91 @@ def choose_action(actions: list[RecoveryAction], failures: int) -> RecoveryActio
     return actions[min(failures, len(actions) - 1)]
 
 
+def _auto_attempts(now: datetime) -> QuerySet[RecoveryAttempt]:
+    """Automatic attempts that ran (skips not counted) in the rolling hour before now."""
+    recent = RecoveryAttempt.objects.filter(
+        trigger=RecoveryAttempt.Trigger.AUTO, started_at__gt=now - timedelta(hours=1)
+    )
+    return recent.exclude(outcome__startswith="skipped_")
+
+
 def global_cap_reached(now: datetime) -> bool:
     """At most RECOVERY_MAX_AUTO_PER_HOUR automatic attempts (skips not counted) in any rolling hour."""
-    cap = settings.RECOVERY_MAX_AUTO_PER_HOUR
-    ran = (
-        RecoveryAttempt.objects.filter(trigger=RecoveryAttempt.Trigger.AUTO, started_at__gt=now - timedelta(hours=1))
+    return _auto_attempts(now).count() >= settings.RECOVERY_MAX_AUTO_PER_HOUR
+
+
+def service_cap() -> int:
+    # Never above the global cap (settings refuse that at start; a runtime override is clamped).
+    return min(settings.RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR, settings.RECOVERY_MAX_AUTO_PER_HOUR)
+
+
+def service_cap_reached(service: Service, now: datetime) -> bool:
+    """At most RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR automatic attempts at one service in any rolling
+    hour, so a crash-looping service cannot use up the global cap while another service waits."""
+    return _auto_attempts(now).filter(service=service).count() >= service_cap()
+
+
+@dataclass
+class RepairLoop:
+    """A repair that was verified but that the service did not survive for RECOVERY_RESET_AFTER."""
+
+    attempt: RecoveryAttempt
+    after: float  # seconds from the end of the repair to the first failed probe
+    failures: int  # consecutive failures, this loop included
+    escalate: bool  # this loop reached escalate_after: the caller escalates
+
+
+def note_repair_loop(service: Service, state: RecoveryState, now: datetime) -> RepairLoop | None:
+    """Count the last repair as failed (backoff, the action ladder, escalation) when the service failed
+    again within RECOVERY_RESET_AFTER of it. The attempt keeps its `succeeded` outcome; its
+    `action_data` gets {"repair_loop": true, "failed_again_after": s}. Each loop is counted once."""
+    if service.status != DOWN:
+        return None
+    last = (
+        RecoveryAttempt.objects.filter(service=service)
         .exclude(outcome__startswith="skipped_")
-        .count()
+        .select_related("action")
+        .order_by("-started_at", "-pk")
+        .first()
     )
-    return ran >= cap
+    data = last.action_data if last is not None and isinstance(last.action_data, dict) else {}
+    if last is None or last.outcome != Outcome.SUCCEEDED or last.finished_at is None or "repair_loop" in data:
+        return None
+    failed_at = (
+        ProbeResult.objects.filter(
+            service=service,
+            status=DOWN,
+            maintenance=False,
+            checked_at__gt=last.finished_at,
+            checked_at__lte=last.finished_at + timedelta(seconds=settings.RECOVERY_RESET_AFTER),
+        )
+        .order_by("checked_at")
+        .values_list("checked_at", flat=True)
+        .first()
+    )
+    if failed_at is None:
+        return None
+    after = round((failed_at - last.finished_at).total_seconds(), 1)
+    marked = (
+        RecoveryAttempt.objects.filter(pk=last.pk)
+        .exclude(action_data__has_key="repair_loop")
+        .update(action_data={**data, "repair_loop": True, "failed_again_after": after})
+    )
+    if not marked:  # another process counted this loop
+        return None
+    RecoveryState.objects.filter(pk=state.pk).update(consecutive_failures=F("consecutive_failures") + 1)
+    state.refresh_from_db()
+    failures = state.consecutive_failures
+    # The wait runs from the end of the repair, as it does after a failed attempt; never shortened.
+    due = last.finished_at + timedelta(seconds=backoff_wait(state.cooldown, failures))
+    if state.next_allowed_at is None or state.next_allowed_at < due:
+        RecoveryState.objects.filter(pk=state.pk).update(next_allowed_at=due)
+    limit = last.action.escalate_after if last.action else RecoveryAction._meta.get_field("escalate_after").default
+    escalate = failures >= limit and bool(
+        RecoveryState.objects.filter(pk=state.pk, escalated_at__isnull=True).update(escalated_at=now)
+    )
+    state.refresh_from_db()
+    return RepairLoop(last, after, failures, escalate)
 
 
 def lift_if_acknowledged(state: RecoveryState) -> bool:

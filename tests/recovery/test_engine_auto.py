@@ -89,3 +89,23 @@ def test_it_uses_the_next_action_after_a_failure(flag_target, make_service, add_
     assert second[0]["outcome"] == "succeeded"
     positions = list(RecoveryAttempt.objects.order_by("started_at", "pk").values_list("action__position", flat=True))
     assert positions == [0, 1]
+
+
+@pytest.mark.django_db
+def test_it_climbs_the_action_ladder_after_a_repair_that_did_not_hold(flag_target, make_service, add_action, tmp_path):
+    server, flag = flag_target
+    svc = make_service(url=server.url)
+    heavy = tmp_path / "heavy-ran"
+    # The first rung "fixes" it for a moment only; after that loop the next rung is due.
+    add_action(svc, "command", {"argv": touch_argv(flag)}, cooldown=0, escalate_after=5)
+    add_action(svc, "command", {"argv": touch_argv(heavy)}, cooldown=0)
+
+    first = run_round([svc]).recovery
+    flag.unlink()  # the repair did not hold
+    run_round(list(Service.objects.filter(pk=svc.pk)))
+
+    assert first[0]["outcome"] == "succeeded"
+    attempts = list(RecoveryAttempt.objects.exclude(outcome__startswith="skipped_").order_by("started_at", "pk"))
+    assert [a.action.position for a in attempts] == [0, 1]
+    assert attempts[0].action_data["repair_loop"] is True and attempts[0].outcome == "succeeded"
+    assert heavy.exists()
