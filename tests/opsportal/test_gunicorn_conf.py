@@ -213,3 +213,38 @@ def test_it_sends_no_server_header(portal) -> None:
 
 def test_it_reads_the_environ_key_the_middleware_sets() -> None:
     assert load_conf().ACCESS_LOG_USER == ACCESS_LOG_USER
+
+
+def test_it_creates_the_var_dir_database_and_logs_owner_only_under_umask_022(tmp_path: Path) -> None:
+    # gunicorn's master never imports the settings: each worker sets the owner-only umask itself.
+    port = free_port()
+    var, logs = tmp_path / "var", tmp_path / "logs"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")},
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "DEBUG": "false",
+        "OPSPORTAL_VAR_DIR": str(var),
+        "LOG_DIR": str(logs),
+        "DATABASE_URL": f"sqlite:///{var / 'opsportal.sqlite3'}",
+        "REDIS_URL": "",
+        "WEB_BIND": f"127.0.0.1:{port}",
+        "WEB_WORKERS": "1",
+    }
+    proc = subprocess.Popen(
+        [GUNICORN, "opsportal.wsgi", "-c", "gunicorn.conf.py"],
+        cwd=BASE_DIR,
+        env=env,
+        umask=0o022,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: send(port, "GET", "/health/live")[0] == 200, timeout=30)
+        send(port, "GET", "/health/ready")  # the first database connection creates the SQLite file
+        modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (var, logs, *var.iterdir())}
+        assert "opsportal.sqlite3" in modes, modes
+        expected = {p.name: "0o700" if p.is_dir() else "0o600" for p in (var, logs, *var.iterdir())}
+        assert modes == expected
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=40)
