@@ -59,6 +59,7 @@ def test_it_shows_a_clear_lockout_message(ops):
     guess(HERE, "ops", LIMIT)
     response = login(HERE, "ops", PASSWORD)
     assert response.status_code == 429
+    assert response["Retry-After"] == str(settings.LOGIN_LOCKOUT_MINUTES * 60)
     assert "registration/locked_out.html" in [t.name for t in response.templates]
     text = response.content.decode()
     assert "Too many failed login attempts" in text
@@ -70,6 +71,33 @@ def test_it_still_lets_the_good_user_in_from_another_address(ops):
     response = login(ELSEWHERE, "ops", PASSWORD)
     assert response.status_code == 302
     assert response.url == settings.LOGIN_REDIRECT_URL
+
+
+def test_it_ignores_a_forwarded_for_header_unless_told_a_proxy_stands_in_front(ops):
+    # Without LOGIN_PROXY_COUNT a client cannot dodge the count by inventing X-Forwarded-For addresses.
+    for k in range(LIMIT):
+        Client(REMOTE_ADDR=HERE, HTTP_X_FORWARDED_FOR=f"127.0.9.{k}").post(
+            "/accounts/login/", {"username": "ops", "password": "wrong"}
+        )
+    assert login(HERE, "ops", PASSWORD).status_code == 429
+
+
+@override_settings(LOGIN_PROXY_COUNT=1)
+def test_it_counts_by_the_address_the_proxy_forwards_when_configured(ops):
+    behind_proxy = {"REMOTE_ADDR": HERE}
+    for _ in range(LIMIT):
+        Client(**behind_proxy, HTTP_X_FORWARDED_FOR=ELSEWHERE).post(
+            "/accounts/login/", {"username": "ops", "password": "wrong"}
+        )
+    locked = Client(**behind_proxy, HTTP_X_FORWARDED_FOR=ELSEWHERE).post(
+        "/accounts/login/", {"username": "ops", "password": PASSWORD}
+    )
+    assert locked.status_code == 429
+    # The operator behind the same proxy, from their own address, still gets in.
+    other = Client(**behind_proxy, HTTP_X_FORWARDED_FOR="127.0.0.3").post(
+        "/accounts/login/", {"username": "ops", "password": PASSWORD}
+    )
+    assert other.status_code == 302
 
 
 def test_it_locks_out_on_the_admin_login_too(ops):

@@ -133,3 +133,25 @@ def test_it_configures_postgres_from_database_url(tmp_path):
 def test_it_uses_redis_for_the_cache_when_redis_url_is_set(tmp_path):
     backend = value(tmp_path, "s.CACHES['default']['BACKEND']", REDIS_URL="redis://127.0.0.1:6379/3")
     assert backend == "django.core.cache.backends.redis.RedisCache"
+
+
+def test_it_throttles_logins_by_default_per_user_and_address(tmp_path):
+    expr = (
+        "[s.AXES_ENABLED, s.AXES_FAILURE_LIMIT, s.AXES_COOLOFF_TIME.total_seconds(), s.AXES_LOCKOUT_PARAMETERS,"
+        " s.AXES_HTTP_RESPONSE_CODE, s.AUTHENTICATION_BACKENDS[0], 'axes.middleware.AxesMiddleware' in s.MIDDLEWARE,"
+        " s.LOGIN_PROXY_COUNT]"
+    )
+    got = value(tmp_path, expr)
+    assert got == [True, 10, 900.0, [["username", "ip_address"]], 429, "axes.backends.AxesStandaloneBackend", True, 0]
+    got = value(tmp_path, expr, LOGIN_FAILURE_LIMIT="5", LOGIN_LOCKOUT_MINUTES="60", LOGIN_PROXY_COUNT="1")
+    assert got[1:3] == [5, 3600.0] and got[-1] == 1
+    done = load(tmp_path, "s.DEBUG", LOGIN_FAILURE_LIMIT="0")
+    assert "LOGIN_FAILURE_LIMIT: must be an integer >= 1, got '0'" in done.stderr
+
+
+def test_it_sends_a_strict_content_security_policy(tmp_path):
+    got = value(tmp_path, "[s.CONTENT_SECURITY_POLICY['DIRECTIVES'], 'csp.middleware.CSPMiddleware' in s.MIDDLEWARE]")
+    directives, installed = got
+    assert installed
+    assert directives["default-src"] == ["'self'"] and directives["script-src"] == ["'self'"]
+    assert not any("unsafe" in source for sources in directives.values() for source in sources)
