@@ -115,7 +115,11 @@ def note_repair_loop(service: Service, state: RecoveryState, now: datetime) -> R
     marked = (
         RecoveryAttempt.objects.filter(pk=last.pk)
         .exclude(action_data__has_key="repair_loop")
-        .update(action_data={**data, "repair_loop": True, "failed_again_after": after})
+        .update(
+            action_data={**data, "repair_loop": True, "failed_again_after": after},
+            # Said in the detail too, so every list of attempts shows it as it is.
+            detail=f"{last.detail}; did not hold: down again {after:g} s later (repair loop)"[:500],
+        )
     )
     if not marked:  # another process counted this loop
         return None

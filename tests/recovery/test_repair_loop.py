@@ -86,6 +86,7 @@ def test_it_backs_off_and_escalates_a_repair_loop(make_service, add_action, flag
     assert [a.outcome for a in loops] == ["succeeded"] * 3  # history keeps what each attempt saw ...
     assert all(a.action_data["repair_loop"] is True for a in loops)  # ... and marks the loop
     assert all(7 <= a.action_data["failed_again_after"] <= 12 for a in loops)
+    assert all(a.detail.startswith("fixed: ") and "did not hold: down again" in a.detail for a in loops)
     assert Event.objects.filter(kind=Event.Kind.RECOVERY_ESCALATED, service=svc).count() == 1
     assert Incident.objects.get(service=svc, resolved_at__isnull=True).severity == "escalated"
     titles = list(Event.objects.filter(kind=Event.Kind.RECOVERY_FAILED).values_list("title", flat=True))
