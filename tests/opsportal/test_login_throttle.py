@@ -13,9 +13,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import caches
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client, override_settings
 
 BASE_DIR = Path(settings.BASE_DIR)
@@ -114,8 +117,6 @@ def test_it_unlocks_with_axes_reset(ops):
 
 
 def test_it_lets_an_admin_unlock_from_the_admin(ops):
-    from axes.models import AccessAttempt
-
     guess(HERE, "ops", LIMIT)
     attempt = AccessAttempt.objects.get(username="ops")
     admin = get_user_model().objects.create_superuser("root", "", PASSWORD)
@@ -139,8 +140,6 @@ def test_it_logs_failures_and_the_lockout_without_the_password(ops):
     assert "locked out" in written
     assert secret_guess not in written
     # The stored attempt does not keep it either.
-    from axes.models import AccessAttempt
-
     assert secret_guess not in str(list(AccessAttempt.objects.values()))
 
 
@@ -168,3 +167,10 @@ def test_it_creates_the_cache_table_on_a_plain_migrate(tmp_path):
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "opsportal_cache" in tables
     assert "axes_accessattempt" in tables
+
+
+def test_it_has_the_cache_table_in_the_database_migrate_made(db):
+    # pytest-django builds the test database with `migrate`: on PostgreSQL as on SQLite the table is there,
+    # and the shared cache works in it.
+    assert "opsportal_cache" in connection.introspection.table_names()
+    assert caches["default"].add(f"probe-{uuid.uuid4().hex}", 1, 30)
