@@ -8,13 +8,18 @@ session and stopped (then killed, whole session) by `stop()`.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
+import math
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -144,6 +149,17 @@ class Portal:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
 
+    def results(self) -> dict[str, list[datetime]]:
+        """Every probe result's checked_at, by service name, oldest first."""
+        out: dict[str, list[datetime]] = {}
+        rows = self.query(
+            "SELECT s.name, r.checked_at FROM health_proberesult r "
+            "JOIN health_service s ON s.id = r.service_id ORDER BY r.checked_at"
+        )
+        for name, at in rows:
+            out.setdefault(name, []).append(at)
+        return out
+
     def query(self, sql: str) -> list[tuple]:
         """Read the portal's database directly (no Django in this process touches it); times come back aware."""
         url = self.env["DATABASE_URL"]
@@ -160,9 +176,64 @@ class Portal:
         return [tuple(_aware(v) for v in row) for row in rows]
 
 
-def _aware(value: object) -> object:
-    from datetime import UTC, datetime
+class Poller(threading.Thread):
+    """GETs /health/live and /health/status twice a second, noting when each request started and what came back."""
 
+    def __init__(self, base: str) -> None:
+        super().__init__(daemon=True)
+        self.base = base
+        self.seen: list[tuple[float, str, int, dict | None]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            for path in ("/health/live", "/health/status"):
+                at = time.time()
+                try:
+                    r = requests.get(self.base + path, timeout=10)
+                    json_type = r.headers.get("Content-Type", "").startswith("application/json")
+                    try:
+                        body = r.json() if json_type else None
+                    except ValueError:
+                        body = None
+                    self.seen.append((at, path, r.status_code, body))
+                except requests.RequestException as exc:
+                    self.seen.append((at, path, 0, {"error": type(exc).__name__}))
+            self.halt.wait(0.5)
+
+    def statuses(self, start: float = 0.0, end: float = math.inf) -> list[tuple[float, int, dict | None]]:
+        return [(at, code, body) for at, p, code, body in list(self.seen) if p == "/health/status" and start < at < end]
+
+
+def spooled_results(spool: Path) -> set[tuple[int, datetime]]:
+    """(service pk, checked_at) of every probe result in the spool, read under the spool's own lock."""
+    found: set[tuple[int, datetime]] = set()
+    if not spool.exists():
+        return found
+    with open(spool / "spool.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the protocol opsportal.spool uses: no half-written line is read
+        try:
+            for path in [spool / "spool.jsonl", *sorted(spool.glob("batch-*.jsonl"))]:
+                if not path.exists():
+                    continue
+                for line in path.read_text().splitlines():
+                    record = json.loads(line)
+                    if record["kind"] == "probe_round":
+                        at = datetime.fromisoformat(record["payload"]["checkedAt"])
+                        found |= {(r["service"], at) for r in record["payload"]["results"]}
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return found
+
+
+def slot_numbers(times: list[datetime], due: datetime, interval: float) -> list[int]:
+    """The due slot each probe served. Slots are `due + k * interval` exactly (the scheduler books the next
+    slot from the last due time, never from `now`, and probes on that grid from memory while the database is
+    away), and a probe starts at or after its slot, within it."""
+    return [math.floor((t - due).total_seconds() / interval) for t in times]
+
+
+def _aware(value: object) -> object:
     if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] in " T":
         try:
             value = datetime.fromisoformat(value)

@@ -4,8 +4,10 @@ The machine's PostgreSQL is shared (other engineers' suites run on it), so a fau
 it. `PrivatePostgres` builds a fresh cluster with the machine's own binaries instead: `initdb` into a new
 directory under /tmp, listening on 127.0.0.1 only (a free port outside the kernel's ephemeral range, so
 no outgoing connection can take it while the server is stopped), its unix socket in that directory, trust
-auth, fsync off. `start()` and `stop()` (a fast shutdown, like `systemctl stop postgresql`) may be called
-any number of times; leaving the context always stops the server and removes the directory.
+auth, fsync off. `start()` and `stop()` (a fast shutdown, like `systemctl stop postgresql`; `stop("immediate")`
+is a crash without a checkpoint) may be called any number of times; `kill()` SIGKILLs the postmaster, and the
+next `start()` first waits out its orphaned backends and clears its stale postmaster.pid; leaving the context
+always stops the server and removes the directory.
 
 initdb and postgres refuse to run as root: as root they run as the `postgres` OS user
 (`runuser -u postgres -- <argv>`) in a directory chown'ed to it; as anyone else they run directly.
@@ -14,6 +16,7 @@ When the binaries (or, as root, the `postgres` user or `runuser`) are missing th
     with PrivatePostgres() as pg:
         url = pg.create_database("portal")
         pg.stop(); ...; pg.start()
+        pg.kill(); ...; pg.start()
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 SUPERUSER = "postgres"
@@ -98,6 +102,8 @@ class PrivatePostgres:
         self.port = free_port()
         self.root: Path | None = None
         self.running = False
+        # The backends a kill() orphaned: a new postmaster refuses to start while they hold the shared memory.
+        self.orphans: list[psutil.Process] = []
 
     # --- paths and commands ---------------------------------------------------------------
     @property
@@ -171,7 +177,8 @@ class PrivatePostgres:
             )
 
     def start(self) -> None:
-        """Start the server and wait until it accepts connections."""
+        """Start the server and wait until it accepts connections (after a kill(), its leftovers cleared first)."""
+        self._clear_crash()
         self._run("pg_ctl", "start", "--pgdata", str(self.data), "--log", str(self.logfile), "--wait", "--timeout=60")
         self.running = True
 
@@ -180,11 +187,51 @@ class PrivatePostgres:
         self._run("pg_ctl", "stop", "--pgdata", str(self.data), "--mode", mode, "--wait", "--timeout=60")
         self.running = False
 
-    def create_database(self, name: str) -> str:
+    def postmaster(self) -> psutil.Process | None:
+        """The running postmaster (the PID in postmaster.pid, if that process is still alive), or None."""
+        pid_file = self.data / "postmaster.pid"
+        try:
+            process = psutil.Process(int(pid_file.read_text().split()[0]))
+            # A PID reused by some other program is not our postmaster either.
+            alive = process.status() != psutil.STATUS_ZOMBIE and process.name().startswith("postgres")
+        except (OSError, ValueError, IndexError, psutil.Error):
+            return None
+        return process if alive else None
+
+    def kill(self) -> list[int]:
+        """SIGKILL the postmaster, as a crash or the OOM killer does; returns the PIDs of the orphaned backends.
+
+        The backends live on until they notice their postmaster is gone; postmaster.pid stays behind.
+        """
+        process = self.postmaster()
+        assert process is not None, "the server is not running"
+        self.orphans = process.children(recursive=True)
+        process.kill()
+        psutil.wait_procs([process], timeout=10)
+        self.running = False
+        return [p.pid for p in self.orphans]
+
+    def _clear_crash(self) -> None:
+        """What an init system does before restarting a killed server: wait for (then kill) the orphaned
+        backends, which keep the old shared memory attached, and remove a postmaster.pid whose process is gone
+        (postgres refuses to start while the PID in it is any live process, a zombie included)."""
+        if self.orphans:
+            _, alive = psutil.wait_procs(self.orphans, timeout=10)
+            for process in alive:
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
+            psutil.wait_procs(alive, timeout=10)
+            self.orphans = []
+        pid_file = self.data / "postmaster.pid"
+        if pid_file.exists() and self.postmaster() is None:
+            pid_file.unlink()
+
+    def create_database(self, name: str, template: str = "") -> str:
+        """A new database (a copy of `template`, e.g. one already migrated, when given); returns its URL."""
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         return self.database_url(name)
 
     def teardown(self) -> None:

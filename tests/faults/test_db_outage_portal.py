@@ -21,20 +21,15 @@ Needs PostgreSQL's server binaries and Redis (CI has both); skipped with the rea
 
 from __future__ import annotations
 
-import fcntl
-import json
-import math
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis
-import requests
 
 from tests.conftest import requires_postgres
-from tests.faults.portal import Portal
+from tests.faults.portal import Poller, Portal, slot_numbers, spooled_results
 from tests.faults.private_pg import PrivatePostgres, unavailable_reason
 from tests.servers import TcpServer, wait_for
 
@@ -82,61 +77,8 @@ failure_threshold = 1
 )
 
 
-class Poller(threading.Thread):
-    """GETs /health/live and /health/status twice a second, noting when each request started and what came back."""
-
-    def __init__(self, base: str) -> None:
-        super().__init__(daemon=True)
-        self.base = base
-        self.seen: list[tuple[float, str, int, dict | None]] = []
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        while not self.halt.is_set():
-            for path in ("/health/live", "/health/status"):
-                at = time.time()
-                try:
-                    r = requests.get(self.base + path, timeout=10)
-                    json_type = r.headers.get("Content-Type", "").startswith("application/json")
-                    try:
-                        body = r.json() if json_type else None
-                    except ValueError:
-                        body = None
-                    self.seen.append((at, path, r.status_code, body))
-                except requests.RequestException as exc:
-                    self.seen.append((at, path, 0, {"error": type(exc).__name__}))
-            self.halt.wait(0.5)
-
-    def statuses(self, start: float = 0.0, end: float = math.inf) -> list[tuple[float, int, dict | None]]:
-        return [(at, code, body) for at, p, code, body in list(self.seen) if p == "/health/status" and start < at < end]
-
-
-def spooled_results(spool: Path) -> set[tuple[int, datetime]]:
-    """(service pk, checked_at) of every probe result in the spool, read under the spool's own lock."""
-    found: set[tuple[int, datetime]] = set()
-    if not spool.exists():
-        return found
-    with open(spool / "spool.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the protocol opsportal.spool uses: no half-written line is read
-        try:
-            for path in [spool / "spool.jsonl", *sorted(spool.glob("batch-*.jsonl"))]:
-                if not path.exists():
-                    continue
-                for line in path.read_text().splitlines():
-                    record = json.loads(line)
-                    if record["kind"] == "probe_round":
-                        at = datetime.fromisoformat(record["payload"]["checkedAt"])
-                        found |= {(r["service"], at) for r in record["payload"]["results"]}
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return found
-
-
 def slots(times: list[datetime], due: datetime) -> list[int]:
-    """The due slot each probe served. Slots are `due + k * INTERVAL` exactly (the scheduler books the next
-    slot from the last due time, never from `now`, and probes on that grid from memory while the database is
-    away), and a probe starts at or after its slot, within it."""
-    return [math.floor((t - due).total_seconds() / INTERVAL) for t in times]
+    return slot_numbers(times, due, INTERVAL)
 
 
 def iso(ts: float) -> str:

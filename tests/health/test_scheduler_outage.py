@@ -1,4 +1,5 @@
-"""Two dispatcher loops (two clusters) during a database outage: each slot probed once, by either loop.
+"""The dispatcher during a database outage: each slot probed once (two loops, two clusters: by either loop),
+none lost to a claim the outage left unreleased, none held into the next slot by retries.
 
 The database is really unwritable (tests/opsportal/outage_support.py); the loops agree through the real
 Redis (REDIS_URL), on a database number of this test's own.
@@ -7,7 +8,9 @@ Redis (REDIS_URL), on a database number of this test's own.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,8 +20,9 @@ import time_machine
 from health.models import ProbeResult, Service
 from health.scheduler import OUTAGE_CLAIM_PREFIX, Dispatcher, slot_start
 from opsportal import db
-from opsportal.spool import replay_pending
+from opsportal.spool import default_spool, replay_pending
 from tests.opsportal.outage_support import quick_db_hardening
+from tests.servers import Reply
 
 REDIS_URL = "redis://127.0.0.1:6379/12"  # a Redis database number nothing else in the suite uses
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
@@ -109,3 +113,71 @@ def test_it_probes_anyway_when_redis_is_away_too(tcp_server, settings, tmp_path,
             replay_pending()
         db.reset_breaker()
         assert ProbeResult.objects.count() == 3  # T0 once; T0 + 10 by both loops
+
+
+def going_away(outage) -> Callable[[dict], Reply]:
+    """An HTTP handler that answers 200 after taking the database away: it goes mid-round, after the claim."""
+
+    def handler(request: dict) -> Reply:
+        outage.start()
+        return Reply(200, "ok")
+
+    return handler
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_re_takes_its_own_claims_at_once_when_the_database_returns(http_server, settings, tmp_path, outage):
+    settings.AUTO_RECOVERY_ENABLED = False
+    with quick_db_hardening(settings, tmp_path / "var"):
+        service = Service.objects.create(
+            name="web", kind="http", settings={"url": http_server.url + "/"}, interval=INTERVAL, next_due_at=T0
+        )
+        http_server.handler = going_away(outage)
+        loop = Dispatcher()
+        with time_machine.travel(T0, tick=False) as clock:
+            assert [s.pk for s in loop.pass_once()] == [service.pk]  # T0 probed; spooled, its claim not released
+            http_server.handler = None
+            outage.end()
+            held = Service.objects.get(pk=service.pk)
+            assert (held.claimed_by, held.next_due_at) == (loop.owner, T0)
+            # The next slot: the claim is far from stale (timeout + 60 s), yet this loop knows its round ended.
+            clock.move_to(T0 + timedelta(seconds=INTERVAL + 0.5))
+            claimed = loop.pass_once()
+            clock.move_to(T0 + timedelta(seconds=2 * INTERVAL + 0.5))
+            claimed += loop.pass_once()
+        db.reset_breaker()
+        assert [s.due for s in claimed] == [T0 + timedelta(seconds=INTERVAL * k) for k in (1, 2)]
+        times = sorted(ProbeResult.objects.filter(service=service).values_list("checked_at", flat=True))
+        assert [math.floor((t - T0).total_seconds() / INTERVAL) for t in times] == [0, 1, 2]  # none lost, none twice
+        assert Service.objects.get(pk=service.pk).running_since is None and not loop.unreleased
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_spools_a_round_at_the_end_of_its_slot_instead_of_retrying_into_the_next(
+    http_server, settings, tmp_path, outage
+):
+    settings.AUTO_RECOVERY_ENABLED = False
+    with quick_db_hardening(settings, tmp_path / "var"):
+        settings.DB_RETRY_BACKOFF_MS = 1_000  # the default: 1 + 2 + 4 s of backoff for the write, and the release
+        Service.objects.create(
+            name="web", kind="http", settings={"url": http_server.url + "/"}, interval=INTERVAL, next_due_at=T0
+        )
+        http_server.handler = going_away(outage)
+        loop = Dispatcher(executor=ThreadPoolExecutor(2))  # the round in its own thread, as in a qcluster
+        # The round starts late: 1.5 s are left in its slot, room for the first backoff (1 s) and no more.
+        with time_machine.travel(T0 + timedelta(seconds=INTERVAL - 1.5), tick=False):
+            started = time.monotonic()
+            (claimed,) = loop.pass_once()
+            loop.inflight[claimed.pk].result(timeout=30)
+            took = time.monotonic() - started
+            loop.executor.shutdown(wait=True)
+        http_server.handler = None
+        assert claimed.due == T0
+        assert 1.0 <= took < 2.5, took  # one backoff, then spooled and done: the next slot is probed on time
+        assert default_spool().pending() and loop.unreleased == {claimed.pk}
+        assert loop.outage_booked == {claimed.pk: T0 + timedelta(seconds=INTERVAL)}
+        outage.end()
+        assert replay_pending() == 1
+        db.reset_breaker()
+        checked = list(ProbeResult.objects.values_list("checked_at", flat=True))
+        assert checked == [T0 + timedelta(seconds=INTERVAL - 1.5)]  # replayed with its own time

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 
 import psycopg
 import pytest
@@ -69,6 +70,28 @@ def test_it_retries_three_times_then_gives_up_and_logs_each_retry(db_log):
     assert len(calls) == 4  # the try and 3 retries
     retries = [r.getMessage() for r in db_log.records if "Retry" in r.getMessage()]
     assert retries == ["[db] Retry 1/3: 57P03", "[db] Retry 2/3: 57P03", "[db] Retry 3/3: 57P03"]
+
+
+def test_it_starts_no_backoff_that_would_end_past_the_deadline(db_log, settings):
+    settings.DB_RETRY_BACKOFF_MS = 200  # 0.2 s, 0.4 s, 0.8 s
+    calls: list[float] = []
+
+    def always_down():
+        calls.append(time.monotonic())
+        raise pg_error("08006")
+
+    started = time.monotonic()
+    with pytest.raises(OperationalError):
+        db.run_db(always_down, deadline=started + 0.5)  # room for the first backoff, not the second
+    assert len(calls) == 2 and time.monotonic() - started < 0.5
+    messages = [r.getMessage() for r in db_log.records if r.name == "opsportal.db"]
+    assert messages == ["[db] Retry 1/3: 08006", "[db] No retry after try 2: the unit's deadline comes first (08006)"]
+    # A deadline already past: one try, no wait; one in reach changes nothing for a unit that succeeds.
+    calls.clear()
+    with pytest.raises(OperationalError):
+        db.run_db(always_down, deadline=time.monotonic() - 1)
+    assert len(calls) == 1
+    assert db.run_db(lambda: 42, deadline=time.monotonic() + 0.1) == 42
 
 
 def test_it_does_not_retry_a_non_transient_error():
