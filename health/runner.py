@@ -27,6 +27,7 @@ from health.probes import registry
 from health.probes.base import DEGRADED, DOWN, UP, ProbeError, ProbeOutcome
 from opsportal import spool as _spool
 from opsportal.bulk import bulk_set
+from opsportal.db import CircuitBreakerError, is_transient, run_db
 from opsportal.spec import scrub
 
 log = logging.getLogger("opsportal.health")
@@ -292,12 +293,17 @@ def _incidents(transitions: list[Transition], now: datetime) -> None:
         bulk_set(stale, ["last_error"])
 
 
-def record_durably(services: list[Service], outcomes: dict[str, ProbeOutcome], now: datetime) -> list[Transition]:
+def record_durably(
+    services: list[Service], outcomes: dict[str, ProbeOutcome], now: datetime, *, deadline: float | None = None
+) -> list[Transition]:
     """record() through the database hardening (opsportal.db): transient errors are retried; when the
-    database stays unwritable the round is spooled (opsportal.spool) and replayed in order once it is back."""
-    from opsportal.db import CircuitBreakerError, is_transient, run_db
+    database stays unwritable the round is spooled (opsportal.spool) and replayed in order once it is back.
 
+    `deadline` (a `time.monotonic()` value; the dispatcher passes the end of the round's slot): no retry
+    backoff runs past it, so a round never holds its services into their next slot; past it, it is spooled.
+    """
     before = [{f: getattr(s, f) for f in STATE_FIELDS} for s in services]
+    spool = _spool.default_spool()
 
     def restore() -> None:
         for service, state in zip(services, before, strict=True):
@@ -305,12 +311,15 @@ def record_durably(services: list[Service], outcomes: dict[str, ProbeOutcome], n
                 setattr(service, name, value)
 
     def attempt() -> list[Transition]:
+        # Older spooled rounds first, so results stay in order; one unit with the write, so one deadline
+        # (and one breaker count per try) covers both.
+        if spool.pending():
+            spool.replay()
         restore()  # a failed try already advanced the in-memory state
         return record(services, outcomes, now)
 
     try:
-        _spool.replay_pending()  # older spooled rounds first, so results stay in order
-        return run_db(attempt)
+        return run_db(attempt, deadline=deadline)
     except (DatabaseError, CircuitBreakerError) as exc:
         if isinstance(exc, DatabaseError) and not is_transient(exc):
             raise
@@ -359,8 +368,13 @@ def select_services(names: Iterable[str] | None = None) -> list[Service]:
     return list(qs.filter(enabled=True))
 
 
-def run_round(services: list[Service] | None = None, *, recover: bool = True) -> RoundResult:
-    """One probe round: probe, record, then (optionally) start auto-recovery."""
+def run_round(
+    services: list[Service] | None = None, *, recover: bool = True, deadline: float | None = None
+) -> RoundResult:
+    """One probe round: probe, record, then (optionally) start auto-recovery.
+
+    `deadline` (time.monotonic()) bounds the database retries of writing the round (record_durably).
+    """
     if not connection.in_atomic_block:  # inside a transaction Django would close the connection under it
         close_old_connections()
     if services is None:
@@ -369,7 +383,7 @@ def run_round(services: list[Service] | None = None, *, recover: bool = True) ->
     t0 = time.perf_counter()
     outcomes = run_probes(services)
     now = timezone.now()
-    transitions = record_durably(services, outcomes, now)
+    transitions = record_durably(services, outcomes, now, deadline=deadline)
     result = RoundResult(
         services=services,
         outcomes=outcomes,

@@ -17,7 +17,12 @@ Every DISPATCH_TICK_MS (1 s) a pass:
    thread, so a hanging probe delays nothing else; each probe is cut at its interval and at
    DISPATCH_MAX_PROBE_S, so a round never outlives its slot;
 3. sets `next_due_at = due + interval` (not now + interval: no drift), skipping slots that
-   were missed instead of bursting, and clears `running_since`;
+   were missed instead of bursting, and clears `running_since`. A round's database retries end with
+   its slot (opsportal.db run_db `deadline`): past it the round is spooled, never held into the next
+   slot. A claim the round could not release (the database went away) is remembered: when the
+   database is back the loop re-takes its own claim at once (it knows that round ended) and books the
+   slot after the one it probed, so the slot is neither lost to a claim waiting to go stale nor probed
+   twice;
 4. runs the tunnel watchdog (tunnels.watchdog.run_due claims its own tunnels; during an outage
    run_due_outage checks the tunnels it last saw, from memory).
 
@@ -46,7 +51,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -180,14 +185,15 @@ def live_owners(now: datetime) -> set[str]:
     return {name.removeprefix(LOOP_PREFIX) for name in rows}
 
 
-def claim_due(now: datetime | None = None, owner: str = "") -> list[Service]:
+def claim_due(now: datetime | None = None, owner: str = "", retake: Collection[int] = ()) -> list[Service]:
     """Claim the services whose probe is due; each is claimed by exactly one caller.
 
     The conditional UPDATE matches the `next_due_at` and `running_since` this caller read, so of
     two callers racing for one service only the first changes the row (rowcount 1).
     A running probe is never started twice, unless its claim is stale (older than its timeout
     plus STALE_CLAIM_GRACE_S) or its loop has died (no heartbeat for owner_dead_after()): then
-    the slot is taken over within seconds, not a minute later.
+    the slot is taken over within seconds, not a minute later. `retake`: pks of `owner`'s own claims
+    whose round has ended but could not release them (the database went away): claimed again at once.
     Each claimed service carries `due` (the slot it is probed for) and `running_since`.
     """
     now = now or timezone.now()
@@ -206,10 +212,13 @@ def claim_due(now: datetime | None = None, owner: str = "") -> list[Service]:
         if service.running_since is not None and not _stale(service, now):
             if not service.claimed_by:
                 continue  # its probe is still running: never start it twice
-            alive = live_owners(now) if alive is None else alive
-            if service.claimed_by in alive or service.claimed_by == owner:
-                continue
-            log.warning("Dispatcher: taking over %s from loop %s (no heartbeat)", service.name, service.claimed_by)
+            if owner and service.claimed_by == owner and service.pk in retake:
+                log.info("Dispatcher: re-taking %s: its round ended but could not release its claim", service.name)
+            else:
+                alive = live_owners(now) if alive is None else alive
+                if service.claimed_by in alive or service.claimed_by == owner:
+                    continue
+                log.warning("Dispatcher: taking over %s from loop %s (no heartbeat)", service.name, service.claimed_by)
         row = Service.objects.filter(pk=service.pk)
         row = row.filter(next_due_at=service.next_due_at) if service.next_due_at else row.filter(next_due_at=None)
         row = (
@@ -235,6 +244,13 @@ def finish(services: list[Service], now: datetime | None = None) -> None:
     now = now or timezone.now()
     for service in services:
         release(service, next_due(service.due, service.interval, now))
+
+
+def round_deadline(services: list[Service], now: datetime) -> float:
+    """When a round of `services` must be done (a time.monotonic() value): the start of the earliest next
+    slot among them. Its database retries stop there, so the next slot is probed on time."""
+    ends = min(next_due(s.due, s.interval, now) for s in services)
+    return time.monotonic() + max(0.0, (ends - now).total_seconds())
 
 
 def probe_timeout(service: Service) -> float:
@@ -281,6 +297,10 @@ class Dispatcher:
     # Services probed from memory during an outage: the slot after the last one probed. The first claim
     # after the outage books that slot instead of probing the spooled slot again.
     outage_booked: dict[int, datetime] = field(default_factory=dict)
+    # Services whose round ended but could not release its claim (the database went away): this loop still
+    # holds those claims in the database, and re-takes them as soon as it answers again.
+    unreleased: set[int] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def pass_once(self, now: datetime | None = None) -> list[Service]:
         now = now or timezone.now()
@@ -289,7 +309,11 @@ class Dispatcher:
             run_db(self._refresh_known, retry=False)
             # Beat before claiming: another loop must never see this one's fresh claims as a dead loop's.
             run_db(beat, now, self.owner, retry=False)
-            claimed = run_db(claim_due, now, self.owner, retry=False)
+            with self._lock:
+                retake = set(self.unreleased)
+            claimed = run_db(claim_due, now, self.owner, retake, retry=False)
+            with self._lock:
+                self.unreleased -= {s.pk for s in claimed}
             claimed = run_db(self._skip_probed_in_outage, claimed, now, retry=False)
         except (DatabaseError, CircuitBreakerError) as exc:
             self.outage_passes += 1
@@ -315,7 +339,8 @@ class Dispatcher:
         """
         keep = []
         for service in claimed:
-            booked = self.outage_booked.pop(service.pk, None)
+            with self._lock:
+                booked = self.outage_booked.pop(service.pk, None)
             if booked is None or booked <= service.due:
                 keep.append(service)
             elif booked <= now:
@@ -344,7 +369,8 @@ class Dispatcher:
         for service in due:
             service.due = self.local_due.get(service.pk, now)
             # Booked whether this loop or another probes the slot: it is served either way.
-            self.local_due[service.pk] = self.outage_booked[service.pk] = next_due(service.due, service.interval, now)
+            self.local_due[service.pk] = next_due(service.due, service.interval, now)
+            self._book(service.pk, self.local_due[service.pk])
         due = [s for s in due if outage_claim(s, s.due, now, self.owner)]
         if due:
             self._submit(due, outage=True)
@@ -359,22 +385,36 @@ class Dispatcher:
         for service in services:
             self.inflight[service.pk] = future
 
+    def _book(self, pk: int, slot: datetime) -> None:
+        """Note that `pk` was probed up to `slot` (its next slot) outside the database's bookkeeping."""
+        with self._lock:
+            booked = self.outage_booked.get(pk)
+            self.outage_booked[pk] = slot if booked is None else max(booked, slot)
+
     def _round(self, services: list[Service], outage: bool, in_thread: bool) -> None:
         from health.runner import run_round
 
         for service in services:
             service.timeout = probe_timeout(service)
+        # Retries (writing the round, releasing its claims) end with the slot: past it the round is spooled.
+        deadline = round_deadline(services, timezone.now())
         try:
-            run_round(services, recover=not outage)
+            run_round(services, recover=not outage, deadline=deadline)
         except Exception:  # a failed round must not end the loop; the claim is still released below
             log.exception("Dispatcher: probe round of %s failed", ", ".join(s.name for s in services))
         finally:
             if not outage:
                 try:
-                    run_db(finish, services)
+                    run_db(finish, services, deadline=deadline)
                 except (DatabaseError, CircuitBreakerError) as exc:
-                    # The claims go stale and are taken again later; nothing else to do without a database.
-                    log.warning("Dispatcher: could not release claims (%s)", type(exc).__name__)
+                    # The claims stay in the database; this loop knows the round ended. It books the slot
+                    # after the one just probed, and re-takes the claims as soon as the database answers.
+                    log.warning("Dispatcher: could not release claims (%s); re-taking them later", type(exc).__name__)
+                    now = timezone.now()
+                    for service in services:
+                        self._book(service.pk, next_due(service.due, service.interval, now))
+                    with self._lock:
+                        self.unreleased |= {s.pk for s in services}
             if in_thread:
                 connections.close_all()
 

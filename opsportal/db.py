@@ -5,6 +5,9 @@
   backoff from `DB_RETRY_BACKOFF_MS` (1 s, 2 s, 4 s), closing the connection before each retry
   and logging `[db] Retry 1/3: 57P01`. Never inside `atomic()`: there the work runs once
   (a broken transaction cannot be resumed; the outermost unit retries it as a whole).
+  `run_db(fn, deadline=t)` (a `time.monotonic()` value) starts no backoff that would end after `t`:
+  a probe round passes the end of its slot, so its retries never hold it into the next slot (it is
+  spooled instead, and the next slot is probed on time).
 - One pybreaker circuit breaker per process guards every unit: it opens after
   `DB_BREAKER_FAIL_MAX` (5) consecutive transient failures, then fails fast
   (`CircuitBreakerError`, no network wait) until `DB_BREAKER_RESET_S` (30 s) have passed,
@@ -34,7 +37,14 @@ import pybreaker
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, connections
 from django.utils import timezone
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_any,
+    wait_exponential,
+)
 
 try:  # psycopg is only needed with PostgreSQL
     import psycopg
@@ -220,11 +230,38 @@ def _sleep(seconds: float) -> None:
     STOP.wait(seconds)
 
 
-def run_db(fn: Callable[..., T], *args: Any, using: str = "default", retry: bool = True, **kwargs: Any) -> T:
+def _stop_at(deadline: float, retries: int) -> Callable[[RetryCallState], bool]:
+    """A tenacity stop: no retry whose backoff would end after `deadline` (time.monotonic())."""
+
+    def past(state: RetryCallState) -> bool:
+        if time.monotonic() + state.upcoming_sleep <= deadline:
+            return False
+        if state.attempt_number <= retries:  # retries were left: say why they are not used
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "[db] No retry after try %d: the unit's deadline comes first (%s)",
+                state.attempt_number,
+                transient_reason(exc) if exc else "unknown",
+            )
+        return True
+
+    return past
+
+
+def run_db(
+    fn: Callable[..., T],
+    *args: Any,
+    using: str = "default",
+    retry: bool = True,
+    deadline: float | None = None,
+    **kwargs: Any,
+) -> T:
     """Run an idempotent unit of work through the breaker, retrying transient errors.
 
     Inside `atomic()` the unit runs once (through the breaker): retrying a statement of a broken
-    transaction is wrong, the outermost unit retries the whole transaction.
+    transaction is wrong, the outermost unit retries the whole transaction. With `deadline` (a
+    `time.monotonic()` value) no backoff is started that would end after it: the unit is tried at
+    least once, and past the deadline its last error is raised at once.
     """
     if not retry or connections[using].in_atomic_block:
         try:
@@ -240,8 +277,11 @@ def run_db(fn: Callable[..., T], *args: Any, using: str = "default", retry: bool
             flush_breaker_events()
         return result
     retries = settings.DB_RETRY_ATTEMPTS
+    stop: Callable[[RetryCallState], bool] = stop_after_attempt(retries + 1)
+    if deadline is not None:
+        stop = stop_any(stop, _stop_at(deadline, retries))
     retrying = Retrying(
-        stop=stop_after_attempt(retries + 1),
+        stop=stop,
         wait=wait_exponential(multiplier=settings.DB_RETRY_BACKOFF_MS / 1000, max=60),
         retry=retry_if_exception(is_transient),
         before_sleep=_log_retry(retries, using),
