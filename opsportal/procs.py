@@ -215,6 +215,7 @@ def find_processes(
     `cmdline_contains` is split like a shell would (split_pattern) and matches consecutive whole argv
     elements (argv_matches). `exe` is the executable's resolved path, `user` a user name or uid, `cwd`
     the working directory (resolved). A process whose exe or cwd cannot be read does not match them.
+    Raises ValueError for a `cmdline_contains` that split_pattern refuses (callers validate it at import).
     """
     tokens = split_pattern(cmdline_contains) if cmdline_contains else None
     own = portal_pids()
