@@ -173,7 +173,8 @@ def test_it_spools_a_round_at_the_end_of_its_slot_instead_of_retrying_into_the_n
             loop.executor.shutdown(wait=True)
         http_server.handler = None
         assert claimed.due == T0
-        assert 1.0 <= took < 2.5, took  # one backoff, then spooled and done: the next slot is probed on time
+        # One backoff, then spooled and done, so the next slot is probed on time (before the fix: 7 s and more).
+        assert 1.0 <= took < 3.5, took
         assert default_spool().pending() and loop.unreleased == {claimed.pk}
         assert loop.outage_booked == {claimed.pk: T0 + timedelta(seconds=INTERVAL)}
         outage.end()
