@@ -81,6 +81,19 @@ def test_it_exits_2_when_a_critical_service_is_hard_down(tcp_server):
     assert "overall: down" in out
 
 
+def test_it_exits_1_when_a_critical_service_is_misconfigured(tcp_server, monkeypatch):
+    # A configuration error is no outage (issue 15 item 13): degraded, never down, however often it repeats.
+    monkeypatch.delenv("RUNPROBES_UNSET_DSN", raising=False)
+    up_service(tcp_server)
+    ServiceFactory(name="pg", kind="postgres", settings={"dsn_env": "RUNPROBES_UNSET_DSN"}, failure_threshold=1)
+    for _ in range(2):
+        code, out, _ = runprobes()
+        assert code == 1
+    assert "CONFIG misconfigured" in out
+    assert "set RUNPROBES_UNSET_DSN in the environment or .env" in out
+    assert "overall: degraded" in out
+
+
 def test_it_prints_the_status_shape_as_json(tcp_server):
     up_service(tcp_server)
     down_service(critical=False, failure_threshold=1)

@@ -354,3 +354,35 @@ def test_it_reports_loose_modes_in_the_command_output(healthy, settings, tmp_pat
     out = capsys.readouterr().out
     assert f"FAIL  files       {settings.VAR_DIR} is 0755" in out
     assert f"fix: chmod 700 {settings.VAR_DIR}" in out
+
+
+# --- variables the configuration names (issue 15 item 13) ------------------------------------
+
+
+def test_it_names_each_unset_variable_the_configuration_uses_and_the_fix(healthy, monkeypatch, capsys) -> None:
+    from health.models import Channel
+    from tests.health.factories import RecoveryActionFactory, ServiceFactory
+
+    for name in ("DOCTOR_UNSET_DSN", "DOCTOR_UNSET_KEY", "DOCTOR_UNSET_HOOK", "DOCTOR_UNSET_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DOCTOR_SET_DSN", "postgresql://u@127.0.0.1/db")
+    assert doctor.check_variables().ok
+    ServiceFactory(name="pg", kind="postgres", settings={"dsn_env": "DOCTOR_UNSET_DSN"})
+    ServiceFactory(name="pg2", kind="postgres", settings={"dsn_env": "DOCTOR_SET_DSN"})
+    web = ServiceFactory(
+        name="web", kind="http", settings={"url": "http://127.0.0.1:9/", "headers": {"X-Key": "${DOCTOR_UNSET_KEY}"}}
+    )
+    RecoveryActionFactory(service=web, kind="http", settings={"url": "http://127.0.0.1:9/${DOCTOR_UNSET_HOOK}"})
+    Channel.objects.create(name="ops", url="json://127.0.0.1:9/${DOCTOR_UNSET_TOKEN}")
+    finding = doctor.check_variables()
+    assert not finding.ok
+    assert "service pg: dsn_env names DOCTOR_UNSET_DSN" in finding.detail
+    assert "service web: headers.X-Key uses DOCTOR_UNSET_KEY" in finding.detail
+    assert "service web recovery[0]: url uses DOCTOR_UNSET_HOOK" in finding.detail
+    assert "channel ops: url uses DOCTOR_UNSET_TOKEN" in finding.detail
+    assert "DOCTOR_SET_DSN" not in finding.detail
+    assert "set DOCTOR_UNSET_DSN in the environment or .env" in finding.fix
+    assert "set DOCTOR_UNSET_KEY in the environment or .env" in finding.fix
+    with pytest.raises(CommandError, match=r"variables"):
+        call_command("doctor", "--no-color")
+    assert "FAIL  variables" in capsys.readouterr().out
