@@ -106,6 +106,25 @@ def test_a_broad_match_never_includes_this_process_or_its_ancestors(spawned, mar
     assert not mine & pids(procs.find_processes(process_name=me.name()))
 
 
+def test_a_match_from_a_child_never_finds_the_child_or_its_ancestors(spawned, marker, tmp_path):
+    # Both the caller and its parent carry the marker as a whole argv element, as a broad match would see them.
+    out = tmp_path / "found.json"
+    child = (
+        "import json, sys; from opsportal import procs\n"
+        "found = [p.pid for p in procs.find_processes(cmdline_contains=sys.argv[2])]\n"
+        "open(sys.argv[1], 'w').write(json.dumps(found))\n"
+    )
+    parent = (
+        "import subprocess, sys, time\n"
+        f"subprocess.run([sys.executable, '-c', {child!r}, {str(out)!r}, sys.argv[1]]); time.sleep(60)"
+    )
+    other = spawned.worker(marker)  # started first: the child looks once
+    intermediate = spawned.start([PY, "-c", parent, marker], cwd=PROJECT)
+    assert wait_for(lambda: out.exists() and out.read_text().endswith("]"), timeout=20)
+    assert json.loads(out.read_text()) == [other.pid]  # not the caller, not its parent
+    assert running(intermediate)
+
+
 def test_it_never_matches_or_stops_the_portal_cluster_but_keeps_what_it_started_matchable(spawned, marker, tmp_path):
     main, worker, service = spawned.fake_portal(marker, tmp_path)
     assert procs.find_processes(cmdline_contains=f"manage.py qcluster {marker}") == []
