@@ -17,38 +17,18 @@ from django.dispatch import Signal
 from health import config_tables
 from health.models import Service
 from health.probes import registry as probe_registry
-from opsportal.spec import ConfigError, Key, env_refs, validate
+from health.spec import SERVICE_KEYS
+from opsportal.spec import MAX_DEPTH, ConfigError, Key, check_depth, env_refs, validate
 from recovery.actions import registry as action_registry
 from recovery.models import RecoveryAction
+from recovery.spec import RECOVERY_KEYS
 from tunnels.models import Tunnel
 from tunnels.spec import TUNNEL_KEYS
 
 # Sent after an import changed rows; the scheduler re-creates its schedules on it.
 config_imported = Signal()
 
-SERVICE_KEYS: dict[str, Key] = {
-    "name": Key("slug", required=True),
-    "kind": Key("str", required=True),
-    "description": Key("text", default=""),
-    "interval": Key("int", default=60, minimum=1, maximum=86400),
-    "timeout": Key("number", default=5, minimum=0.1, maximum=3600),
-    "critical": Key("bool", default=True),
-    "failure_threshold": Key("int", default=2, minimum=1),
-    "degraded_latency_ms": Key("int", default=2000, minimum=0),
-    "enabled": Key("bool", default=True),
-    "depends_on": Key("list[str]", default=[]),
-}
 SERVICE_FIELDS = [k for k in SERVICE_KEYS if k not in ("depends_on",)]
-
-RECOVERY_KEYS: dict[str, Key] = {
-    "kind": Key("str", required=True),
-    "timeout": Key("number", default=60, minimum=0.1),
-    "cooldown": Key("int", default=300, minimum=0),
-    "verify_delay": Key("number", default=5, minimum=0),
-    "escalate_after": Key("int", default=3, minimum=1),
-    "auto": Key("bool"),
-    "enabled": Key("bool", default=True),
-}
 TOP_LEVEL = ("service", "tunnel", "channel", "maintenance")
 # Kinds whose `argv` becomes a child's command line, which every local user can read (`ps`, /proc).
 ARGV_KINDS = ("command", "restart_process")
@@ -140,16 +120,25 @@ def _check_lengths(model: type[models.Model], values: dict[str, Any], where: str
             raise ConfigError(f"{where}.{f.name}", f"must be at most {limit} characters")
 
 
+def load_toml(text: str) -> dict[str, Any]:
+    """The parsed file, nested at most MAX_DEPTH levels; a named ConfigError for anything else."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError("", f"not valid TOML: nested more than {MAX_DEPTH} levels deep") from None
+    check_depth(doc, "", MAX_DEPTH)
+    return doc
+
+
 def parse(text: str, *, prune: bool = False) -> Plan:
     """Parse and validate a whole file; raise ConfigError on the first problem.
 
     With `prune`, references (depends_on, a recovery's tunnel) must be to things the file names,
     since everything else is about to be deleted.
     """
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"not valid TOML: {exc}") from None
+    doc = load_toml(text)
     for key in doc:
         if key not in TOP_LEVEL:
             raise ConfigError(key, "unknown table (expected [[service]], [[tunnel]], [[channel]] or [[maintenance]])")

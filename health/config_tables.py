@@ -24,26 +24,9 @@ from typing import Any
 
 from health.maintenance import validate_window, zone
 from health.models import Channel, Event, MaintenanceWindow, Service
-from opsportal.spec import ConfigError, Key, validate
+from health.spec import CHANNEL_KEYS, MAINTENANCE_KEYS
+from opsportal.spec import ConfigError, validate
 
-CHANNEL_KEYS: dict[str, Key] = {
-    "name": Key("slug", required=True),
-    "url": Key("str", required=True),
-    "events": Key("list[str]", default=[]),
-    "services": Key("list[str]", default=[]),
-    "remind_every": Key("int", default=0, minimum=0),
-    "enabled": Key("bool", default=True),
-}
-MAINTENANCE_KEYS: dict[str, Key] = {
-    "name": Key("slug", required=True),
-    "service": Key("str"),
-    "cron": Key("str"),
-    "weekdays": Key("list[int]"),
-    "duration": Key("int", default=60, minimum=1),
-    "timezone": Key("str", default="UTC"),
-    "enabled": Key("bool", default=True),
-    "reason": Key("text", default=""),
-}
 # TOML dates and times, checked by hand (the key specs know no date type).
 WHEN_KEYS = ("starts_at", "ends_at", "start_time")
 

@@ -15,14 +15,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 from health.probes import registry as probe_registry
-from health.probes.base import DEGRADED, DOWN, UP, ProbeOutcome
-from opsportal.spec import ConfigError
+from health.probes.base import DEGRADED, DOWN, MISCONFIGURED, UP, ProbeOutcome
+from health.spec import CHANNEL_KEYS, MAINTENANCE_KEYS, REMIND_EVERY, SERVICE_KEYS
+from opsportal.spec import ConfigError, field_validators
 
 UNKNOWN, PAUSED = "unknown", "paused"
 SOFT, HARD = "soft", "hard"
@@ -40,6 +40,7 @@ class Service(models.Model):
         DEGRADED = DEGRADED
         DOWN = DOWN
         PAUSED = PAUSED
+        MISCONFIGURED = MISCONFIGURED
 
     class StateType(models.TextChoices):
         SOFT = SOFT
@@ -50,16 +51,25 @@ class Service(models.Model):
     kind = models.CharField(max_length=32, choices=probe_kinds)
     description = models.CharField(max_length=200, blank=True)
     settings = models.JSONField(default=dict, blank=True, help_text="Kind-specific keys (see README).")
-    interval = models.PositiveIntegerField(default=60, validators=[MinValueValidator(1)], help_text="seconds")
-    timeout = models.FloatField(default=5.0, validators=[MinValueValidator(0.1)], help_text="seconds")
+    # Validators from the config keys (health.spec): the admin refuses what the file import refuses.
+    interval = models.PositiveIntegerField(
+        default=60, validators=field_validators(SERVICE_KEYS["interval"]), help_text="seconds"
+    )
+    timeout = models.FloatField(default=5.0, validators=field_validators(SERVICE_KEYS["timeout"]), help_text="seconds")
     critical = models.BooleanField(default=True)
-    failure_threshold = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1)])
-    degraded_latency_ms = models.PositiveIntegerField(default=2000, help_text="0 turns it off")
+    failure_threshold = models.PositiveIntegerField(
+        default=2, validators=field_validators(SERVICE_KEYS["failure_threshold"])
+    )
+    degraded_latency_ms = models.PositiveIntegerField(
+        default=2000, validators=field_validators(SERVICE_KEYS["degraded_latency_ms"]), help_text="0 turns it off"
+    )
     enabled = models.BooleanField(default=True)
     paused = models.BooleanField(default=False, help_text="Maintenance: probed and stored, no incidents.")
     depends_on = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="dependents")
     remind_every = models.PositiveIntegerField(
-        default=0, help_text="seconds between reminders while an incident stays open; 0: off"
+        default=0,
+        validators=field_validators(REMIND_EVERY),
+        help_text="seconds between reminders while an incident stays open; 0: off",
     )
 
     # Current state, kept on the row for cheap reads
@@ -124,7 +134,12 @@ class Service(models.Model):
         self.last_checked_at = now
         self.last_latency_ms = outcome.latency_ms
         self.last_detail = outcome.detail[:500]
-        if outcome.status == DOWN:
+        if outcome.status == MISCONFIGURED:
+            # The probe could not run as configured: no failure counted (no SOFT/HARD, no incident).
+            self.consecutive_failures = self.consecutive_successes = 0
+            self.last_error = outcome.detail[:500]
+            new_status, new_type = MISCONFIGURED, HARD
+        elif outcome.status == DOWN:
             self.consecutive_failures += 1
             self.consecutive_successes = 0
             self.last_error = outcome.detail[:500]
@@ -209,7 +224,8 @@ class Transition:
 def overall_status(services: list[Service]) -> str:
     """healthy: all up; down: a critical service is HARD down; degraded: anything else.
 
-    Paused services do not count; a service never probed is not known to be up.
+    Paused services do not count; a service never probed is not known to be up; a misconfigured one
+    (even critical) makes it degraded, never down: its configuration failed, not the service.
     """
     counted = [s for s in services if s.status != PAUSED and not s.is_paused]
     if any(s.critical and s.is_hard_down for s in counted):
@@ -222,7 +238,9 @@ def overall_status(services: list[Service]) -> str:
 class ProbeResult(models.Model):
     service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="results")
     checked_at = models.DateTimeField(default=timezone.now)
-    status = models.CharField(max_length=16, choices=[(UP, UP), (DEGRADED, DEGRADED), (DOWN, DOWN)])
+    status = models.CharField(
+        max_length=16, choices=[(UP, UP), (DEGRADED, DEGRADED), (DOWN, DOWN), (MISCONFIGURED, MISCONFIGURED)]
+    )
     latency_ms = models.FloatField(null=True, blank=True)
     detail = models.CharField(max_length=500, blank=True)
     # Taken while the service was paused (a maintenance window, Pause, or disabled): stored, not counted in
@@ -408,6 +426,7 @@ class Event(models.Model):
         FLAPPING_STARTED = "flapping_started"
         FLAPPING_STOPPED = "flapping_stopped"
         REMINDER = "reminder"
+        SERVICE_MISCONFIGURED = "service_misconfigured"
         TEST = "test"
 
     kind = models.CharField(max_length=32, choices=Kind.choices)
@@ -492,7 +511,9 @@ class Channel(models.Model):
         Service, blank=True, related_name="channels", help_text="Services whose events to send; none: all."
     )
     remind_every = models.PositiveIntegerField(
-        default=0, help_text="seconds between reminders while an incident stays open; 0: off"
+        default=0,
+        validators=field_validators(CHANNEL_KEYS["remind_every"]),
+        help_text="seconds between reminders while an incident stays open; 0: off",
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -562,7 +583,9 @@ class MaintenanceWindow(models.Model):
     cron = models.CharField(max_length=100, blank=True, help_text="recurring: minute hour day month weekday")
     weekdays = models.JSONField(default=list, blank=True, help_text="recurring: 0=Monday … 6=Sunday")
     start_time = models.TimeField(null=True, blank=True, help_text="recurring: local start time")
-    duration = models.PositiveIntegerField(default=60, help_text="recurring: minutes")
+    duration = models.PositiveIntegerField(
+        default=60, validators=field_validators(MAINTENANCE_KEYS["duration"]), help_text="recurring: minutes"
+    )
     timezone = models.CharField(max_length=64, default="UTC", help_text="IANA zone of cron/start_time")
     enabled = models.BooleanField(default=True)
     reason = models.CharField(max_length=200, blank=True)
@@ -601,6 +624,8 @@ class HourlyRollup(models.Model):
     maintenance = models.PositiveIntegerField(default=0, db_default=0)
     maintenance_degraded = models.PositiveIntegerField(default=0, db_default=0)
     maintenance_down = models.PositiveIntegerField(default=0, db_default=0)
+    # Of `count`, the `misconfigured` results (in none of up/degraded/down nor maintenance): not counted.
+    misconfigured = models.PositiveIntegerField(default=0, db_default=0)
     latency_min = models.FloatField(null=True, blank=True)
     latency_p50 = models.FloatField(null=True, blank=True)
     latency_p95 = models.FloatField(null=True, blank=True)

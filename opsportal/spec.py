@@ -9,12 +9,15 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
+from django.core.exceptions import ValidationError
+from django.utils.deconstruct import deconstructible
 from requests.utils import requote_uri
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -24,7 +27,17 @@ _KV_PASSWORD = re.compile(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'?|[^\s&]+)", re.I
 MIN_SECRET = 3
 # base64 output that encodes so few secret bytes is noise, not a leak.
 MIN_BASE64 = 4
+# Always used with fullmatch: `$` alone also matches before a final newline ("web\n" would pass).
+# The anchors stay for the OpenAPI document, where a pattern is not anchored by itself.
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+# Every number a table accepts is bounded, so a value no round can use (a cooldown of 2**63 s, a settle
+# of 1e9 s) is refused at import instead of breaking each round that meets it. A Key that names no
+# bound gets these: the largest value every database's integer column holds, and a day of seconds.
+INT_MAX = 2_147_483_647
+NUMBER_MAX = 86_400
+NUMERIC = ("int", "number", "list[int]")
+# How deep tables and arrays may nest in a config file (the deepest real one, a header table, is 3).
+MAX_DEPTH = 16
 
 
 class ConfigError(ValueError):
@@ -48,6 +61,13 @@ class Key:
     choices: tuple[Any, ...] | None = None
     help: str = ""
 
+    def __post_init__(self) -> None:
+        if self.type in NUMERIC:
+            if self.minimum is None:
+                object.__setattr__(self, "minimum", 0)
+            if self.maximum is None:
+                object.__setattr__(self, "maximum", NUMBER_MAX if self.type == "number" else INT_MAX)
+
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
@@ -65,7 +85,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "str": (lambda v: isinstance(v, str) and v != "", "must be a non-empty string"),
     "text": (lambda v: isinstance(v, str), "must be a string"),
     "slug": (
-        lambda v: isinstance(v, str) and bool(SLUG.match(v)),
+        lambda v: isinstance(v, str) and bool(SLUG.fullmatch(v)),
         "must be a slug (lowercase letters, digits, '-' or '_', at most 100)",
     ),
     "int": (_is_int, "must be an integer"),
@@ -95,20 +115,40 @@ _CHECKS: dict[str, tuple[Any, str]] = {
 }
 
 
+def has_nul(value: Any) -> bool:
+    """A NUL anywhere in a string, a list's items or a table's keys and values (PostgreSQL stores none)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    return False
+
+
+def _bound(n: float) -> str:
+    return str(int(n)) if float(n).is_integer() else f"{n:g}"
+
+
 def _check(key: Key, value: Any, where: str) -> Any:
+    if has_nul(value):
+        raise ConfigError(where, "must not contain a NUL character")
     ok, message = _CHECKS[key.type]
     if not ok(value):
         if key.type == "int" and key.minimum == 1:
             message = "must be a positive integer"
         raise ConfigError(where, message)
+    # NaN passes every comparison with a bound, and infinity every upper one a Key could leave out.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(where, "must be a finite number")
     numbers = [value] if _is_num(value) else value if key.type == "list[int]" else []
     for n in numbers:
         if key.minimum is not None and n < key.minimum:
             if key.type == "int" and key.minimum == 1:
                 raise ConfigError(where, "must be a positive integer")
-            raise ConfigError(where, f"must be at least {key.minimum:g}")
+            raise ConfigError(where, f"must be at least {_bound(key.minimum)}")
         if key.maximum is not None and n > key.maximum:
-            raise ConfigError(where, f"must be at most {key.maximum:g}")
+            raise ConfigError(where, f"must be at most {_bound(key.maximum)}")
     if key.choices is not None and value not in key.choices:
         raise ConfigError(where, "must be one of " + ", ".join(map(str, key.choices)))
     return value
@@ -130,6 +170,50 @@ def validate(spec: dict[str, Key], data: Any, where: str, *, ignore: tuple[str, 
             continue
         cleaned[name] = _check(key, data[name], path)
     return cleaned
+
+
+def check_depth(value: Any, where: str = "", limit: int = MAX_DEPTH) -> None:
+    """Refuse tables and arrays nested deeper than `limit` (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= limit:
+                raise ConfigError(where, f"nested more than {limit} levels deep")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+
+
+@deconstructible
+class KeyValidator:
+    """A model field's validator made from a config Key: the admin refuses what the file import refuses,
+    with the same message (`must be at most 86400`, `must be a finite number`)."""
+
+    def __init__(self, type: str, minimum: float | None = None, maximum: float | None = None) -> None:
+        self.type, self.minimum, self.maximum = type, minimum, maximum
+
+    def __call__(self, value: Any) -> None:
+        if value is None:
+            return
+        try:
+            _check(Key(self.type, minimum=self.minimum, maximum=self.maximum), value, "")
+        except ConfigError as exc:
+            raise ValidationError(exc.message, code="bounds") from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KeyValidator) and (self.type, self.minimum, self.maximum) == (
+            other.type,
+            other.minimum,
+            other.maximum,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.minimum, self.maximum))
+
+
+def field_validators(key: Key) -> list[KeyValidator]:
+    """The validators of the model field that stores `key` (its bounds, finiteness, no NUL)."""
+    return [KeyValidator(key.type, key.minimum, key.maximum)]
 
 
 def with_defaults(spec: dict[str, Key], data: dict[str, Any]) -> dict[str, Any]:

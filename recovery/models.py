@@ -12,7 +12,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from health.models import Service
+from opsportal.spec import field_validators
 from recovery.actions import registry as action_registry
+from recovery.spec import RECOVERY_KEYS
 
 
 def action_kinds() -> list[tuple[str, str]]:
@@ -24,10 +26,21 @@ class RecoveryAction(models.Model):
     position = models.PositiveIntegerField(default=0, help_text="Actions run in this order.")
     kind = models.CharField(max_length=32, choices=action_kinds)
     settings = models.JSONField(default=dict, blank=True)
-    timeout = models.FloatField(default=60.0, help_text="seconds")
-    cooldown = models.PositiveIntegerField(default=300, help_text="seconds between attempts")
-    verify_delay = models.FloatField(default=5.0, help_text="seconds to wait before re-probing")
-    escalate_after = models.PositiveIntegerField(default=3)
+    # Validators from the config keys (recovery.spec): the admin refuses what the file import refuses.
+    timeout = models.FloatField(
+        default=60.0, validators=field_validators(RECOVERY_KEYS["timeout"]), help_text="seconds"
+    )
+    cooldown = models.PositiveIntegerField(
+        default=300, validators=field_validators(RECOVERY_KEYS["cooldown"]), help_text="seconds between attempts"
+    )
+    verify_delay = models.FloatField(
+        default=5.0,
+        validators=field_validators(RECOVERY_KEYS["verify_delay"]),
+        help_text="seconds to wait before re-probing",
+    )
+    escalate_after = models.PositiveIntegerField(
+        default=3, validators=field_validators(RECOVERY_KEYS["escalate_after"])
+    )
     auto = models.BooleanField(
         null=True, blank=True, help_text="Run automatically; unset means: only for critical services."
     )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
+
+from opsportal.spec import field_validators
+from tunnels.spec import TUNNEL_KEYS
 
 
 class Tunnel(models.Model):
@@ -41,11 +43,24 @@ class Tunnel(models.Model):
     process_match = models.CharField(max_length=200, blank=True)
     ready_url = models.CharField(max_length=500, blank=True)
     public_url = models.CharField(max_length=500, blank=True)
-    check_interval = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
-    max_restarts_per_hour = models.PositiveIntegerField(default=5)
-    ready_failure_threshold = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1)])
-    startup_timeout = models.FloatField(default=30.0, help_text="seconds a restarted connector has to become ready")
-    settle_seconds = models.FloatField(default=2.0, help_text="seconds a started connector must stay alive")
+    # Validators from the config keys (tunnels.spec): the admin refuses what the file import refuses.
+    check_interval = models.PositiveIntegerField(default=30, validators=field_validators(TUNNEL_KEYS["check_interval"]))
+    max_restarts_per_hour = models.PositiveIntegerField(
+        default=5, validators=field_validators(TUNNEL_KEYS["max_restarts_per_hour"])
+    )
+    ready_failure_threshold = models.PositiveIntegerField(
+        default=2, validators=field_validators(TUNNEL_KEYS["ready_failure_threshold"])
+    )
+    startup_timeout = models.FloatField(
+        default=30.0,
+        validators=field_validators(TUNNEL_KEYS["startup_timeout"]),
+        help_text="seconds a restarted connector has to become ready",
+    )
+    settle_seconds = models.FloatField(
+        default=2.0,
+        validators=field_validators(TUNNEL_KEYS["settle_seconds"]),
+        help_text="seconds a started connector must stay alive",
+    )
     log_file = models.CharField(max_length=500, blank=True)
     enabled = models.BooleanField(default=True)
 

@@ -1,4 +1,4 @@
-"""The keys of a `[[tunnel]]` table."""
+"""The keys of a `[[tunnel]]` table, and the bounds the Tunnel columns share (tunnels.models)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ TUNNEL_KEYS: dict[str, Key] = {
     "process_match": Key("str", help="cmdline substring that finds the connector when not started by us"),
     "ready_url": Key("str"),
     "public_url": Key("str"),
-    "check_interval": Key("int", default=30, minimum=1),
-    "max_restarts_per_hour": Key("int", default=5, minimum=0),
-    "ready_failure_threshold": Key("int", default=2, minimum=1),
-    "startup_timeout": Key("number", default=30, minimum=1),
-    "settle_seconds": Key("number", default=2, minimum=0, help="a started connector must stay alive this long"),
+    "check_interval": Key("int", default=30, minimum=1, maximum=86400),
+    "max_restarts_per_hour": Key("int", default=5, minimum=0, maximum=60),
+    "ready_failure_threshold": Key("int", default=2, minimum=1, maximum=1000),
+    # A check waits up to startup_timeout + settle_seconds for a restarted connector, holding its claim.
+    "startup_timeout": Key("number", default=30, minimum=1, maximum=600),
+    "settle_seconds": Key(
+        "number", default=2, minimum=0, maximum=300, help="a started connector must stay alive this long"
+    ),
     "log_file": Key("str"),
     "enabled": Key("bool", default=True),
 }

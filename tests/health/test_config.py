@@ -322,3 +322,66 @@ def test_it_refuses_a_header_value_with_a_line_break_and_changes_nothing(base, t
     assert "service[0].headers.X-Key: the value of ${OPS_CFG_KEY_FROM_FILE} contains a line break" in str(caught.value)
     assert "from-a-file-secret" not in str(caught.value)
     assert snapshot() == base
+
+
+# --- one bad value (issue 15 items 8 and 9) --------------------------------------------------
+
+DB = "[[service]]\nname = 'x'\nkind = 'database'\n"
+CMD_ACTION = DB + "[[service.recovery]]\nkind = 'command'\nargv = ['true']\n"
+TUNNEL = "[[tunnel]]\nname = 't'\ncommand = ['c']\n"
+BAD_VALUES = [
+    (CMD_ACTION + "cooldown = 9223372036854775807", "service[0].recovery[0].cooldown: must be at most"),
+    (CMD_ACTION + "verify_delay = inf", "service[0].recovery[0].verify_delay: must be a finite number"),
+    (CMD_ACTION + "verify_delay = 1e9", "service[0].recovery[0].verify_delay: must be at most"),
+    (CMD_ACTION + "timeout = nan", "service[0].recovery[0].timeout: must be a finite number"),
+    (DB + "timeout = nan", "service[0].timeout: must be a finite number"),
+    (DB + "timeout = -inf", "service[0].timeout: must be a finite number"),
+    (DB + "failure_threshold = 9223372036854775807", "service[0].failure_threshold: must be at most"),
+    (DB + "degraded_latency_ms = 9223372036854775807", "service[0].degraded_latency_ms: must be at most"),
+    (DB + 'description = "a\\u0000b"', "service[0].description: must not contain a NUL character"),
+    ("[[service]]\nname = 'x'\nkind = 'tcp'\nhost = \"a\\u0000\"\nport = 1", "service[0].host: must not contain a NUL"),
+    (
+        "[[service]]\nname = 'x'\nkind = 'http'\nurl = 'http://127.0.0.1:9/'\nheaders = {A = \"\\u0000\"}",
+        "service[0].headers: must not contain a NUL character",
+    ),
+    ("[[service]]\nname = 'x'\nkind = 'system'\ncpu_warn = nan", "service[0].cpu_warn: must be a finite number"),
+    (
+        "[[service]]\nname = 'x'\nkind = 'process'\nprocess_name = 'p'\nmin_count = 9223372036854775807",
+        "service[0].min_count: must be at most",
+    ),
+    (TUNNEL + "settle_seconds = 1e9", "tunnel[0].settle_seconds: must be at most"),
+    (TUNNEL + "startup_timeout = nan", "tunnel[0].startup_timeout: must be a finite number"),
+    (TUNNEL + "check_interval = 9223372036854775807", "tunnel[0].check_interval: must be at most"),
+    (TUNNEL + "max_restarts_per_hour = 9223372036854775807", "tunnel[0].max_restarts_per_hour: must be at most"),
+    (
+        "[[channel]]\nname = 'c'\nurl = 'json://127.0.0.1'\nremind_every = 9223372036854775807",
+        "channel[0].remind_every",
+    ),
+    ("[[maintenance]]\nname = 'm'\ncron = '0 3 * * *'\nduration = 9223372036854775807", "maintenance[0].duration"),
+    ('[[service]]\nname = "web\\n"\nkind = "database"', "service[0].name: must be a slug"),
+    ('[[tunnel]]\nname = "t\\n"\ncommand = ["c"]', "tunnel[0].name: must be a slug"),
+    ('[[channel]]\nname = "c\\n"\nurl = "json://127.0.0.1"', "channel[0].name: must be a slug"),
+    ('[[maintenance]]\nname = "m\\n"\ncron = "0 3 * * *"', "maintenance[0].name: must be a slug"),
+    ("a = " + "[" * 3000 + "]" * 3000, "nested more than"),
+    ("a = " + "{b = " * 3000 + "1" + "}" * 3000, "nested more than"),
+    ("service = " + "[" * 40 + "]" * 40, "nested more than"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_VALUES)
+def test_it_refuses_a_value_that_would_break_a_round_by_name(base, tmp_path, text, message):
+    with pytest.raises(CommandError) as info:
+        run_import(write(tmp_path, text), "--prune")
+    assert message in str(info.value)
+    assert "Traceback" not in str(info.value) and len(str(info.value)) < 600
+    assert snapshot() == base
+
+
+def test_it_renders_the_overview_after_an_import_of_any_accepted_name(base, tmp_path, admin_client):
+    # `$` matches before a final newline: "web\n" once imported and the overview could not link to it.
+    with pytest.raises(CommandError, match=r"service\[0\]\.name: must be a slug"):
+        run_import(write(tmp_path, '[[service]]\nname = "web\\n"\nkind = "database"\n'))
+    run_import(write(tmp_path, '[[service]]\nname = "a_b-9"\nkind = "database"\n'))
+    response = admin_client.get("/")
+    assert response.status_code == 200
+    assert b"a_b-9" in response.content

@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from urllib.parse import quote, quote_plus
 
 import pytest
+from django.core.exceptions import ValidationError
 from requests.utils import requote_uri
 
-from opsportal.spec import ConfigError, Key, env_value, expand_env, expand_header, scrub, validate, with_defaults
+from health.probes import registry as probes
+from health.spec import CHANNEL_KEYS, MAINTENANCE_KEYS, SERVICE_KEYS
+from opsportal.spec import (
+    MAX_DEPTH,
+    SLUG,
+    ConfigError,
+    Key,
+    check_depth,
+    env_value,
+    expand_env,
+    expand_header,
+    field_validators,
+    scrub,
+    validate,
+    with_defaults,
+)
+from recovery.actions import registry as actions
+from recovery.spec import RECOVERY_KEYS
+from tunnels.spec import TUNNEL_KEYS
 
 SPEC = {
     "name": Key("slug", required=True),
@@ -198,3 +218,91 @@ def test_it_refuses_a_header_value_with_a_line_break_naming_the_key_and_variable
     assert "OPS_SPEC_KEY" in str(caught.value) and "abc-secret" not in str(caught.value)
     with pytest.raises(ConfigError, match="X-Literal: must not contain a line break"):
         expand_header("X-Literal", "a\nb", [], "settings.headers")
+
+
+# --- bounds, finiteness, NUL, nesting, slugs (issue 15 items 8 and 9) -----------------------
+
+
+def _every_key() -> list[tuple[str, str, Key]]:
+    """Every key of every table the config file (and the admin) accepts, named where it lives."""
+    tables = {"service": SERVICE_KEYS, "recovery": RECOVERY_KEYS, "tunnel": TUNNEL_KEYS}
+    tables |= {"channel": CHANNEL_KEYS, "maintenance": MAINTENANCE_KEYS}
+    tables |= {f"probe {k}": probes.get(k).keys for k in probes.kinds()}
+    tables |= {f"action {k}": actions.get(k).all_keys() for k in actions.kinds()}
+    return [(table, name, key) for table, spec in tables.items() for name, key in spec.items()]
+
+
+def test_it_bounds_every_numeric_key_of_every_table_finitely():
+    numeric = [(t, n, k) for t, n, k in _every_key() if k.type in ("int", "number", "list[int]")]
+    assert len(numeric) > 20
+    for table, name, key in numeric:
+        assert key.minimum is not None and key.maximum is not None, (table, name)
+        assert math.isfinite(key.minimum) and math.isfinite(key.maximum), (table, name)
+        assert key.maximum <= 2**31 - 1, (table, name)  # what every database's integer column holds
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_it_refuses_nan_and_infinity_by_name(value):
+    spec = {"t": Key("number", minimum=0, maximum=10), "j": Key("scalar")}
+    for name in spec:
+        with pytest.raises(ConfigError, match=rf"^x\.{name}: must be a finite number$"):
+            validate(spec, {name: value}, "x")
+
+
+def test_it_bounds_a_key_that_names_no_bound():
+    with pytest.raises(ConfigError, match="must be at most 86400"):
+        validate({"n": Key("number")}, {"n": 1e9}, "x")
+    with pytest.raises(ConfigError, match="must be at most 2147483647"):
+        validate({"n": Key("int")}, {"n": 2**63 - 1}, "x")
+    with pytest.raises(ConfigError, match="must be at least 0"):
+        validate({"n": Key("int")}, {"n": -1}, "x")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (Key("str"), "a\x00b"),
+        (Key("text"), "\x00"),
+        (Key("slug"), "web\x00"),
+        (Key("argv"), ["true", "\x00"]),
+        (Key("list[str]"), ["\x00"]),
+        (Key("dict[str]"), {"A": "b\x00"}),
+        (Key("dict[str]"), {"A\x00": "b"}),
+        (Key("scalar"), "\x00"),
+    ],
+)
+def test_it_refuses_a_nul_character_in_any_string(key, value):
+    with pytest.raises(ConfigError, match=r"^x\.k: must not contain a NUL character$"):
+        validate({"k": key}, {"k": value}, "x")
+
+
+@pytest.mark.parametrize("name", ["web\n", "web\r\n", "\nweb", "web ", "Web", "-web", "a" * 101, ""])
+def test_it_matches_a_slug_in_full(name):
+    with pytest.raises(ConfigError, match="must be a slug"):
+        validate({"name": Key("slug")}, {"name": name}, "service[0]")
+    assert not SLUG.fullmatch(name)
+
+
+def test_it_accepts_a_slug_up_to_its_length():
+    assert validate({"name": Key("slug")}, {"name": "a_b-9" + "x" * 95}, "") == {"name": "a_b-9" + "x" * 95}
+
+
+def test_it_bounds_nesting_depth_without_recursing():
+    deep: list = []
+    for _ in range(100_000):  # deeper than any recursion limit
+        deep = [deep]
+    with pytest.raises(ConfigError, match=f"nested more than {MAX_DEPTH} levels deep"):
+        check_depth({"a": deep})
+    shallow: dict = {"service": [{"headers": {"a": "b"}}]}
+    check_depth(shallow)
+
+
+def test_it_gives_model_fields_the_same_check_and_message():
+    validator = field_validators(Key("int", minimum=1, maximum=10))[0]
+    validator(5)
+    for value, message in [(11, "must be at most 10"), (0, "must be a positive integer")]:
+        with pytest.raises(ValidationError) as info:
+            validator(value)
+        assert info.value.messages == [message]
+    with pytest.raises(ValidationError, match="must be a finite number"):
+        field_validators(Key("number", minimum=0, maximum=1))[0](math.nan)

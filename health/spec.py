@@ -1,0 +1,45 @@
+"""The keys of the health tables of the config file, and the bounds their model columns share.
+
+health.models builds its fields' validators from these Keys and health.config validates the TOML
+with them, so the admin and the file refuse the same values with the same message.
+"""
+
+from __future__ import annotations
+
+from health.maintenance import MAX_DURATION_MINUTES
+from opsportal.spec import Key
+
+# Reminders at most once a minute, at least once in 30 days (0: off).
+REMIND_EVERY = Key("int", default=0, minimum=0, maximum=30 * 86400)
+
+SERVICE_KEYS: dict[str, Key] = {
+    "name": Key("slug", required=True),
+    "kind": Key("str", required=True),
+    "description": Key("text", default=""),
+    "interval": Key("int", default=60, minimum=1, maximum=86400),
+    "timeout": Key("number", default=5, minimum=0.1, maximum=3600),
+    "critical": Key("bool", default=True),
+    "failure_threshold": Key("int", default=2, minimum=1, maximum=1000),
+    "degraded_latency_ms": Key("int", default=2000, minimum=0, maximum=3_600_000, help="0 turns it off"),
+    "enabled": Key("bool", default=True),
+    "depends_on": Key("list[str]", default=[]),
+}
+
+CHANNEL_KEYS: dict[str, Key] = {
+    "name": Key("slug", required=True),
+    "url": Key("str", required=True),
+    "events": Key("list[str]", default=[]),
+    "services": Key("list[str]", default=[]),
+    "remind_every": REMIND_EVERY,
+    "enabled": Key("bool", default=True),
+}
+MAINTENANCE_KEYS: dict[str, Key] = {
+    "name": Key("slug", required=True),
+    "service": Key("str"),
+    "cron": Key("str"),
+    "weekdays": Key("list[int]", minimum=0, maximum=6),
+    "duration": Key("int", default=60, minimum=1, maximum=MAX_DURATION_MINUTES),
+    "timezone": Key("str", default="UTC"),
+    "enabled": Key("bool", default=True),
+    "reason": Key("text", default=""),
+}
