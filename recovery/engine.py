@@ -20,7 +20,9 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from datetime import timedelta
+import traceback
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -75,8 +77,39 @@ def auto_recover(round_result: Any) -> list[dict[str, Any]]:
                 reason = f"waiting for {waiting[service.pk]}, which it depends on: recovery starts with the parent"
                 results.append(_skip(service, Trigger.AUTO, Outcome.SKIPPED_DISABLED, reason))
                 continue
-            results.append(recover_one(service, trigger=Trigger.AUTO))
+            try:
+                results.append(recover_one(service, trigger=Trigger.AUTO))
+            except (DatabaseError, CircuitBreakerError):
+                raise  # the database's trouble is the whole round's: its caller spools or retries
+            except Exception as exc:  # one service's bad value or bug never stops the others' recovery
+                results.append(_crashed(service, exc, now))
     return results
+
+
+def _crashed(service: Service, exc: Exception, since: datetime) -> dict[str, Any]:
+    """Log and record an automatic recovery that raised (as a failed attempt); the round goes on."""
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+    # The type and place only: an exception's message may quote a setting (a DSN, a token).
+    log.error("Automatic recovery of %s crashed: %s%s", service.name, type(exc).__name__, at)
+    reason = f"internal error: {type(exc).__name__}{at}"
+    now = timezone.now()
+    attempt = RecoveryAttempt.objects.filter(service=service, started_at__gte=since).order_by("-pk").first()
+    if attempt is None:  # it crashed before an attempt row was written
+        attempt = RecoveryAttempt(
+            service=service,
+            trigger=Trigger.AUTO,
+            outcome=Outcome.FAILED,
+            started_at=now,
+            finished_at=now,
+            duration_ms=0.0,
+            detail=reason[:500],
+        )
+        attempt.store()
+    elif attempt.outcome == Outcome.FAILED and type(exc).__name__ not in attempt.detail:
+        attempt.detail = f"{attempt.detail}: {reason}"[:500]
+        RecoveryAttempt.objects.filter(pk=attempt.pk).update(detail=attempt.detail)
+    return {**result_dict(attempt, service), "success": False, "reason": reason}
 
 
 def down_parents(services: list[Service]) -> dict[int, str]:
