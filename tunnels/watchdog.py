@@ -39,6 +39,7 @@ import math
 import os
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -165,13 +166,33 @@ def run_due(now: datetime | None = None, *, names: list[str] | None = None) -> l
     for tunnel in tunnels:
         if tunnel.next_due_at is not None and tunnel.next_due_at > now:
             continue
-        stamp = claim(tunnel, now, due=True)
-        if stamp is not None:
-            _memory_due(tunnel, now + timedelta(seconds=tunnel.check_interval))
-            result = _check_claimed(tunnel, stamp)
-            if result is not None:
-                results.append(result)
+        try:
+            stamp = claim(tunnel, now, due=True)
+            if stamp is not None:
+                _memory_due(tunnel, now + timedelta(seconds=tunnel.check_interval))
+                result = _check_claimed(tunnel, stamp)
+                if result is not None:
+                    results.append(result)
+        except DB_ERRORS:
+            raise  # the database's trouble is the whole pass's: its caller checks from memory
+        except Exception as exc:  # one tunnel's bad value or bug never stops the others' checks
+            results.append(_crashed(tunnel, exc))
     return results
+
+
+def _crashed(tunnel: Tunnel, exc: Exception) -> CheckResult:
+    """Log a check that raised outside Check.run (its claim, a value no timedelta holds) and record it
+    on the tunnel's row; the pass goes on with the next tunnel."""
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+    # The type and place only: an exception's message may quote the command's secrets.
+    detail = f"internal error: {type(exc).__name__}{at}"
+    log.error("[%s] Watchdog check crashed: %s", tunnel.name, detail)
+    with contextlib.suppress(*DB_ERRORS):
+        Tunnel.objects.filter(pk=tunnel.pk).update(
+            status=Status.UNKNOWN, last_detail=detail[:500], last_checked_at=timezone.now()
+        )
+    return CheckResult(tunnel.name, Status.UNKNOWN, detail=detail)
 
 
 def check_now(tunnel: Tunnel, now: datetime | None = None) -> CheckResult | None:
