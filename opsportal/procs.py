@@ -21,6 +21,8 @@ from typing import Literal
 
 import psutil
 
+from opsportal import files
+
 
 @dataclass(frozen=True)
 class ProcRef:
@@ -339,6 +341,7 @@ def start_detached(
             start_new_session=True,
             close_fds=True,
             env=env,
+            umask=files.child_umask(),  # the operator's umask, not the portal's own 077
         )
     finally:
         out.close()
@@ -425,6 +428,7 @@ def run_argv(
         cwd=cwd,
         start_new_session=True,  # so a timeout can kill the whole group
         close_fds=True,
+        umask=files.child_umask(),  # the operator's umask, not the portal's own 077
     )
     out, err = _Capped(max_output, keep), _Capped(max_output, keep)
     try:

@@ -172,18 +172,22 @@ def test_it_remembers_the_umask_it_started_with_for_service_processes() -> None:
 
 
 RUN_CHILD = """
-import django
+import sys, time, django
 django.setup()
+from pathlib import Path
 from opsportal import procs
 print(procs.run_argv(["sh", "-c", "umask"], timeout=30).stdout.decode().strip())
+out = Path(sys.argv[1])
+procs.start_detached(["sh", "-c", 'umask > "$0"', str(out)])
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline and not (out.exists() and out.read_text().strip()):
+    time.sleep(0.05)
+print(out.read_text().strip())
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="opsportal/procs.py (helper secC) must pass umask=files.child_umask() to both Popen calls; "
-    "drop this marker when it does",
-)
 def test_it_starts_service_processes_with_the_umask_the_portal_was_given(home: Path) -> None:
-    proc = run([sys.executable, "-c", RUN_CHILD], {**portal_env(home), "DJANGO_SETTINGS_MODULE": "opsportal.settings"})
-    assert proc.stdout.strip() == "0022"
+    # Both ways the portal starts a process: run_argv (probes, command actions) and start_detached (restarts).
+    env = {**portal_env(home), "DJANGO_SETTINGS_MODULE": "opsportal.settings"}
+    proc = run([sys.executable, "-c", RUN_CHILD, str(home / "detached-umask")], env)
+    assert proc.stdout.split() == ["0022", "0022"]

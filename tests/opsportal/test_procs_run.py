@@ -132,6 +132,9 @@ def test_it_keeps_the_portal_secrets_from_the_child_and_passes_the_extra_env(mon
     monkeypatch.setenv("KEPT_FOR_CHILD", "kept")
     code = "import json, os, sys; print(json.dumps({k: os.environ[k] for k in sys.argv[1:] if k in os.environ}))"
     done = run_argv(
-        [PY, "-c", code, *PORTAL_ONLY_ENV, "KEPT_FOR_CHILD", "OPSPORTAL_SERVICE"], 10, env={"OPSPORTAL_SERVICE": "svc"}
+        [PY, "-c", code, *PORTAL_ONLY_ENV, "KEPT_FOR_CHILD", "OPSPORTAL_SERVICE"],
+        10,
+        env={"OPSPORTAL_SERVICE": "svc"},
+        passthrough=["KEPT_FOR_CHILD"],
     )
     assert json.loads(done.stdout) == {"KEPT_FOR_CHILD": "kept", "OPSPORTAL_SERVICE": "svc"}
