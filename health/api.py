@@ -27,6 +27,7 @@ import opsportal
 from health.models import HEALTHY, PAUSED, UNKNOWN, Incident, Service, overall_status
 from health.probes.base import DEGRADED, DOWN, UP
 from opsportal.spec import SLUG
+from opsportal.spool import default_spool
 
 log = logging.getLogger("opsportal.health.api")
 
@@ -107,7 +108,7 @@ class Field:
 
 
 def _service_names(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) and SLUG.match(v) for v in value)
+    return isinstance(value, list) and all(isinstance(v, str) and SLUG.fullmatch(v) for v in value)
 
 
 SERVICES_FIELD = Field(_service_names, "a list of service names")
@@ -115,7 +116,18 @@ BOOL_FIELD = Field(lambda v: isinstance(v, bool), "true or false")
 
 
 def read_body(request: HttpRequest, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The raw body, refusing (413) one larger than `limit` before reading it when its length is declared."""
+    """The raw body, refusing (413) one larger than `limit` before reading it when its length is declared.
+
+    A body framed by Transfer-Encoding (chunked, no Content-Length) is a 411: Django reads such a body as
+    empty, and an empty recover body means "every service that needs it", never what was sent.
+    """
+    if request.META.get("HTTP_TRANSFER_ENCODING"):
+        # Transfer-Encoding frames the body whatever Content-Length says (RFC 9112 6.3).
+        raise ApiError(
+            "request body without Content-Length (chunked transfer encoding) cannot be read; "
+            "send it with a Content-Length",
+            411,
+        )
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -137,6 +149,8 @@ def parse_object(request: HttpRequest, fields: dict[str, Field]) -> dict[str, An
         data = json.loads(body)
     except (UnicodeDecodeError, ValueError):
         raise ApiError("request body must be JSON") from None
+    except RecursionError:  # `[` × 5000 fits the size cap; the decoder's own depth bound is the limit
+        raise ApiError("request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError("request body must be a JSON object")
     unknown = sorted(set(data) - set(fields))
@@ -171,11 +185,12 @@ def choice_param(request: HttpRequest, name: str, choices: tuple[str, ...]) -> s
 
 
 def name_param(request: HttpRequest, name: str) -> str | None:
-    """A service name from the query string; anything that cannot be one is a 400, never a query."""
+    """A service name from the query string; absent is None, anything else that cannot be one (empty
+    included, as the OpenAPI pattern says) is a 400, never a query."""
     raw = request.GET.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
-    if not SLUG.match(raw):
+    if not SLUG.fullmatch(raw):
         raise ApiError(f"{name!r} must be a service name (lowercase letters, digits, '-' or '_')")
     return raw
 
@@ -274,6 +289,12 @@ def _guarded(read: Callable[[], Any], fallback: Any, failures: list[str], what: 
         return fallback
 
 
+def with_spool(database: dict[str, Any]) -> dict[str, Any]:
+    """The database section with the outage spool's state (files on this host: known while the database is
+    down, and read per request, never from a snapshot)."""
+    return {**database, "spool": default_spool().status()}
+
+
 def status_payload(database: dict[str, Any] | None = None) -> dict[str, Any]:
     """The body of GET /health/status, in a constant number of queries; what cannot be read is reported as such.
 
@@ -309,7 +330,7 @@ def status_payload(database: dict[str, Any] | None = None) -> dict[str, Any]:
         "status": overall,
         "timestamp": timezone.now().isoformat(),
         "services": {s.name: s.status_dict() for s in services or []},
-        "database": database,
+        "database": with_spool(database),
         "tunnels": tunnels,
         "incidents": {"open": open_incidents},
         "recovery": recovery,

@@ -3,7 +3,7 @@
 A custom prometheus_client Collector rather than in-process counters: with several web workers each
 process would count only its own share, while the database holds the one truth. The view serves
 `cached_exposition()`: the database part from a short-lived per-process snapshot (health.snapshot),
-the circuit breaker's gauges live.
+the circuit breaker's gauges and the outage spool's (files of this host) live.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from health.models import HEALTHY, Incident, Service, overall_status
 from health.probes.base import DEGRADED, DOWN, UP
 from health.snapshot import Snapshot, cache_seconds
 from opsportal.db import close_connections
+from opsportal.spool import default_spool
 
 log = logging.getLogger("opsportal.health.metrics")
 
@@ -29,8 +30,30 @@ class PortalCollector(Collector):
     """Services, overall status, incidents, recovery attempts and tunnel restarts; a constant number of queries."""
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._breaker()
+        yield from self.live()
         yield from self.database_families()[0]
+
+    @classmethod
+    def live(cls) -> Iterator[Metric]:
+        """What is read per scrape, never from a snapshot: this process's breaker, this host's spool."""
+        yield from cls._breaker()
+        yield from cls._spool()
+
+    @staticmethod
+    def _spool() -> Iterator[Metric]:
+        # Files on this host, known while the database is down: what waits in the outage spool, what it dropped.
+        status = default_spool().status()
+        size = GaugeMetricFamily("opsportal_spool_bytes", "Bytes waiting in the outage spool")
+        size.add_metric([], status["bytes"])
+        yield size
+        records = GaugeMetricFamily("opsportal_spool_records", "Records waiting in the outage spool")
+        records.add_metric([], status["records"])
+        yield records
+        dropped = CounterMetricFamily(
+            "opsportal_spool_dropped", "Records dropped because the outage spool was full (this host)"
+        )
+        dropped.add_metric([], status["dropped"])
+        yield dropped
 
     def database_families(self) -> tuple[list[Metric], bool]:
         """`opsportal_database_up` and everything read from the database; True when the reads succeeded."""
@@ -198,4 +221,4 @@ def cached_exposition() -> bytes:
     if cache_seconds() <= 0 or database_status()["status"] == "down":
         return exposition()
     body, _ = database_snapshot.get()
-    return _render(_Families(list(PortalCollector._breaker()))) + body
+    return _render(_Families(list(PortalCollector.live()))) + body

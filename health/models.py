@@ -423,6 +423,7 @@ class Event(models.Model):
         BREAKER_OPENED = "breaker_opened"
         BREAKER_CLOSED = "breaker_closed"
         SCHEDULER_LATE = "scheduler_late"
+        SPOOL_DROPPED = "spool_dropped"  # opsportal.spool: records an outage's full spool dropped
         FLAPPING_STARTED = "flapping_started"
         FLAPPING_STOPPED = "flapping_stopped"
         REMINDER = "reminder"

@@ -1,8 +1,9 @@
 """The LOGGING dict and the JSON formatter (LOG_FORMAT=json).
 
 human: `[2025-12-17 14:30:00] [INFO] message`, as the old monitors wrote, on the console, in
-`system-monitor.log` (probe rounds, recoveries, retention, notifications) and `tunnel-monitor.log`
-(the watchdog). json: the same handlers, one JSON object per line, for log shippers. Files rotate
+`system-monitor.log` (probe rounds, recoveries, retention, notifications, the outage spool) and
+`tunnel-monitor.log` (the watchdog). json: the same handlers, one JSON object per line, for log
+shippers. Files rotate
 at midnight and keep LOG_RETENTION_DAYS old files. apprise's own logger is silenced: its messages
 may quote a webhook URL with its token; health.notify stores a scrubbed copy of the error instead.
 """
@@ -70,6 +71,8 @@ def build_logging(log_dir: Path, *, fmt: str = "human", level: str = "INFO", ret
             "opsportal.recovery": {"handlers": ["system_file"], "propagate": True},
             "opsportal.scheduler": {"handlers": ["system_file"], "propagate": True},
             "opsportal.db": {"handlers": ["system_file"], "propagate": True},
+            # The outage spool: what was spooled, replayed or dropped belongs with the rounds it concerns.
+            "opsportal.spool": {"handlers": ["system_file"], "propagate": True},
             "opsportal.tunnels": {"handlers": ["tunnel_file"], "propagate": True},
             "django": {"handlers": ["console"], "level": "WARNING"},
             "apprise": {"handlers": ["null"], "propagate": False},

@@ -83,11 +83,14 @@ def test_it_reports_the_database_down_instead_of_failing(client, state):
     assert response.status_code == 200
     found = samples(response)
     assert found[("opsportal_database_up", ())] == 0.0
-    # Only what this process knows without the database: its circuit breaker.
+    # Only what is known without the database: this process's circuit breaker, this host's outage spool.
     assert {name for name, _ in found} == {
         "opsportal_database_up",
         "opsportal_database_circuit_breaker_state",
         "opsportal_database_circuit_breaker_failures",
+        "opsportal_spool_bytes",
+        "opsportal_spool_records",
+        "opsportal_spool_dropped_total",
     }
 
 

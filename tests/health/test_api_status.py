@@ -273,3 +273,16 @@ def test_it_reports_a_late_scheduler_and_is_degraded_then(client):
     assert body["scheduler"]["status"] == "late"
     assert body["scheduler"]["lagSeconds"] >= 600
     assert body["status"] == "degraded"
+
+
+def test_it_shows_the_outage_spool_with_the_database_up_or_down(client, settings, tmp_path):
+    from opsportal.spool import default_spool
+
+    settings.VAR_DIR = tmp_path
+    assert default_spool().append("create", {"model": "health.Event", "fields": {"title": "waiting"}})
+    up = client.get("/health/status").json()["database"]
+    assert up["spool"] == {"bytes": default_spool().size(), "records": 1, "dropped": 0}
+    with unreachable_database():
+        down = client.get("/health/status").json()["database"]
+    assert down["status"] == "down"
+    assert down["spool"] == up["spool"]  # files of this host: known without the database

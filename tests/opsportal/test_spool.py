@@ -34,7 +34,7 @@ def test_it_drops_records_past_its_size_bound_with_one_clear_log_line(tmp_path, 
     assert spool.size() <= 1024
     full = [r.getMessage() for r in db_log.records if "Spool full" in r.getMessage()]
     assert len(full) == 1
-    assert full[0].startswith("[spool] Spool full (")
+    assert full[0].startswith("[spool] Spool full: create record dropped, spool full (")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -136,3 +136,101 @@ def test_it_raises_a_row_the_database_refuses_instead_of_spooling_it():
     with pytest.raises(IntegrityError):
         create_or_spool("health.ProbeResult", service_id=999999, status="up")
     assert not default_spool().pending()  # a bad record would otherwise set a whole batch aside
+
+
+# --- a full spool (issue 15 item 2): counted, logged as dropped, shown, raised once per outage ---------------
+
+
+def system_log_text() -> str:
+    """What the system log file (logs/system-monitor.log) holds now: the real handler's file."""
+    import logging
+
+    (handler,) = [h for h in logging.getLogger("opsportal.health").handlers if hasattr(h, "baseFilename")]
+    handler.flush()
+    path = handler.baseFilename
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def test_it_routes_the_spool_logger_to_the_system_log():
+    from opsportal.logconfig import build_logging
+
+    config = build_logging(__import__("pathlib").Path("/tmp"))
+    assert config["loggers"]["opsportal.spool"]["handlers"] == ["system_file"]
+
+
+def test_it_counts_drops_across_spool_instances_of_one_host(tmp_path):
+    # Two processes of a host are two Spool objects on one directory: the count is the directory's.
+    one, other = Spool(tmp_path, max_bytes=1024), Spool(tmp_path, max_bytes=1024)
+    big = {"model": "health.Event", "fields": {"title": "x" * 2000}}
+    assert not one.append("create", big)
+    assert not other.append("create", big)
+    assert one.append("create", {"model": "health.Event", "fields": {"title": "fits"}})
+    assert one.dropped() == other.dropped() == 2
+    assert one.status() == {"bytes": (tmp_path / "spool.jsonl").stat().st_size, "records": 1, "dropped": 2}
+    assert one.pending()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_counts_logs_shows_and_raises_once_what_a_full_spool_drops(tcp_server, settings, outage, db_log, client):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    web = Service.objects.create(name="web", kind="tcp", settings={"host": "127.0.0.1", "port": tcp_server.port})
+    api = Service.objects.create(name="api", kind="tcp", settings={"host": "127.0.0.1", "port": tcp_server.port})
+    marker = f"durE-{__import__('uuid').uuid4().hex}"
+    logging_before = len(system_log_text())
+    outage.start()
+    run_round([web, api], recover=False)
+    spool = default_spool()
+    settings.SPOOL_MAX_BYTES = spool.size() + 100  # a real, tiny bound: the next round does not fit
+    for _ in range(2):
+        run_round([web, api], recover=False)
+    assert create_or_spool("health.Event", kind="test", title=marker) is None  # dropped too: the spool is full
+    status = spool.status()
+    assert status["records"] == 1 and status["dropped"] == 3
+    assert 0 < status["bytes"] <= settings.SPOOL_MAX_BYTES
+
+    # The API says so while the database is away.
+    body = client.get("/health/status").json()
+    assert body["database"]["spool"] == status
+    text = client.get("/metrics").content.decode()
+    samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples["opsportal_spool_dropped_total"] == 3
+    assert samples["opsportal_spool_records"] == 1
+    assert samples["opsportal_spool_bytes"] == status["bytes"]
+
+    # The log says "dropped" for what was dropped, never "spooled", and the system log file has it.
+    messages = [r.getMessage() for r in db_log.records]
+    assert sum("probe round of 2 services spooled" in m for m in messages) == 1
+    assert sum("probe round of 2 services dropped" in m for m in messages) == 2
+    assert sum(m.startswith("[spool] Spool full: probe_round record dropped") for m in messages) == 1
+    assert any("health.Event create dropped, not spooled" in m for m in messages)
+    assert not any("health.Event create spooled" in m for m in messages)
+    written = system_log_text()[logging_before:]
+    assert "[spool] Spool full: probe_round record dropped" in written
+    assert "dropped in this outage" in written
+
+    # The database back: the spooled round is replayed and the outage's drops become ONE event.
+    outage.end()
+    run_round([web, api], recover=False)
+    run_round([web, api], recover=False)
+    (event,) = Event.objects.filter(kind="spool_dropped")
+    assert event.data["dropped"] == 3
+    assert event.data["kinds"] == {"probe_round": 2, "create": 1}
+    assert event.subject == "database"
+    assert ProbeResult.objects.filter(service=web).count() == 3  # the spooled round and the two after
+    assert not spool.pending()
+    assert spool.status() == {"bytes": 0, "records": 0, "dropped": 3}  # the count stays: since start
+    assert client.get("/health/status").json()["database"]["spool"]["dropped"] == 3
+
+    # A second outage with drops is a second event.
+    with unwritable():
+        for _ in range(2):
+            run_round([web, api], recover=False)
+    db.reset_breaker()
+    run_round([web, api], recover=False)
+    assert Event.objects.filter(kind="spool_dropped").count() == 2
+    assert spool.dropped() == 4
