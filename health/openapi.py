@@ -20,7 +20,11 @@ _NULL_INT = {"type": "integer", "nullable": True}
 
 
 def _obj(props: dict[str, Any], required: list[str] | None = None, extra: bool = True) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": props, "required": required or list(props)}
+    """An object schema; every property required unless `required` names them (`[]`: none is)."""
+    schema: dict[str, Any] = {"type": "object", "properties": props}
+    required = list(props) if required is None else required
+    if required:  # OpenAPI 3.0 (JSON Schema draft 4) wants a non-empty list, or no `required` at all
+        schema["required"] = required
     if not extra:
         schema["additionalProperties"] = False
     return schema
@@ -43,7 +47,13 @@ _UNAUTHORIZED = {
     "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}},
 }
 _METHOD = {**_err("Method not allowed"), "headers": {"Allow": {"schema": {"type": "string"}, "required": True}}}
-_PROTECTED = {"401": _UNAUTHORIZED, "403": _err("A session user who is not staff")}
+# Too many bad bearer tokens from one address (API_BAD_TOKEN_LIMIT in API_BAD_TOKEN_WINDOW): any endpoint
+# that reads a token may answer this before it looks at anything else.
+_THROTTLED = {
+    **_err("Too many requests with a bad API token from this address"),
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "required": True, "description": "seconds to wait"}},
+}
+_PROTECTED = {"401": _UNAUTHORIZED, "403": _err("A session user who is not staff"), "429": _THROTTLED}
 _PAGING = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
     {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 100000, "default": 0}},
@@ -65,7 +75,19 @@ SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": ["up", "down"]},
             "latencyMs": _NULL_NUM,
             "circuitBreaker": _obj({"state": {"type": "string"}, "consecutiveFailures": {"type": "integer"}}),
-        }
+            "spool": _obj(
+                {
+                    "bytes": {"type": "integer", "description": "bytes waiting in the outage spool"},
+                    "records": {"type": "integer", "description": "records waiting in the outage spool"},
+                    "dropped": {
+                        "type": "integer",
+                        "description": "records dropped (spool full) on this host, kept across restarts",
+                    },
+                },
+                extra=False,
+            ),
+        },
+        required=["status", "latencyMs", "circuitBreaker"],
     ),
     "Ready": _obj(
         {
@@ -337,12 +359,19 @@ def build_openapi() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json(_ref("RecoverResponse"), "Results of the attempts"),
-                        "400": _err("The body is not a JSON object, has unknown keys or wrong types"),
+                        "400": _err(
+                            "The body is not a JSON object, is nested too deeply, has unknown keys or wrong types"
+                        ),
                         "401": _UNAUTHORIZED,
-                        "403": _err("Not staff, or a session without a valid CSRF token"),
+                        "403": _err(
+                            "Not staff, or without the permission recovery.run_recovery, "
+                            "or a session without a valid CSRF token"
+                        ),
                         "404": _err("Unknown service"),
                         "405": _METHOD,
+                        "411": _err("A body without Content-Length (chunked transfer encoding)"),
                         "413": _err("Body larger than 64 KiB"),
+                        "429": _THROTTLED,
                         "501": _err("The recovery engine is not available"),
                     },
                 }
@@ -350,7 +379,7 @@ def build_openapi() -> dict[str, Any]:
             "/metrics": _get(
                 "Prometheus text exposition",
                 {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
-                extra={"401": _UNAUTHORIZED, "403": _err("A session user who is not staff")},
+                extra={"401": _UNAUTHORIZED, "403": _err("A session user who is not staff"), "429": _THROTTLED},
                 security=[{}, {"bearerAuth": []}, {"sessionAuth": []}],
             ),
             "/health/openapi.json": _get(

@@ -102,3 +102,11 @@ def test_it_refuses_a_service_filter_that_cannot_be_a_name(client, bad):
     response = client.get("/health/incidents", {"service": bad})
     assert response.status_code == 400
     assert "'service' must be a service name" in response.json()["error"]
+
+
+@pytest.mark.parametrize("value", ["", "Bad", "api\n", " api"])
+def test_it_answers_400_for_an_empty_or_invalid_service_name(client, value):
+    make_service("api")
+    response = client.get("/health/incidents", {"service": value})
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("'service' must be a service name")

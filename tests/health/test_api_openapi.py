@@ -73,3 +73,27 @@ def exercise(operation, base_url: str, session: requests.Session, headers: dict,
         checked[operation.label] = checked.get(operation.label, 0) + 1
 
     check()
+
+
+def test_it_documents_force_and_services_as_optional_in_the_recover_body():
+    body = build_openapi()["components"]["schemas"]["RecoverRequest"]
+    assert set(body["properties"]) == {"services", "force"}
+    assert not body.get("required")
+    assert body["additionalProperties"] is False
+
+
+def test_it_documents_the_permission_and_the_429_of_token_endpoints():
+    paths = build_openapi()["paths"]
+    assert "recovery.run_recovery" in paths["/health/recover"]["post"]["responses"]["403"]["description"]
+    for path, item in paths.items():
+        for operation in item.values():
+            if {"bearerAuth": []} in operation.get("security", []):
+                limited = operation["responses"].get("429")
+                assert limited is not None, path
+                assert limited["headers"]["Retry-After"]["required"] is True
+
+
+def test_it_documents_the_spool_in_the_status_database():
+    database = build_openapi()["components"]["schemas"]["Database"]
+    spool = database["properties"]["spool"]
+    assert set(spool["properties"]) == {"bytes", "records", "dropped"}

@@ -161,3 +161,23 @@ def test_it_answers_413_for_an_oversized_body(client, token, recoverable):
 def test_it_updates_the_tokens_last_use(client, token, recoverable):
     post(client, {"services": ["backend"], "force": True}, **bearer(token))
     assert ApiToken.objects.get().last_used_at is not None
+
+
+def test_it_answers_411_for_a_chunked_body_and_never_reads_it_as_empty(client, token, recoverable):
+    # An unread body would mean "recover every service that needs it" and lose `force` (issue 15.11).
+    make_service("other", status="down")
+    response = client.generic(
+        "POST", URL, b"", content_type="application/json", HTTP_TRANSFER_ENCODING="chunked", **bearer(token)
+    )
+    assert_error(response, 411, "request body without Content-Length")
+    assert "chunked" in response.json()["error"]
+    assert not RecoveryAttempt.objects.exists()
+
+
+def test_it_answers_400_for_json_nested_too_deeply(client, token, recoverable):
+    deep = b"[" * 5000 + b"]" * 5000
+    assert len(deep) < 64 * 1024
+    assert_error(post(client, raw=deep, **bearer(token)), 400, "request body is nested too deeply")
+    deep_object = b'{"services": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert_error(post(client, raw=deep_object, **bearer(token)), 400, "request body is nested too deeply")
+    assert not RecoveryAttempt.objects.exists()

@@ -57,3 +57,11 @@ def test_it_needs_credentials_when_health_is_not_public(client, settings):
     assert client.get("/health/uptime").status_code == 401
     assert client.get("/health/uptime", **bearer(staff_token()[1])).status_code == 200
     assert client.post("/health/uptime").status_code == 405
+
+
+@pytest.mark.parametrize("value", ["", "Bad", "api\n", " api"])
+def test_it_answers_400_for_an_empty_or_invalid_service_name(client, value):
+    make_service("api")
+    response = client.get("/health/uptime", {"service": value})
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("'service' must be a service name")
