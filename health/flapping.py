@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from health.probes.base import DEGRADED, DOWN, UP
+from health.probes.base import DEGRADED, DOWN, MISCONFIGURED, UP
 
 if TYPE_CHECKING:
     from health.models import Service
 
 HISTORY = 21
 LOW_WEIGHT, HIGH_WEIGHT = 0.75, 1.25
-_LETTER = {UP: "u", DEGRADED: "g", DOWN: "d"}
+_LETTER = {UP: "u", DEGRADED: "g", DOWN: "d", MISCONFIGURED: "m"}
 STARTED, STOPPED = "started", "stopped"
 
 

@@ -18,14 +18,14 @@ from django.db.models.functions import RowNumber, TruncHour, TruncMinute
 from django.utils import timezone
 
 from health.models import UNKNOWN, HourlyRollup, Incident, ProbeResult, Service, overall_status
-from health.probes.base import DEGRADED, DOWN, UP
+from health.probes.base import DEGRADED, DOWN, FIX_MARK, MISCONFIGURED, UP, fix_of
 from health.rollups import Tally, nearest_rank, rolled_until, tallies
 
 UTC = dt.UTC
 BAR_SEGMENTS = 90
 SPARK_HOURS = 24
 UPTIME_WINDOWS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30)}
-STATES = (UP, DEGRADED, DOWN, "paused", UNKNOWN)
+STATES = (UP, DEGRADED, DOWN, MISCONFIGURED, "paused", UNKNOWN)
 # The uptime bar's state for an hour (mostly) in maintenance: see uptime_bar().
 MAINTENANCE = "maintenance"
 
@@ -84,13 +84,14 @@ DEFAULT_RANGE = "24h"
 @dataclass
 class Segment:
     """One bar segment: its start, its state (see uptime_bar), the probe count, the failures that
-    counted, and how many of the probes were taken in maintenance (not counted)."""
+    counted, and how many of the probes were taken in maintenance or misconfigured (neither counted)."""
 
     start: dt.datetime
     state: str
     total: int = 0
     bad: int = 0
     maintenance: int = 0
+    misconfigured: int = 0
 
 
 @dataclass
@@ -101,15 +102,30 @@ class Card:
     spark: list[float | None]
     # Per uptime window: how many results were taken in maintenance and left out of the figure.
     excluded: dict[str, int] = field(default_factory=dict)
+    # Per uptime window: how many results were misconfigured, left out of the figure too.
+    misconfigured: dict[str, int] = field(default_factory=dict)
 
     @property
     def state(self) -> str:
         return "paused" if self.service.is_paused else self.service.status
 
     @property
-    def uptime_rows(self) -> list[tuple[str, float | None, int]]:
-        """(window, uptime %, results left out as maintenance) for the card's uptime list."""
-        return [(key, value, self.excluded.get(key, 0)) for key, value in self.uptime.items()]
+    def fix(self) -> str:
+        """What to do about a misconfigured service ("" otherwise): the fix its probe detail carries."""
+        return fix_of(self.service.last_detail) if self.state == MISCONFIGURED else ""
+
+    @property
+    def problem(self) -> str:
+        """The configuration error of a misconfigured service, without its fix."""
+        return self.service.last_detail.partition(FIX_MARK)[0] if self.state == MISCONFIGURED else ""
+
+    @property
+    def uptime_rows(self) -> list[tuple[str, float | None, int, int]]:
+        """(window, uptime %, results left out as maintenance, left out as misconfigured) for the card."""
+        return [
+            (key, value, self.excluded.get(key, 0), self.misconfigured.get(key, 0))
+            for key, value in self.uptime.items()
+        ]
 
     @property
     def bar_svg(self) -> str:
@@ -173,10 +189,10 @@ def uptime(service_ids: list[int], now: dt.datetime) -> dict[int, dict[str, floa
 def hourly(service_ids: list[int], now: dt.datetime, hours: int = BAR_SEGMENTS) -> dict[int, dict[dt.datetime, dict]]:
     """Per service and hour (UTC) over the last `hours`: probe counts and a latency.
 
-    `total` is every result, `maintenance` those taken in maintenance, `down` and `degraded` those
-    outside it (the ones that count). One `TruncHour` aggregate over raw rows for all services; hours
-    whose raw rows were already pruned come from their `HourlyRollup` rows (latency: the hour's p50,
-    as the mean is not kept).
+    `total` is every result, `maintenance` those taken in maintenance, `misconfigured` those the probe
+    could not run as configured, `down` and `degraded` those outside maintenance (the ones that count).
+    One `TruncHour` aggregate over raw rows for all services; hours whose raw rows were already pruned
+    come from their `HourlyRollup` rows (latency: the hour's p50, as the mean is not kept).
     """
     start = _hour(now) - dt.timedelta(hours=hours - 1)
     out: dict[int, dict[dt.datetime, dict]] = {sid: {} for sid in service_ids}
@@ -185,13 +201,22 @@ def hourly(service_ids: list[int], now: dt.datetime, hours: int = BAR_SEGMENTS) 
     if split is not None and split > start:
         raw_start = split
         stored = HourlyRollup.objects.filter(service_id__in=service_ids, hour__gte=start, hour__lt=split)
-        columns = ("count", "down", "degraded", "maintenance", "maintenance_down", "maintenance_degraded")
+        columns = (
+            "count",
+            "down",
+            "degraded",
+            "maintenance",
+            "maintenance_down",
+            "maintenance_degraded",
+            "misconfigured",
+        )
         for r in stored.values("service_id", "hour", "latency_p50", *columns):
             row = {
                 "total": r["count"],
                 "down": r["down"] - r["maintenance_down"],
                 "degraded": r["degraded"] - r["maintenance_degraded"],
                 "maintenance": r["maintenance"],
+                "misconfigured": r["misconfigured"],
                 "latency": r["latency_p50"],
             }
             out[r["service_id"]][_hour(r["hour"])] = row
@@ -203,7 +228,8 @@ def hourly(service_ids: list[int], now: dt.datetime, hours: int = BAR_SEGMENTS) 
             total=Count("id"),
             down=Count("id", filter=Q(status=DOWN, maintenance=False)),
             degraded=Count("id", filter=Q(status=DEGRADED, maintenance=False)),
-            maintenance=Count("id", filter=Q(maintenance=True)),
+            maintenance=Count("id", filter=Q(maintenance=True) & ~Q(status=MISCONFIGURED)),
+            misconfigured=Count("id", filter=Q(status=MISCONFIGURED)),
             latency=Avg("latency_ms"),
         )
         .order_by()
@@ -219,6 +245,8 @@ def uptime_bar(buckets: dict[dt.datetime, dict], now: dt.datetime, segments: int
     A segment shows the worst state among the results that count toward uptime; an hour at least
     half of whose results were taken in maintenance shows "maintenance" instead, unless a result
     that counted was down (an outage outside the window stays visible: the bar agrees with the figure).
+    Likewise an hour at least half of whose results were misconfigured shows "misconfigured": a
+    configuration problem to fix, not downtime (those results are not counted either).
     """
     first = _hour(now) - dt.timedelta(hours=segments - 1)
     bar = []
@@ -228,12 +256,14 @@ def uptime_bar(buckets: dict[dt.datetime, dict], now: dt.datetime, segments: int
         if not row or not row["total"]:
             bar.append(Segment(start, "none"))
             continue
-        total, maint = row["total"], row.get("maintenance") or 0
+        total, maint, mis = row["total"], row.get("maintenance") or 0, row.get("misconfigured") or 0
         if maint and maint * 2 >= total and not row["down"]:
             state = MAINTENANCE
+        elif mis and mis * 2 >= total and not row["down"]:
+            state = MISCONFIGURED
         else:
             state = DOWN if row["down"] else DEGRADED if row["degraded"] else UP
-        bar.append(Segment(start, state, total, row["down"], maint))
+        bar.append(Segment(start, state, total, row["down"], maint, mis))
     return bar
 
 
@@ -261,6 +291,7 @@ def cards(services: list[Service], now: dt.datetime) -> list[Card]:
             uptime_bar(hours[s.pk], now),
             sparkline(hours[s.pk], now),
             {k: t.maintenance for k, t in ups[s.pk].items()},
+            {k: t.misconfigured for k, t in ups[s.pk].items()},
         )
         for s in services
     ]
@@ -283,7 +314,7 @@ def open_incidents() -> list[Incident]:
 
 
 # Card order: what needs a person first.
-CARD_ORDER = {DOWN: 0, DEGRADED: 1, UNKNOWN: 2, "paused": 3, UP: 4}
+CARD_ORDER = {DOWN: 0, MISCONFIGURED: 1, DEGRADED: 2, UNKNOWN: 3, "paused": 4, UP: 5}
 
 
 def overview(
@@ -306,7 +337,7 @@ def overview(
     # Whether a Recover button makes sense, counted in the same query.
     enabled_actions = Count("recovery_actions", filter=Q(recovery_actions__enabled=True))
     services = list(Service.objects.annotate(recovery_actions_enabled=enabled_actions))
-    ordered = sorted(services, key=lambda s: (CARD_ORDER.get("paused" if s.is_paused else s.status, 5), s.name))
+    ordered = sorted(services, key=lambda s: (CARD_ORDER.get("paused" if s.is_paused else s.status, 6), s.name))
     pages = max(1, -(-len(ordered) // per_page))
     page = min(max(1, page), pages)
     shown = ordered[(page - 1) * per_page : page * per_page]

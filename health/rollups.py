@@ -14,6 +14,10 @@ Maintenance: a result taken while its service was paused (a maintenance window, 
 `ProbeResult.maintenance`, set by the runner when it is written, and a rollup counts those results
 (`maintenance`, of them `maintenance_degraded`/`maintenance_down`). Uptime leaves them out on both
 paths, so the raw and the rolled-up figures agree however a window was defined or later edited.
+
+Misconfigured: a `misconfigured` result (the probe could not run as configured: an unset variable)
+says nothing about the service, so like maintenance it is stored and left out of uptime, on both
+paths; a rollup counts it in `count` and `misconfigured` only (in none of up/degraded/down).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 
 from health.models import HourlyRollup, ProbeResult
-from health.probes.base import DEGRADED, UP
+from health.probes.base import DEGRADED, MISCONFIGURED, UP
 
 log = logging.getLogger("opsportal.health")
 UTC = dt.UTC
@@ -69,12 +73,16 @@ class _Hour:
     maintenance: int = 0
     maintenance_degraded: int = 0
     maintenance_down: int = 0
+    misconfigured: int = 0
 
     def __post_init__(self) -> None:
         self.latencies: list[float] = []
 
     def add(self, status: str, latency: float | None, maintenance: bool = False) -> None:
         self.count += 1
+        if status == MISCONFIGURED:  # no verdict on the service: not counted, whether in maintenance or not
+            self.misconfigured += 1
+            return
         if status == UP:
             self.up += 1
         elif status == DEGRADED:
@@ -100,6 +108,7 @@ class _Hour:
             maintenance=self.maintenance,
             maintenance_degraded=self.maintenance_degraded,
             maintenance_down=self.maintenance_down,
+            misconfigured=self.misconfigured,
             latency_min=values[0] if n else None,
             latency_p50=values[nearest_rank(n, 0.5) - 1] if n else None,
             latency_p95=values[nearest_rank(n, 0.95) - 1] if n else None,
@@ -224,15 +233,22 @@ class Tally:
     """A service's results over a range, as uptime counts them.
 
     `counted` results were taken outside maintenance, `ok` of them answered (up or degraded);
-    `maintenance` results were taken while the service was paused and are left out.
+    `maintenance` results were taken while the service was paused and are left out, and so are the
+    `misconfigured` ones (the probe could not run as configured).
     """
 
     ok: int = 0
     counted: int = 0
     maintenance: int = 0
+    misconfigured: int = 0
 
     def __add__(self, other: Tally) -> Tally:
-        return Tally(self.ok + other.ok, self.counted + other.counted, self.maintenance + other.maintenance)
+        return Tally(
+            self.ok + other.ok,
+            self.counted + other.counted,
+            self.maintenance + other.maintenance,
+            self.misconfigured + other.misconfigured,
+        )
 
     @property
     def uptime(self) -> float | None:
@@ -247,7 +263,8 @@ def tallies(service_ids: Iterable[int], start: dt.datetime, end: dt.datetime) ->
     """A Tally per service over [start, end). Two queries, whatever the number of services.
 
     The part before `rolled_until()` comes from rollups, whole hours (an hour counts when it starts
-    inside the range); the rest from raw rows. Results taken in maintenance are counted apart on both.
+    inside the range); the rest from raw rows. Results taken in maintenance, and misconfigured ones, are
+    counted apart on both.
     """
     ids = list(service_ids)
     out = {sid: Tally() for sid in ids}
@@ -263,28 +280,31 @@ def tallies(service_ids: Iterable[int], start: dt.datetime, end: dt.datetime) ->
                 answered=Sum("up") + Sum("degraded"),
                 m=Sum("maintenance"),
                 m_down=Sum("maintenance_down"),
+                mis=Sum("misconfigured"),
             )
             .order_by()
         )
         for row in rows:
-            n, m, m_down = row["n"] or 0, row["m"] or 0, row["m_down"] or 0
+            n, m, m_down, mis = row["n"] or 0, row["m"] or 0, row["m_down"] or 0, row["mis"] or 0
             # Of the results in maintenance, those not down answered: take them out of `ok` too.
             ok = (row["answered"] or 0) - (m - m_down)
-            out[row["service_id"]] += Tally(ok, n - m, m)
+            out[row["service_id"]] += Tally(ok, n - m - mis, m, mis)
     if raw_start < end:
-        counted = Q(maintenance=False)
+        misconfigured = Q(status=MISCONFIGURED)
+        counted = Q(maintenance=False) & ~misconfigured
         rows = (
             ProbeResult.objects.filter(service_id__in=ids, checked_at__gte=raw_start, checked_at__lt=end)
             .values("service_id")
             .annotate(
                 n=Count("id", filter=counted),
                 ok=Count("id", filter=counted & Q(status__in=_OK)),
-                m=Count("id", filter=Q(maintenance=True)),
+                m=Count("id", filter=Q(maintenance=True) & ~misconfigured),
+                mis=Count("id", filter=misconfigured),
             )
             .order_by()
         )
         for row in rows:
-            out[row["service_id"]] += Tally(row["ok"], row["n"], row["m"])
+            out[row["service_id"]] += Tally(row["ok"], row["n"], row["m"], row["mis"])
     return out
 
 

@@ -24,7 +24,18 @@ from health import flapping, maintenance
 from health.models import Event, Incident, ProbeResult, Service, StateChange, Transition, overall_status
 from health.notify import hold_reason
 from health.probes import registry
-from health.probes.base import DEGRADED, DOWN, UP, ProbeError, ProbeOutcome
+from health.probes.base import (
+    DEGRADED,
+    DOWN,
+    FIX_MARK,
+    MISCONFIGURED,
+    UP,
+    ProbeConfigError,
+    ProbeError,
+    ProbeOutcome,
+    config_fix,
+    fix_of,
+)
 from opsportal import spool as _spool
 from opsportal.bulk import bulk_set
 from opsportal.db import CircuitBreakerError, is_transient, run_db
@@ -60,14 +71,19 @@ class RoundResult:
 
 
 def probe_once(service: Service) -> ProbeOutcome:
-    """Run one service's probe and turn every failure into a `down` outcome."""
+    """Run one service's probe: a failure is a `down` outcome, a configuration error `misconfigured` (with its fix)."""
     start = time.perf_counter()
     probe = None
     try:
         probe = registry.get(service.kind)(service.settings, timeout=service.timeout, service_name=service.name)
         outcome = probe.run()
     except KeyError:
-        outcome = ProbeOutcome(DOWN, None, f"config error: unknown kind {service.kind!r}")
+        message = f"config error: unknown kind {service.kind!r}"
+        outcome = ProbeOutcome(MISCONFIGURED, None, f"{message}{FIX_MARK}{config_fix(message)}")
+    except ProbeConfigError as exc:
+        # Said before the cut to 500 characters would lose it: the fix is what a person needs.
+        fix = FIX_MARK + config_fix(str(exc))
+        outcome = ProbeOutcome(MISCONFIGURED, None, str(exc)[: 500 - len(fix)] + fix)
     except ProbeError as exc:
         outcome = ProbeOutcome(DOWN, (time.perf_counter() - start) * 1000, str(exc))
     except Exception as exc:  # a bug in a probe must not stop the round
@@ -158,6 +174,8 @@ def record(services: list[Service], outcomes: dict[str, ProbeOutcome], now: date
         flap = flapping.note(service, outcome.status)
         if flap:
             flaps.append(_flap_event(service, flap, now))
+        if t.changed and service.status == MISCONFIGURED:  # once per streak, never an incident
+            flaps.append(_misconfigured_event(service, now))
         if t.changed:
             changes.append(
                 StateChange(
@@ -193,6 +211,21 @@ def _flap_event(service: Service, change: str, now: datetime) -> Event:
             else f"Notifications resume. Latest: {service.last_detail}"
         ),
         data={"percent": service.flap_percent},
+    )
+
+
+def _misconfigured_event(service: Service, now: datetime) -> Event:
+    log.warning("%s: misconfigured (%s)", service.name, service.last_detail)
+    problem, _, _ = service.last_detail.partition(FIX_MARK)
+    return Event(
+        kind=Event.Kind.SERVICE_MISCONFIGURED,
+        created_at=now,
+        service=service,
+        subject=service.name,
+        title=f"{service.name} is misconfigured: {problem}"[:200],
+        body=f"{problem}. Fix: {fix_of(service.last_detail)}. Until then it shows as misconfigured: "
+        "a configuration problem, not an outage (no incident, no recovery, not counted as downtime).",
+        data={"fix": fix_of(service.last_detail)},
     )
 
 

@@ -16,8 +16,15 @@ from django.utils.safestring import SafeString, mark_safe
 from health.reports import LatencyPoint, Segment
 
 # Segment height as a share of the bar: state readable without colour.
-_HEIGHTS = {"down": 1.0, "degraded": 0.75, "up": 0.55, "maintenance": 0.42, "none": 0.3}
-_LABELS = {"down": "down", "degraded": "degraded", "up": "up", "maintenance": "maintenance", "none": "no data"}
+_HEIGHTS = {"down": 1.0, "degraded": 0.75, "up": 0.55, "misconfigured": 0.48, "maintenance": 0.42, "none": 0.3}
+_LABELS = {
+    "down": "down",
+    "degraded": "degraded",
+    "up": "up",
+    "misconfigured": "misconfigured (not counted)",
+    "maintenance": "maintenance",
+    "none": "no data",
+}
 # A colour of its own as a presentation attribute: a stylesheet rule for `.seg-maintenance` overrides it.
 # Blue as Uptime Kuma and Statuspage show maintenance; 3:1 or more against light and dark cards.
 _FILLS = {"maintenance": "#3b82f6"}

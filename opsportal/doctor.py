@@ -22,8 +22,12 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from health.models import Channel, Service
 from opsportal import files
+from opsportal.envcheck import Unset, unset_in
 from opsportal.spec import scrub
+from recovery.models import RecoveryAction
+from tunnels.models import Tunnel
 
 log = logging.getLogger("opsportal.doctor")
 
@@ -337,6 +341,45 @@ def check_static() -> Finding:
     return ok("static", f"collected static files in {settings.STATIC_ROOT}")
 
 
+# How many unset variables doctor names one by one; the rest are counted.
+MAX_UNSET_SHOWN = 8
+
+
+def unset_variables() -> list[Unset]:
+    """Variables the configuration in the database needs (`${VAR}`, `*_env`) that this process lacks."""
+    found: list[Unset] = []
+    for service in Service.objects.order_by("name"):
+        found += unset_in(f"service {service.name}", service.settings or {})
+    actions = RecoveryAction.objects.select_related("service").order_by("service__name", "position", "pk")
+    index: dict[int, int] = {}
+    for action in actions:
+        i = index[action.service_id] = index.get(action.service_id, -1) + 1
+        found += unset_in(f"service {action.service.name} recovery[{i}]", action.settings or {})
+    for tunnel in Tunnel.objects.order_by("name"):  # expanded when the connector starts
+        found += unset_in(f"tunnel {tunnel.name}", {"command": tunnel.command or [], "env": tunnel.env or {}})
+    for channel in Channel.objects.order_by("name"):  # expanded at send time
+        found += unset_in(f"channel {channel.name}", {"url": channel.url})
+    return found
+
+
+def check_variables() -> Finding:
+    found = unset_variables()
+    if not found:
+        return ok("variables", "every variable the configuration names is set")
+    shown = found[:MAX_UNSET_SHOWN]
+    more = f" (and {len(found) - len(shown)} more)" if len(found) > len(shown) else ""
+    names = list(dict.fromkeys(u.variable for u in shown))
+    return problem(
+        "variables",
+        "not set: "
+        + "; ".join(u.problem() for u in shown)
+        + more
+        + ": a service that needs one is `misconfigured`, an action, tunnel or channel fails, until it is set",
+        "; ".join(f"set {name} in the environment or .env" for name in names)
+        + ", then restart the portal (web and qcluster: both are read at start)",
+    )
+
+
 Check = Callable[[], Finding]
 # (name, function, needs the database)
 CHECKS: list[tuple[str, Check, bool]] = [
@@ -350,6 +393,7 @@ CHECKS: list[tuple[str, Check, bool]] = [
     ("debug", check_debug, False),
     ("schedules", check_schedules, True),
     ("clock", check_clock, True),
+    ("variables", check_variables, True),
     ("static", check_static, False),
 ]
 

@@ -198,6 +198,8 @@ def recover_one(
     policy.lift_if_acknowledged(state)
     if service.is_paused:
         return _skip(service, trigger, Outcome.SKIPPED_DISABLED, "the service is disabled or paused", **who)
+    if policy.misconfigured_reason(service):
+        return _skip(service, trigger, Outcome.SKIPPED_DISABLED, policy.misconfigured_reason(service), **who)
     actions = policy.eligible_actions(service, auto=auto)
     if not actions:
         what = "automatic " if auto else ""

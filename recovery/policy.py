@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import F, Q, QuerySet
 
-from health.models import DEGRADED, DOWN, UP, Incident, ProbeResult, Service
+from health.models import DEGRADED, DOWN, MISCONFIGURED, UP, Incident, ProbeResult, Service
+from health.probes.base import fix_of
 from recovery.models import RecoveryAction, RecoveryAttempt, RecoveryState
 
 Outcome = RecoveryAttempt.Outcome
@@ -33,6 +34,15 @@ def backoff_wait(cooldown: float, failures: int, cap: float | None = None) -> fl
 def auto_allowed(action: RecoveryAction, service: Service) -> bool:
     """`auto = true` runs it automatically; unset means only for critical services."""
     return action.auto if action.auto is not None else service.critical
+
+
+def misconfigured_reason(service: Service) -> str:
+    """Why no repair may run ("" when one may): a misconfigured service needs its configuration fixed,
+    which no action can do (and a re-probe could never verify)."""
+    if service.status != MISCONFIGURED:
+        return ""
+    fix = fix_of(service.last_detail)
+    return "misconfigured: fix the configuration first" + (f" ({fix})" if fix else "")
 
 
 def eligible_actions(service: Service, *, auto: bool) -> list[RecoveryAction]:

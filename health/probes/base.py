@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from opsportal.envcheck import unset_fix
 from opsportal.spec import ConfigError, Key, validate, with_defaults
 
 UP, DEGRADED, DOWN = "up", "degraded", "down"
+# The probe could not run as configured (an unset variable, a bad setting): no verdict on the target,
+# so never downtime, an incident or a repair (docs/architecture.md).
+MISCONFIGURED = "misconfigured"
+FIX_MARK = "; fix: "
+_UNSET = re.compile(r"environment variable ([A-Za-z_][A-Za-z0-9_]*) is not set")
 
 
 @dataclass
@@ -28,7 +35,20 @@ class ProbeTimeout(ProbeError):
 
 
 class ProbeConfigError(ProbeError):
-    pass
+    """The probe's configuration is wrong: the runner records `misconfigured`, with the fix."""
+
+
+def config_fix(message: str) -> str:
+    """The fix for a configuration error's message."""
+    variables = list(dict.fromkeys(_UNSET.findall(message)))
+    if variables:
+        return "; ".join(unset_fix(v) for v in variables)
+    return "correct the service's settings (the config file, then `manage.py importconfig`, or the admin)"
+
+
+def fix_of(detail: str) -> str:
+    """The fix a `misconfigured` detail carries ("" when it has none)."""
+    return detail.partition(FIX_MARK)[2]
 
 
 class Probe:

@@ -167,11 +167,11 @@ def test_it_shows_the_card_in_red_with_the_fix(staff_client, unset_var) -> None:
     page = staff_client.get("/").content.decode()
     assert 'class="card st-misconfigured"' in page
     assert "badge st-misconfigured" in page
-    assert f"Fix: set {unset_var} in the environment or .env" in page
+    assert f"<strong>Fix:</strong> set {unset_var} in the environment or .env" in page
     assert "Recover…" not in page  # no repair can fix a configuration
     detail = staff_client.get("/services/pg/").content.decode()
     assert "banner st-misconfigured" in detail
-    assert f"Fix: set {unset_var} in the environment or .env" in detail
+    assert f"<strong>Fix:</strong> set {unset_var} in the environment or .env" in detail
 
 
 def test_it_warns_about_unset_variables_at_import_and_still_imports(tmp_path: Path, unset_var) -> None:

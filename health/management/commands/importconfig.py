@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from health.config import import_text
+from opsportal.envcheck import unset_in_document
 from opsportal.spec import ConfigError
 
 
@@ -27,9 +29,15 @@ class Command(BaseCommand):
             report = import_text(text, prune=opts["prune"], dry_run=opts["dry_run"])
         except ConfigError as exc:
             raise CommandError(f"{path}: {exc} (nothing was changed)") from None
-        for warning in report.warnings:
+        for warning in report.warnings + self.unset_warnings(text):
             self.stderr.write(self.style.WARNING(warning))
         lines = report.lines()
         for line in lines[:-1]:
             self.stdout.write(line)
         return ("dry run, nothing changed: " if opts["dry_run"] else "") + lines[-1]
+
+    @staticmethod
+    def unset_warnings(text: str) -> list[str]:
+        """A warning per variable the file needs that is not set here: still imported (the variables may be
+        set where the portal runs), but a probe that meets one is `misconfigured` until it is set."""
+        return [unset.warning() for unset in unset_in_document(tomllib.loads(text))]

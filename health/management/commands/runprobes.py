@@ -7,9 +7,17 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from health.models import Service
+from health.probes.base import MISCONFIGURED
 from health.runner import RoundResult, run_round, select_services
 
-STATUS_MARK = {"up": "OK", "degraded": "WARN", "down": "DOWN", "paused": "PAUSED", "unknown": "?"}
+STATUS_MARK = {
+    "up": "OK",
+    "degraded": "WARN",
+    "down": "DOWN",
+    "misconfigured": "CONFIG",
+    "paused": "PAUSED",
+    "unknown": "?",
+}
 
 
 class Command(BaseCommand):
@@ -65,7 +73,9 @@ class Command(BaseCommand):
             status = f"{STATUS_MARK.get(s.status, s.status)} {s.status}"
             if s.status == "down":
                 status += f" ({s.state_type})"
-            rows.append((s.name, s.kind, status, latency, s.last_detail[:80]))
+            # A misconfigured service's detail ends with its fix: shown whole, as the fix is the point.
+            detail = s.last_detail if s.status == MISCONFIGURED else s.last_detail[:80]
+            rows.append((s.name, s.kind, status, latency, detail))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=False)) + "  " + r[4] for r in rows]
         lines.append(f"overall: {result.status} ({len(result.services)} services, {result.duration_s:.2f} s)")
