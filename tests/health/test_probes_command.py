@@ -123,15 +123,15 @@ def test_it_names_the_bad_key_in_a_config_error(settings, message):
     with pytest.raises(ProbeConfigError, match=message):
         CommandProbe(settings, timeout=1)
     outcome = probe_once(ServiceFactory.build(kind="command", settings=settings))
-    assert outcome.status == DOWN
+    assert outcome.status == "misconfigured"  # a config error is no outage
     assert outcome.detail.startswith("config error: settings.")
 
 
 def test_it_names_an_unset_env_variable(monkeypatch):
     monkeypatch.delenv("OPS_TEST_CMD_UNSET", raising=False)
     outcome = probe_once(command_service(["true"], env={"X": "${OPS_TEST_CMD_UNSET}"}))
-    assert outcome.status == DOWN
-    assert outcome.detail == "config error: environment variable OPS_TEST_CMD_UNSET is not set"
+    assert outcome.status == "misconfigured"  # a config error is no outage
+    assert outcome.detail.startswith("config error: environment variable OPS_TEST_CMD_UNSET is not set" + "; fix: ")
 
 
 def test_it_is_not_held_by_a_descendant_that_left_the_group(tmp_path):
@@ -170,5 +170,5 @@ def test_it_gives_the_plugin_a_minimal_environment_and_what_env_passthrough_name
 
 def test_it_refuses_env_passthrough_of_the_portal_s_own_secrets():
     outcome = probe_once(command_service(script("print('x')"), env_passthrough=["SECRET_KEY"]))
-    assert outcome.status == DOWN
+    assert outcome.status == "misconfigured"  # a config error is no outage
     assert outcome.detail.startswith("config error") and "SECRET_KEY" in outcome.detail

@@ -59,8 +59,8 @@ def test_it_rejects_settings_naming_the_key():
     with pytest.raises(ProbeConfigError, match=r"settings\.query: unknown key"):
         DatabaseProbe({"query": "SELECT 2"}, timeout=1)
     outcome = probe_once(ServiceFactory.build(kind="database", settings={"query": "SELECT 2"}))
-    assert outcome.status == DOWN
-    assert outcome.detail == "config error: settings.query: unknown key"
+    assert outcome.status == "misconfigured"  # a config error is no outage
+    assert outcome.detail.startswith("config error: settings.query: unknown key" + "; fix: ")
 
 
 class DelayingProxy:

@@ -106,7 +106,7 @@ def test_it_scrubs_a_secret_in_the_url_from_the_detail(monkeypatch):
 def test_it_is_down_with_a_clear_detail_when_a_header_variable_is_unset(http_server, monkeypatch):
     monkeypatch.delenv("OPS_TEST_UNSET_VAR", raising=False)
     outcome = probe_once(http_service(http_server.url, headers={"X-Key": "${OPS_TEST_UNSET_VAR}"}))
-    assert outcome.status == DOWN
+    assert outcome.status == "misconfigured"  # a config error is no outage
     assert "OPS_TEST_UNSET_VAR is not set" in outcome.detail
     assert http_server.requests == []
 
@@ -189,7 +189,7 @@ def test_it_names_the_bad_key_in_a_config_error(settings, message):
     with pytest.raises(ProbeConfigError, match=message.replace(".", r"\.")):
         HttpProbe(settings, timeout=1)
     outcome = probe_once(ServiceFactory.build(kind="http", settings=settings))
-    assert outcome.status == DOWN
+    assert outcome.status == "misconfigured"  # a config error is no outage
     assert outcome.detail.startswith("config error: " + message)
 
 
@@ -215,7 +215,7 @@ def test_it_refuses_a_header_secret_ending_in_a_newline_naming_key_and_variable(
     # As when the value was read from a file: requests' error would quote its repr (`...\\n`).
     monkeypatch.setenv("OPS_TEST_NL_KEY", "nl-secret-0123456789\n")
     outcome = probe_once(http_service(http_server.url, headers={"X-Api-Key": "${OPS_TEST_NL_KEY}"}))
-    assert outcome.status == DOWN
+    assert outcome.status == "misconfigured"  # a config error is no outage
     assert "nl-secret-0123456789" not in outcome.detail
     assert "X-Api-Key" in outcome.detail and "OPS_TEST_NL_KEY" in outcome.detail and "line break" in outcome.detail
     assert http_server.requests == []

@@ -135,7 +135,7 @@ def test_it_names_the_bad_key_or_variable_in_a_config_error(monkeypatch, setting
     with pytest.raises(ProbeConfigError, match=message):
         PostgresProbe(settings, timeout=1).run()
     outcome = probe_once(ServiceFactory.build(kind="postgres", settings=settings))
-    assert outcome.status == DOWN
+    assert outcome.status == "misconfigured"  # a config error is no outage
     assert outcome.detail.startswith("config error")
 
 
@@ -151,6 +151,6 @@ def test_it_never_shows_a_password_the_dsn_parse_error_quotes(monkeypatch, dsn):
     # Needs no server: the DSN does not even parse. The password must be known before the parse fails.
     monkeypatch.setenv("OPS_TEST_PG_DSN", dsn)
     outcome = probe_once(pg_service())
-    assert outcome.status == DOWN
+    assert outcome.status == "misconfigured"  # a config error is no outage
     assert outcome.detail.startswith("config error:")
     assert "Passw0rd-secret" not in outcome.detail

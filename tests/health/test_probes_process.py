@@ -147,7 +147,7 @@ def test_it_rejects_bad_config_naming_the_key(settings, message):
     with pytest.raises(ProbeConfigError, match=message):
         ProcessProbe(settings, timeout=1).run()
     outcome = probe_once(process_service(**settings))
-    assert outcome.status == DOWN
+    assert outcome.status == "misconfigured"  # a config error is no outage
     assert outcome.detail.startswith("config error")
 
 

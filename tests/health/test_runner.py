@@ -98,8 +98,8 @@ def test_it_turns_a_crashing_probe_into_down_without_stopping_the_round(monkeypa
 
 def test_it_reports_an_unknown_kind_as_a_config_error():
     outcome = runner.probe_once(ServiceFactory.build(kind="gopher", settings={}))
-    assert outcome.status == DOWN
-    assert outcome.detail == "config error: unknown kind 'gopher'"
+    assert outcome.status == "misconfigured"  # a config error is no outage
+    assert outcome.detail.startswith("config error: unknown kind 'gopher'" + "; fix: ")
 
 
 def _round_queries(count: int) -> int:
