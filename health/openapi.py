@@ -100,7 +100,7 @@ SCHEMAS: dict[str, Any] = {
     "ServiceStatus": _obj(
         {
             "kind": {"type": "string"},
-            "status": {"type": "string", "enum": ["unknown", "up", "degraded", "down", "paused"]},
+            "status": {"type": "string", "enum": ["unknown", "up", "degraded", "down", "misconfigured", "paused"]},
             "critical": {"type": "boolean"},
             "latencyMs": _NULL_NUM,
             "lastCheckedAt": {**_NULL_STR, "format": "date-time"},
