@@ -19,8 +19,8 @@ from prometheus_client.registry import Collector
 
 from health.models import HEALTHY, Incident, Service, overall_status
 from health.probes.base import DEGRADED, DOWN, UP
-from health.snapshot import Snapshot, cache_seconds
-from opsportal.db import close_connections
+from health.snapshot import Snapshot, cache_seconds, state_version
+from opsportal.db import close_connections, database_status
 from opsportal.spool import default_spool
 
 log = logging.getLogger("opsportal.health.metrics")
@@ -211,14 +211,18 @@ database_snapshot: Snapshot[tuple[bytes, bool]] = Snapshot(
 
 
 def cached_exposition() -> bytes:
-    """exposition(), its database part from `database_snapshot` (STATUS_CACHE_SECONDS), the breaker live.
+    """exposition(), its database part from `database_snapshot` at the current state version
+    (health.snapshot.state_version; STATUS_CACHE_SECONDS), the breaker and the spool live.
 
     The database is checked per scrape, as /health/status does: when it is down the answer is exposition()
     as today (`opsportal_database_up 0`), never a kept part that says it is up.
     """
-    from opsportal.db import database_status
-
     if cache_seconds() <= 0 or database_status()["status"] == "down":
         return exposition()
-    body, _ = database_snapshot.get()
+    try:
+        version = state_version()  # before the snapshot: a change committed since shows in this scrape
+    except DatabaseError as exc:
+        log.warning("/metrics: state version unreadable: %s", exc.__class__.__name__)
+        return exposition()
+    body, _ = database_snapshot.get(version)
     return _render(_Families(list(PortalCollector.live()))) + body

@@ -1,14 +1,23 @@
-"""Per-process, single-flight, stale-while-revalidate snapshots of payloads that are costly to build.
+"""Per-process, single-flight, versioned snapshots of payloads that are costly to build.
 
 `/health/status` and `/metrics` cost 70–90 ms of Python at 1,000 services; computed per request, 16
 concurrent pollers queue behind each other (p99 in seconds, docs/performance.md). A `Snapshot` computes
-such a payload at most once at a time per process and serves it for `ttl` seconds; after that the old value
-is still served while one background thread recomputes it, so under load only the very first request of a
-process (or one after an idle spell longer than the hard bound) waits for a computation.
+such a payload at most once at a time per process and keeps it, labelled with the version of the state it
+was read at.
+
+The version is shared: `state_version()` reads it from the database per request, in ONE query of
+aggregates that move with every committed change the answers show (a probe round's `last_checked_at`, an
+edit's `updated_at`, a status change, an incident, a recovery attempt, a tunnel check, the scheduler's
+heartbeat). A kept value is served only while the version is the one it was read at: after a commit, the
+next request of every worker computes (or waits for a computation that started after it asked), so a
+committed change shows in the next answer of every worker and no answer is older than one already given.
+While the version holds, the value is served for `ttl` seconds, then (up to `STALE_FACTOR` × ttl) served
+while one background thread recomputes what only the clock changes (the scheduler's lag, tunnel uptimes).
 
 `cached_status()` composes `/health/status` from a snapshot of the database reads and the parts that
-stay live per request (the database check, its circuit breaker, the timestamp). `/metrics` does the same in
-`health.metrics.cached_exposition()`. `STATUS_CACHE_SECONDS` (default 2; 0 = per request) sets the ttl.
+stay live per request (the database check, its circuit breaker, the outage spool, the timestamp).
+`/metrics` does the same in `health.metrics.cached_exposition()`. `STATUS_CACHE_SECONDS` (default 2;
+0 = per request) sets the ttl.
 """
 
 from __future__ import annotations
@@ -17,15 +26,21 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from opsportal.db import close_connections
+from health.api import status_payload, with_spool
+from health.models import DOWN, Incident, SchedulerHeartbeat, Service
+from health.scheduler import HEARTBEAT
+from opsportal.db import close_connections, database_status
+from recovery.models import RecoveryAttempt, RecoveryState
+from tunnels.models import Tunnel, TunnelEvent
 
 T = TypeVar("T")
 log = logging.getLogger("opsportal.health.snapshot")
@@ -44,28 +59,35 @@ def cache_seconds() -> float:
 class _Entry(Generic[T]):
     value: T
     taken_at: float  # the clock when its computation started: the data is at least this old
+    version: Hashable  # the state version read before its computation started
 
 
 class _Flight:
     """One computation in progress; callers arriving meanwhile wait for its outcome instead of starting another."""
 
-    def __init__(self) -> None:
+    def __init__(self, version: Hashable, started: float) -> None:
         self.done = threading.Event()
         self.value: Any = None
         self.error: BaseException | None = None
+        self.version = version
+        self.started = started  # before it read anything: its data is at least as new as this moment
 
 
 class Snapshot(Generic[T]):
-    """`get()` returns `compute()`'s value, computed at most once at a time in this process.
+    """`get(version)` returns `compute()`'s value, computed at most once at a time in this process.
 
+    A kept value is *current* for a caller when it was read at the caller's `version` (nothing changed
+    since), or when its computation started after the caller asked. Then:
     - fresh (younger than `ttl`): served as it is;
     - stale (younger than `STALE_FACTOR` × ttl): served at once, and one background thread recomputes it;
-    - missing or older: the caller computes it, and callers arriving meanwhile wait for that one result.
+    - not current, missing or older: the caller computes it, and callers arriving meanwhile wait for that
+      one result. A caller never takes a computation that started before it asked and read another
+      version: it waits for that one to end, then looks again (and computes, if still not current).
 
     A computation that raises is never kept: its error goes to the callers waiting on it (a background
     refresh only logs it and the stale value stays until the hard bound). A value `cacheable` rejects (a
     partial read) is answered to the callers of that computation and not kept either. `ttl` <= 0 computes
-    on every call, as if there were no snapshot.
+    on every call, as if there were no snapshot. Without a version (None) only the ttl decides.
     """
 
     def __init__(
@@ -110,55 +132,62 @@ class Snapshot(Generic[T]):
             flight = self._flight
         return flight is None or flight.done.wait(timeout)
 
-    def get(self) -> T:
+    def get(self, version: Hashable = None) -> T:
+        """The value for a caller that has just read `version` (read it BEFORE calling: see state_version)."""
         ttl = self._ttl()
         if ttl <= 0:
             self.computations += 1
             return self._compute()
-        with self._lock:
-            entry = self._entry
-            age = self._clock() - entry.taken_at if entry is not None else 0.0
-            if entry is not None and age < ttl:
-                return entry.value
-            servable = entry is not None and age < ttl * STALE_FACTOR
-            flight = self._flight
-            leader = flight is None
+        asked = self._clock()
+        while True:
+            with self._lock:
+                entry = self._entry
+                current = entry is not None and (entry.version == version or entry.taken_at > asked)
+                age = self._clock() - entry.taken_at if entry is not None else 0.0
+                if current and age < ttl:
+                    return entry.value  # type: ignore[union-attr]
+                servable = current and age < ttl * STALE_FACTOR
+                flight = self._flight
+                leader = flight is None
+                if leader:
+                    self._flight = flight = _Flight(version, self._clock())
+                elif not servable:
+                    self._waiting += 1
+            if servable:
+                if leader:
+                    # A thread, not this caller: the refresh's cost falls on nobody's response time.
+                    thread = threading.Thread(
+                        target=self._refresh, args=(flight,), name=f"snapshot-{self.name}", daemon=True
+                    )
+                    try:
+                        thread.start()
+                    except RuntimeError:  # no thread to be had: refresh here rather than leave the flight hanging
+                        self._run(flight)
+                return entry.value  # type: ignore[union-attr]
             if leader:
-                self._flight = flight = _Flight()
-            elif not servable:
-                self._waiting += 1
-        if servable:
-            if leader:
-                # A thread, not this caller: the refresh's cost falls on nobody's response time.
-                thread = threading.Thread(
-                    target=self._refresh, args=(flight,), name=f"snapshot-{self.name}", daemon=True
-                )
+                self._run(flight)
+            else:
                 try:
-                    thread.start()
-                except RuntimeError:  # no thread to be had: refresh here rather than leave the flight hanging
-                    self._run(flight)
-            return entry.value
-        if leader:
-            self._run(flight)
-        else:
-            try:
-                flight.done.wait()
-            finally:
-                with self._lock:
-                    self._waiting -= 1
-        if flight.error is not None:
-            raise flight.error
-        return flight.value
+                    flight.done.wait()
+                finally:
+                    with self._lock:
+                        self._waiting -= 1
+                if flight.version != version and flight.started <= asked:
+                    continue  # it read an older state than this caller must show: look again
+            if flight.error is not None:
+                raise flight.error
+            return flight.value
 
     def _run(self, flight: _Flight) -> None:
-        started = self._clock()
         try:
             self.computations += 1
             value = self._compute()
             flight.value = value
             if self._cacheable(value):
                 with self._lock:
-                    self._entry = _Entry(value, started)
+                    # Never replace a newer kept value with this one (a slow computation ending late).
+                    if self._entry is None or self._entry.taken_at <= flight.started:
+                        self._entry = _Entry(value, flight.started, flight.version)
         except BaseException as exc:  # every waiter gets it; nothing is kept
             flight.error = exc
         finally:
@@ -177,6 +206,46 @@ class Snapshot(Generic[T]):
                     self._cleanup()
                 except Exception:  # a cleanup failure must not kill the process's only refresher thread silently
                     log.exception("snapshot %s: cleanup after a refresh failed", self.name)
+
+
+# --- the shared version ----------------------------------------------------------------
+
+
+def _version_sql() -> str:
+    """Scalar subqueries, one per thing the answers show. Each moves with every committed change to it:
+    MAX of a time the writer sets (a round's last_checked_at, an edit's auto_now updated_at, a tunnel
+    check's updated_at), MAX(id) of append-only rows, and counts of rows that can flip back and forth."""
+    qn = connection.ops.quote_name
+    service = qn(Service._meta.db_table)
+    incident = qn(Incident._meta.db_table)
+    beat = qn(SchedulerHeartbeat._meta.db_table)
+    attempt = qn(RecoveryAttempt._meta.db_table)
+    state = qn(RecoveryState._meta.db_table)
+    tunnel = qn(Tunnel._meta.db_table)
+    event = qn(TunnelEvent._meta.db_table)
+    return (
+        "SELECT"
+        f" (SELECT COUNT(*) FROM {service}), (SELECT MAX(last_checked_at) FROM {service}),"
+        f" (SELECT MAX(updated_at) FROM {service}), (SELECT MAX(status_changed_at) FROM {service}),"
+        f" (SELECT COUNT(*) FROM {incident} WHERE resolved_at IS NULL), (SELECT MAX(id) FROM {incident}),"
+        f" (SELECT MAX(last_run_at) FROM {beat} WHERE name = %s),"
+        f" (SELECT MAX(id) FROM {attempt}), (SELECT MAX(finished_at) FROM {attempt}),"
+        f" (SELECT COUNT(*) FROM {attempt} WHERE outcome = %s),"
+        f" (SELECT COUNT(*) FROM {state} WHERE escalated_at IS NOT NULL), (SELECT MAX(escalated_at) FROM {state}),"
+        f" (SELECT COUNT(*) FROM {tunnel}), (SELECT MAX(updated_at) FROM {tunnel}), (SELECT MAX(id) FROM {event})"
+    )
+
+
+def state_version() -> tuple[str, ...]:
+    """The version of everything /health/status and /metrics read from the database, in ONE query.
+
+    Read per request, before the snapshot: equal versions mean no committed change in between. Raises
+    DatabaseError when the database cannot be read (the callers then answer without the snapshot).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_version_sql(), [HEARTBEAT, RecoveryAttempt.Outcome.IN_PROGRESS])
+        row = cursor.fetchone()
+    return tuple(str(value) for value in row)
 
 
 # --- /health/status ------------------------------------------------------------------
@@ -200,8 +269,6 @@ _TAIL_KEYS = ("tunnels", "incidents", "recovery", "scheduler")
 
 
 def _status_parts() -> StatusParts:
-    from health.api import status_payload
-
     # status_payload() itself, not a copy of its reads: one source of truth for what /health/status says.
     # Its `database` and `timestamp` are replaced per request (cached_status); the rest is what is cached.
     payload = status_payload()
@@ -232,24 +299,27 @@ class StatusAnswer:
 
 
 def cached_status() -> StatusAnswer:
-    """/health/status with the database reads from `status_snapshot` and the database check live.
+    """/health/status with the database reads from `status_snapshot` (at the current state version) and
+    the database check and the outage spool live.
 
-    With the cache off, or when the live check says the database is down, this is `status_payload()` as
-    today: a JSON 503 `down`, never kept data that claims the database is up.
+    With the cache off, or when the live check says the database is down (or the version cannot be read),
+    this is `status_payload()` as today: a JSON 503 `down`, never kept data that claims the database is up.
     """
-    from health.api import status_payload
-    from health.models import DOWN
-    from opsportal.db import database_status
-
     if cache_seconds() <= 0:
         payload = status_payload()
         return StatusAnswer(payload, 503 if payload["status"] == DOWN else 200, None)
-    database = database_status()
-    if database["status"] == "down":
+    database = with_spool(database_status())
+    version = None
+    if database["status"] != "down":
+        try:
+            version = state_version()
+        except DatabaseError as exc:
+            log.warning("/health/status: state version unreadable: %s", exc.__class__.__name__)
+    if version is None:
         # Today's answer, from the check just taken (a second one would wait twice and count twice).
         payload = status_payload(database)
         return StatusAnswer(payload, 503 if payload["status"] == DOWN else 200, None)
-    parts = status_snapshot.get()
+    parts = status_snapshot.get(version)
     if "unavailable" in parts.payload:
         # Computed for this very request (never kept): today's answer as it is.
         return StatusAnswer(parts.payload, 503 if parts.payload["status"] == DOWN else 200, None)

@@ -235,8 +235,9 @@ def test_it_serves_status_from_the_snapshot_with_the_database_live(client, statu
     make_service("api", status="up")
     first = client.get("/health/status")
     fresh = status_payload()
-    make_service("late", status="down", state_type="hard")  # after the snapshot: not shown until it expires
+    computed = status_snapshot.computations
     second = client.get("/health/status")
+    assert status_snapshot.computations == computed  # nothing changed: served from the snapshot
     assert first.status_code == second.status_code == 200
     assert second["Content-Type"] == "application/json" and second["Cache-Control"] == "no-store"
     body = second.json()
@@ -317,7 +318,7 @@ def test_it_serves_metrics_from_the_snapshot_with_live_breaker_gauges(client, st
     first = client.get("/metrics").content.decode()
     assert metric(first, "opsportal_database_circuit_breaker_state", state="closed") == 1
     assert metric(first, "opsportal_database_up") == 1
-    make_service("late", status="up")
+    computed = database_snapshot.computations
     try:
         db.breaker.open()
         opened = client.get("/metrics").content.decode()
@@ -326,13 +327,13 @@ def test_it_serves_metrics_from_the_snapshot_with_live_breaker_gauges(client, st
     # This process's breaker, read per scrape; open, the database check fails and nothing kept is served.
     assert metric(opened, "opsportal_database_circuit_breaker_state", state="open") == 1
     assert metric(opened, "opsportal_database_circuit_breaker_state", state="closed") == 0
-    assert metric(opened, "opsportal_service_up", service="late", kind="tcp", critical="true") == 1
+    assert metric(opened, "opsportal_service_up", service="api", kind="tcp", critical="true") == 1
     closed = client.get("/metrics").content.decode()
     assert metric(closed, "opsportal_database_circuit_breaker_state", state="closed") == 1
     assert metric(closed, "opsportal_database_circuit_breaker_state", state="open") == 0
     assert metric(closed, "opsportal_database_up") == 1
     assert metric(closed, "opsportal_service_up", service="api", kind="tcp", critical="true") == 1
-    assert metric(closed, "opsportal_service_up", service="late", kind="tcp", critical="true") is None  # kept part
+    assert database_snapshot.computations == computed  # the kept part: nothing changed
 
 
 @pytest.mark.django_db
@@ -350,3 +351,137 @@ def test_it_answers_metrics_database_down_when_unreachable_with_the_cache_on(cli
         text = client.get("/metrics").content.decode()
     assert metric(text, "opsportal_database_up") == 0
     assert metric(text, "opsportal_service_up", service="api", kind="tcp", critical="true") is None
+
+
+# --- versions (issue 15 item 10): a committed change is never answered from an older snapshot ------------
+
+
+def test_it_computes_again_at_a_new_version_within_the_ttl(snapshot, compute, clock):
+    assert snapshot.get("v1") == 1
+    assert snapshot.get("v1") == 1  # the version holds: the kept value
+    assert snapshot.get("v2") == 2  # a change committed since: computed, though well within the ttl
+    clock.now += TTL + 0.1
+    assert snapshot.get("v1") == 3  # an older version than the kept one is not current either
+    assert snapshot.settle(WAIT_S)
+    assert compute.calls == 3
+
+
+def test_it_serves_a_stale_value_only_while_its_version_holds(snapshot, compute, clock):
+    assert snapshot.get("v1") == 1
+    clock.now += TTL + 0.1
+    compute.release.clear()
+    results: list[object] = []
+    caller = threading.Thread(target=lambda: results.append(snapshot.get("v2")))
+    caller.start()
+    assert compute.started.wait(WAIT_S)
+    assert until(lambda: compute.calls == 2)
+    caller.join(0.2)
+    assert caller.is_alive()  # it waits for the new version's value instead of taking the stale one
+    compute.release.set()
+    caller.join(WAIT_S)
+    assert results == [2]
+
+
+def test_it_never_hands_a_caller_a_computation_that_started_before_it_asked_at_another_version(clock):
+    compute = Counting()
+    snap = Snapshot(compute, TTL, clock=clock, name="test")
+    compute.release.clear()
+    first: list[object] = []
+    leader = threading.Thread(target=lambda: first.append(snap.get("v1")))
+    leader.start()
+    assert compute.started.wait(WAIT_S)  # the v1 computation runs: it read the state before v2 was committed
+    clock.now += 0.001
+    later: list[object] = []
+    follower = threading.Thread(target=lambda: later.append(snap.get("v2")))
+    follower.start()
+    assert until(lambda: snap.waiting == 1)
+    compute.release.set()
+    leader.join(WAIT_S)
+    follower.join(WAIT_S)
+    assert first == [1]
+    assert later == [2]  # computed after it asked, not the v1 value it waited behind
+    assert compute.calls == 2
+
+
+def test_it_shares_one_computation_among_callers_of_one_version(clock):
+    compute = Counting()
+    snap = Snapshot(compute, TTL, clock=clock, name="test")
+    compute.release.clear()
+    results: list[object] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        value = snap.get("v1")
+        with lock:
+            results.append(value)
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    assert until(lambda: snap.waiting == 7)
+    compute.release.set()
+    for t in threads:
+        t.join(WAIT_S)
+    assert results == [1] * 8 and compute.calls == 1
+
+
+@pytest.mark.django_db
+def test_it_moves_the_state_version_with_every_change_the_answers_show(django_assert_num_queries):
+    from django.utils import timezone
+
+    from health.models import Incident, SchedulerHeartbeat, Service
+    from health.scheduler import HEARTBEAT
+    from health.snapshot import state_version
+    from recovery.models import RecoveryAttempt, RecoveryState
+    from tunnels.models import Tunnel, TunnelEvent
+
+    api = make_service("api", status="up")
+    with django_assert_num_queries(1):
+        version = state_version()
+    assert state_version() == version  # nothing changed: the same version
+    now = timezone.now()
+    seen = [version]
+    changes = [
+        # A round writes with a plain UPDATE (bulk_set): no auto_now, but last_checked_at moves.
+        lambda: Service.objects.filter(pk=api.pk).update(status="down", last_checked_at=now),
+        lambda: Service.objects.get(pk=api.pk).set_paused(True),  # saves with updated_at
+        lambda: make_service("new"),
+        lambda: Incident.objects.create(service=api, cause="refused"),
+        lambda: Incident.objects.filter(service=api).update(resolved_at=timezone.now()),
+        lambda: SchedulerHeartbeat.objects.create(name=HEARTBEAT, last_run_at=timezone.now()),
+        lambda: SchedulerHeartbeat.objects.filter(name=HEARTBEAT).update(last_run_at=timezone.now()),
+        lambda: RecoveryAttempt.objects.create(service=api, trigger="auto"),
+        lambda: RecoveryAttempt.objects.filter(service=api).update(outcome="succeeded", finished_at=timezone.now()),
+        lambda: RecoveryState.objects.create(service=api, escalated_at=timezone.now()),
+        lambda: Tunnel.objects.create(name="main", command=["true"]),
+        lambda: Tunnel.objects.filter(name="main").update(status="down", updated_at=timezone.now()),
+        lambda: TunnelEvent.objects.create(tunnel=Tunnel.objects.get(), kind="restarted"),
+        lambda: Service.objects.filter(name="new").delete(),
+    ]
+    for n, change in enumerate(changes):
+        change()
+        version = state_version()
+        assert version not in seen, n
+        seen.append(version)
+
+
+@pytest.mark.django_db
+def test_it_answers_a_change_committed_after_the_snapshot_at_once(client, status_cache):
+    from django.utils import timezone
+
+    from health.models import Service
+
+    make_service("api", status="up")
+    make_service("db", status="up")
+    assert client.get("/health/status").status_code == 200
+    assert client.get("/metrics").status_code == 200
+    # As a probe round writes it (a plain UPDATE): the next answer shows it, long before the 60 s ttl.
+    Service.objects.filter(name="db").update(
+        status="down", state_type="hard", consecutive_failures=2, last_checked_at=timezone.now()
+    )
+    response = client.get("/health/status")
+    assert response.status_code == 503
+    assert response.json()["services"]["db"]["status"] == "down"
+    text = client.get("/metrics").content.decode()
+    assert metric(text, "opsportal_service_up", service="db", kind="tcp", critical="true") == 0
+    assert metric(text, "opsportal_status", status="down") == 1
