@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -429,7 +430,7 @@ def test_it_shares_one_computation_among_callers_of_one_version(clock):
 def test_it_moves_the_state_version_with_every_change_the_answers_show(django_assert_num_queries):
     from django.utils import timezone
 
-    from health.models import Incident, SchedulerHeartbeat, Service
+    from health.models import Incident, ProbeResult, SchedulerHeartbeat, Service
     from health.scheduler import HEARTBEAT
     from health.snapshot import state_version
     from recovery.models import RecoveryAttempt, RecoveryState
@@ -445,6 +446,8 @@ def test_it_moves_the_state_version_with_every_change_the_answers_show(django_as
         # A round writes with a plain UPDATE (bulk_set): no auto_now, but last_checked_at moves.
         lambda: Service.objects.filter(pk=api.pk).update(status="down", last_checked_at=now),
         lambda: Service.objects.get(pk=api.pk).set_paused(True),  # saves with updated_at
+        # A spooled round replayed late: its result rows carry an older time than the newest check.
+        lambda: ProbeResult.objects.create(service=api, status="up", checked_at=now - timedelta(hours=1)),
         lambda: make_service("new"),
         lambda: Incident.objects.create(service=api, cause="refused"),
         lambda: Incident.objects.filter(service=api).update(resolved_at=timezone.now()),
