@@ -188,6 +188,16 @@ BREAKAGES = [
     ("interval = 30", "interval = 30\nbogus_key = 1"),
     ("[[service]]", "[service]"),
     ('name = "web"', 'name = "web'),
+    # One value no round can use (issue 15 items 8 and 9): each is refused by name.
+    ("interval = 30", "interval = 30\ntimeout = nan"),
+    ("interval = 30", "interval = 30\ntimeout = inf"),
+    ('argv = ["true"]', 'argv = ["true"]\ncooldown = 9223372036854775807'),
+    ('argv = ["true"]', 'argv = ["true"]\nverify_delay = inf'),
+    ('argv = ["true"]', 'argv = ["true"]\nverify_delay = 1e9'),
+    ("interval = 30", 'interval = 30\ndescription = "a\\u0000b"'),
+    ('name = "web"', 'name = "web\\n"'),
+    ("interval = 30", "interval = 30\nheaders = {a = " + "[" * 3000 + "]" * 3000 + "}"),
+    ("[[service]]", "x = " + "{a = " * 3000 + "1" + "}" * 3000 + "\n[[service]]"),
 ]
 broken_configs = st.one_of(
     st.sampled_from(BREAKAGES).map(lambda b: BASE.replace(*b, 1)),
@@ -229,4 +239,22 @@ def test_it_refuses_a_malformed_config_clearly_and_changes_nothing(text, tmp_pat
         Service.objects.exclude(name__in=["site", "store"]).delete()
         call_command("importconfig", str(good))
         return
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("breakage", BREAKAGES[-9:], ids=[b[1][:40] for b in BREAKAGES[-9:]])
+def test_it_refuses_each_value_no_round_can_use_by_name(breakage, tmp_path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(BASE, encoding="utf-8")
+    call_command("importconfig", str(good))
+    before = snapshot()
+    path = tmp_path / "bad.toml"
+    path.write_text(BASE.replace(*breakage, 1), encoding="utf-8")
+    with pytest.raises(CommandError) as info:
+        call_command("importconfig", str(path))
+    message = str(info.value)
+    # Named: the table, its index and the key (or the nesting), never a traceback nor a database error.
+    assert message.startswith(f"{path}: ") and message.endswith("(nothing was changed)"), message
+    assert any(w in message for w in ("service[0].", "service[1].", "nested more than")), message
+    assert "Traceback" not in message and "Error" not in message and len(message) < 600
     assert snapshot() == before
