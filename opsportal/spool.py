@@ -161,7 +161,9 @@ class Spool:
                 return False
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, data)
+                rest = memoryview(data)
+                while rest:  # a short write (a disk or file-size limit) is followed by one that raises
+                    rest = rest[os.write(fd, rest) :]
                 os.fsync(fd)
             except OSError as exc:
                 # No half line left behind: a replay must be able to read every line.
@@ -196,7 +198,8 @@ class Spool:
             log.error("[spool] Drop counter not writable (%s)", exc.strerror or exc)
         if first:
             log.error(
-                "[spool] Spool full: %s record dropped, %s; records are dropped until the database is back",
+                "[spool] Spool %s: %s record dropped, %s; records are dropped until the database is back",
+                "full" if why.startswith("spool full") else "unwritable",
                 kind,
                 why,
             )

@@ -234,3 +234,41 @@ def test_it_counts_logs_shows_and_raises_once_what_a_full_spool_drops(tcp_server
     run_round([web, api], recover=False)
     assert Event.objects.filter(kind="spool_dropped").count() == 2
     assert spool.dropped() == 4
+
+
+def test_it_counts_a_record_the_disk_refuses_as_dropped_and_leaves_no_half_line(tmp_path):
+    # A real refusal: the child may write files of at most 600 bytes (RLIMIT_FSIZE; EFBIG past it).
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+import django
+django.setup()
+from opsportal.spool import Spool
+resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600))
+spool = Spool(sys.argv[1], max_bytes=10**6)
+print([spool.append("create", {"model": "health.Event", "fields": {"title": "x" * 150}}) for _ in range(6)])
+print(spool.dropped())
+"""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "opsportal.settings",
+        "DEBUG": "true",
+        "OPSPORTAL_VAR_DIR": str(tmp_path / "var"),
+        "LOG_DIR": str(tmp_path / "logs"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "spool")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    kept, dropped = (json.loads(line.lower()) for line in proc.stdout.splitlines()[-2:])
+    n = kept.count(True)
+    assert n >= 1 and kept == [True] * n + [False] * (6 - n)
+    assert dropped == 6 - n
+    lines = (tmp_path / "spool" / "spool.jsonl").read_bytes().split(b"\n")
+    assert lines[-1] == b"" and all(json.loads(line) for line in lines[:-1])  # whole lines only: no half record
+    assert len(lines) - 1 == n
+    assert "Spool unwritable: create record dropped, spool not writable (File too large)" in proc.stderr
