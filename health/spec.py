@@ -37,7 +37,7 @@ MAINTENANCE_KEYS: dict[str, Key] = {
     "name": Key("slug", required=True),
     "service": Key("str"),
     "cron": Key("str"),
-    "weekdays": Key("list[int]", minimum=0, maximum=6),
+    "weekdays": Key("list[int]"),  # 0 (Monday) … 6 (Sunday), checked by health.maintenance.validate_window
     "duration": Key("int", default=60, minimum=1, maximum=MAX_DURATION_MINUTES),
     "timezone": Key("str", default="UTC"),
     "enabled": Key("bool", default=True),
