@@ -26,7 +26,8 @@ def ready(request: HttpRequest) -> HttpResponse:
 @api_view("GET")
 @readable
 def status(request: HttpRequest) -> HttpResponse:
-    # The database reads come from a per-process snapshot (STATUS_CACHE_SECONDS); the database check is live.
+    # The database reads come from a snapshot at the current state version (health.snapshot); the database
+    # check and the outage spool are live.
     answer = cached_status()
     if api.wants_health_json(request):
         return json_response(api.health_json_payload(answer.payload), status=answer.code, content_type=api.HEALTH_JSON)
