@@ -368,8 +368,13 @@ def record_durably(
                 for s in services
             ],
         }
-        _spool.default_spool().append("probe_round", payload)
-        log.warning("Database unwritable (%s): probe round of %d services spooled", type(exc).__name__, len(services))
+        kept = _spool.default_spool().append("probe_round", payload)  # False: dropped (spool full), counted there
+        log.warning(
+            "Database unwritable (%s): probe round of %d services %s",
+            type(exc).__name__,
+            len(services),
+            "spooled" if kept else "dropped (spool full)",
+        )
         restore()
         return [s.apply_outcome(outcomes[s.name], now) for s in services]
 
