@@ -212,3 +212,31 @@ def test_it_refuses_by_name_or_runs_a_round(table, kind, key, tmp_path_factory):
         assert not Tunnel.objects.filter(pk=tunnel.pk, running_since__isnull=False).exists()
 
     check()
+
+
+@settings(PROPERTY, max_examples=60)
+@given(
+    name=st.one_of(
+        st.text(alphabet="abz09_-\n\r\t \x00.Ä/", min_size=0, max_size=12),
+        st.sampled_from(["web\n", "web\r\n", "\nweb", "web\x00", "a" * 100, "a" * 101, "-web", "_web", "0"]),
+    ),
+    table=st.sampled_from(["service", "tunnel", "channel", "maintenance"]),
+)
+def test_it_refuses_a_name_by_key_or_the_overview_renders_after_the_import(name, table, admin_client, tmp_path_factory):
+    tables = {
+        "service": {"kind": "database"},
+        "tunnel": {"command": ["/nonexistent/opsportal-connector"]},
+        "channel": {"url": "json://127.0.0.1:9/"},
+        "maintenance": {"cron": "0 3 * * *"},
+    }
+    path = tmp_path_factory.mktemp("name") / "config.toml"
+    path.write_text(tomli_w.dumps({table: [{"name": name, **tables[table]}]}), encoding="utf-8")
+    try:
+        call_command("importconfig", str(path), "--prune")
+    except CommandError as exc:
+        assert str(exc).startswith(f"{path}: {table}[0].name: "), str(exc)
+        return
+    page = admin_client.get("/")
+    assert page.status_code == 200
+    if table in ("service", "tunnel"):
+        assert name in page.content.decode()
