@@ -51,6 +51,8 @@ NOTIFY_TYPES = {
     Kind.FLAPPING_STARTED: apprise.NotifyType.WARNING,
     Kind.FLAPPING_STOPPED: apprise.NotifyType.INFO,
     Kind.REMINDER: apprise.NotifyType.WARNING,
+    Kind.SERVICE_MISCONFIGURED: apprise.NotifyType.WARNING,
+    Kind.SPOOL_DROPPED: apprise.NotifyType.FAILURE,
     Kind.TEST: apprise.NotifyType.INFO,
 }
 # Never held: the flapping notices are what goes out instead of the held ones.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import apprise
 import pytest
 from django.contrib.messages import get_messages
 from django.utils import timezone
@@ -335,3 +336,10 @@ def test_it_resolves_a_parents_delivered_opening_and_keeps_its_unannounced_child
     assert "web is down" not in titles and "web is up again" not in titles
     statuses = {d.event.title: d.status for d in channel.deliveries.select_related("event")}
     assert statuses["web is up again"] == "held"
+
+
+def test_it_sends_every_event_kind_with_its_own_apprise_type() -> None:
+    """Every kind has its type: a misconfiguration warns, a dropped spool is a failure (never the INFO fallback)."""
+    assert set(notify.NOTIFY_TYPES) == set(Event.Kind)
+    assert notify.NOTIFY_TYPES[Event.Kind.SERVICE_MISCONFIGURED] == apprise.NotifyType.WARNING
+    assert notify.NOTIFY_TYPES[Event.Kind.SPOOL_DROPPED] == apprise.NotifyType.FAILURE
