@@ -13,6 +13,7 @@ import selectors
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,20 +43,13 @@ class ProcRef:
             if abs(proc.create_time() - self.create_time) > 0.01:
                 return None
             if proc.status() == psutil.STATUS_ZOMBIE:
-                _reap(proc)
-                return None
+                return None  # it exited; its parent reaps it (the reaper, when start_detached started it here)
             return proc
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return None
 
     def alive(self) -> bool:
         return self.process() is not None
-
-
-def _reap(proc: psutil.Process) -> None:
-    # A zombie child of ours is collected so it does not pile up.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(proc.pid, os.WNOHANG)
 
 
 def read_pid_file(path: str) -> int | None:
@@ -246,8 +240,10 @@ def find_processes(
 def stop(procs: Sequence[psutil.Process], grace: float = 5.0) -> list[int]:
     """SIGTERM each process and its descendants, wait up to `grace` seconds, then SIGKILL what is left.
 
-    The portal's own processes (portal_pids) and everything below them are never signalled, whoever asks.
-    Returns the pids of the given processes that were stopped.
+    A zombie counts as stopped: it has exited, and only its parent can reap it (another portal process's
+    child stays a zombie until that process waits), so waiting for it to vanish would wait out the grace
+    twice. The portal's own processes (portal_pids) and everything below them are never signalled, whoever
+    asks. Returns the pids of the given processes that were stopped.
     """
     own = portal_pids()
     given: list[psutil.Process] = []
@@ -262,14 +258,41 @@ def stop(procs: Sequence[psutil.Process], grace: float = 5.0) -> list[int]:
         given.append(proc)
         targets.update({p.pid: p for p in [*below, proc]})
     for proc in targets.values():
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.terminate()
-    _, alive = psutil.wait_procs(list(targets.values()), timeout=grace)
+        if not _stopped(proc):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.terminate()
+    alive = _wait_stopped(list(targets.values()), grace)
     for proc in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-    psutil.wait_procs(alive, timeout=grace)
+    _wait_stopped(alive, grace)
     return [p.pid for p in given]
+
+
+def _stopped(proc: psutil.Process) -> bool:
+    """Exited: gone, its pid reused (psutil compares create times), or a zombie."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.AccessDenied:
+        return False
+
+
+def _wait_stopped(procs: Sequence[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to `timeout` for every process to stop (_stopped); those still running.
+
+    Never waitpid: a child of ours is reaped by its reaper (start_detached), psutil.wait_procs would take
+    its exit status, and it waits on a zombie that is not ours until the timeout.
+    """
+    deadline = time.monotonic() + timeout
+    left = [p for p in procs if not _stopped(p)]
+    pause = 0.005
+    while left and time.monotonic() < deadline:
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 0.1)
+        left = [p for p in left if not _stopped(p)]
+    return left
 
 
 def _descendants_outside(proc: psutil.Process, own: set[int]) -> list[psutil.Process]:
@@ -325,7 +348,11 @@ def start_detached(
     *,
     passthrough: Sequence[str] = (),
 ) -> ProcRef:
-    """Start argv (never a shell) in its own session, output appended to log_file; env as child_env()."""
+    """Start argv (never a shell) in its own session, output appended to log_file; env as child_env().
+
+    The process is reaped the moment it exits (_reap_when_done), so it never lingers as a zombie of this
+    (long-lived web or qcluster) process, and a stop() from another process never waits on it.
+    """
     env = child_env(env, passthrough)  # before the log file opens: a refused passthrough starts nothing
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
@@ -345,7 +372,79 @@ def start_detached(
         )
     finally:
         out.close()
-    return ProcRef(child.pid, psutil.Process(child.pid).create_time())
+    try:
+        # Read before the reaper may collect it: a process that exits at once is still a zombie here.
+        ref = ProcRef(child.pid, psutil.Process(child.pid).create_time())
+    finally:
+        _reap_when_done(child)
+    return ref
+
+
+# --- reaping what start_detached starts ----------------------------------------------------------------
+
+# start_detached's children that have not been reaped yet, by pid. A forked child (Django-Q2 forks its
+# workers) starts with none: they are its parent's children, and the reaper threads stay in the parent.
+_reaping: dict[int, subprocess.Popen[bytes]] = {}
+_reaping_lock = threading.Lock()
+
+
+def _reap_when_done(child: subprocess.Popen[bytes]) -> None:
+    """Wait for the child in a daemon thread of its own, so it is reaped as soon as it exits.
+
+    By its pid only (Popen.wait, which also keeps subprocess from reaping it twice), never waitpid(-1),
+    which would take the exit statuses run_argv and subprocess wait for in this same process; and no SIGCHLD
+    handler, which gunicorn and Django-Q2 would fight over. One thread a child: the portal starts few
+    (restarted services, tunnel connectors), and a blocked wait costs no CPU.
+    """
+    with _reaping_lock:
+        _reaping[child.pid] = child
+    threading.Thread(target=_wait_and_forget, args=(child,), name=f"reap-{child.pid}", daemon=True).start()
+
+
+def _wait_and_forget(child: subprocess.Popen[bytes]) -> None:
+    try:
+        child.wait()
+    finally:
+        with _reaping_lock:
+            if _reaping.get(child.pid) is child:
+                del _reaping[child.pid]
+
+
+def unreaped() -> list[int]:
+    """The pids start_detached started in this process that have not been reaped yet (running, or just exited)."""
+    with _reaping_lock:
+        return sorted(_reaping)
+
+
+def reap_exited(timeout: float = 1.0) -> list[int]:
+    """Wait up to `timeout` until every started child that has exited (a zombie) is reaped; those left.
+
+    The reaper threads do it by themselves at once; this is for a caller that must see it done (a test, a
+    check that then counts zombies).
+    """
+    with _reaping_lock:
+        children = list(_reaping.values())
+    deadline = time.monotonic() + timeout
+    left: list[int] = []
+    for child in children:
+        try:
+            if psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
+                continue
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except psutil.NoSuchProcess:
+            continue
+        except subprocess.TimeoutExpired:
+            left.append(child.pid)
+    return left
+
+
+def _forget_parents_children() -> None:
+    global _reaping_lock
+    _reaping_lock = threading.Lock()  # another thread may have held it at the fork
+    _reaping.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parents_children)
 
 
 # After a timeout kill, how long to wait for the output pipes to close.

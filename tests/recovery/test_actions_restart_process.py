@@ -6,6 +6,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -15,6 +16,8 @@ from opsportal.procs import ProcRef
 from recovery.actions.restart_process import RestartProcessAction
 from recovery.engine import recover_services
 from recovery.models import RecoveryAttempt
+from tests.health.api_support import bearer, staff_token
+from tests.opsportal.other_portal import OtherPortal, other_portal_fixture, status
 from tests.opsportal.procs_decoys import PRINT_ENV_TO_FILE, Spawned, running
 from tests.recovery.conftest import PY
 from tests.servers import wait_for
@@ -241,3 +244,66 @@ def test_it_starts_the_process_with_a_minimal_environment_and_env_passthrough(mo
     assert wait_for(lambda: out.exists() and out.read_text().endswith("}"), timeout=10)
     seen = json.loads(out.read_text())
     assert "OTHER_SERVICE_SECRET" not in seen and seen["PATH"] and seen["WORKER_QUEUE"] == "high"
+
+
+# The demo worker's recovery (examples/demo.toml): stop_grace 5 (the default), settle 1 s, verify 1 s.
+DEMO_LIKE = {"settle_seconds": 1}
+# Stop + settle + verify, with room for a loaded machine; waiting on a zombie took 5 + 5 s more.
+FORCED_RESTART_BOUND = 6.0
+
+
+@pytest.fixture
+def other_portal(tmp_path: Path) -> Iterator[OtherPortal]:
+    yield from other_portal_fixture(tmp_path)
+
+
+@pytest.mark.django_db
+def test_a_forced_recovery_of_a_worker_started_earlier_by_this_process_takes_its_stop_and_settle_time(
+    add_action, decoyed, marker
+):
+    svc = process_service("worker", cmdline_contains=marker)
+    add_action(svc, "restart_process", {"argv": sleeper_argv(marker), **DEMO_LIKE}, verify_delay=1, timeout=60)
+    (first,) = recover_services(["worker"], trigger="manual")
+    ours = decoyed.track(attempt_of(first).action_data["started"]["pid"])
+    assert first["outcome"] == "succeeded", attempt_of(first).action_detail
+
+    started = time.monotonic()
+    (second,) = recover_services(["worker"], trigger="manual", force=True)
+    elapsed = time.monotonic() - started
+
+    attempt = attempt_of(second)
+    decoyed.track(attempt.action_data["started"]["pid"])
+    assert second["outcome"] == "succeeded", attempt.action_detail
+    assert [s["pid"] for s in attempt.action_data["stopped"]] == [ours.pid]
+    assert elapsed < FORCED_RESTART_BOUND, f"forced recovery took {elapsed:.1f} s"
+    assert wait_for(lambda: status(ours.pid) == "gone", timeout=1.0), status(ours.pid)  # reaped, no zombie
+
+
+@pytest.mark.django_db
+def test_a_forced_recovery_through_the_api_of_a_worker_another_portal_process_started_never_waits_on_a_zombie(
+    client, add_action, decoyed, marker, other_portal
+):
+    # A gunicorn worker restarted the service earlier; this request lands on another worker (this process).
+    ref = other_portal.start_detached(sleeper_argv(marker))
+    svc = process_service("worker", cmdline_contains=marker)
+    add_action(svc, "restart_process", {"argv": sleeper_argv(marker), **DEMO_LIKE}, verify_delay=1, timeout=60)
+    _, token = staff_token()
+
+    started = time.monotonic()
+    response = client.generic(
+        "POST",
+        "/health/recover",
+        json.dumps({"services": ["worker"], "force": True}).encode(),
+        content_type="application/json",
+        **bearer(token),
+    )
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 200, response.content
+    (result,) = response.json()["results"]
+    attempt = attempt_of(result)
+    decoyed.track(attempt.action_data["started"]["pid"])
+    assert result["outcome"] == "succeeded", attempt.action_detail
+    assert [s["pid"] for s in attempt.action_data["stopped"]] == [ref.pid]
+    assert elapsed < FORCED_RESTART_BOUND, f"forced recovery took {elapsed:.1f} s"
+    assert wait_for(lambda: status(ref.pid) == "gone", timeout=1.0), status(ref.pid)  # its parent reaped it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -39,9 +40,10 @@ def _outage_ready(settings, tmp_path) -> Iterator[None]:
 
 
 def kill(pid: int) -> None:
-    """SIGKILL a connector and wait until it is gone (it is our child: waiting reaps it)."""
+    """SIGKILL a connector and wait until it is gone (our child: its reaper, procs.start_detached's, or this wait)."""
     os.kill(pid, signal.SIGKILL)
-    psutil.Process(pid).wait(10)
+    with contextlib.suppress(psutil.NoSuchProcess):  # the reaper may have collected it already
+        psutil.Process(pid).wait(10)
 
 
 def kinds(tunnel: Tunnel) -> list[str]:
