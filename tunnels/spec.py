@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from opsportal.spec import Key
+from typing import Any
+
+from opsportal.procs import split_pattern
+from opsportal.spec import ConfigError, Key
 
 TUNNEL_KEYS: dict[str, Key] = {
     "name": Key("slug", required=True),
     "command": Key("argv", required=True, help="argv; items may use ${ENV_VAR} (a secret, never shown)"),
     "env": Key("dict[str]", default={}, help="the connector's extra environment; values may use ${ENV_VAR}"),
-    "process_match": Key("str", help="cmdline substring that finds the connector when not started by us"),
+    "process_match": Key(
+        "str",
+        help="argv elements (split like a shell, matched as whole consecutive elements) that find the connector"
+        " when the recorded pid is gone",
+    ),
     "ready_url": Key("str"),
     "public_url": Key("str"),
     "check_interval": Key("int", default=30, minimum=1, maximum=86400),
@@ -22,3 +29,12 @@ TUNNEL_KEYS: dict[str, Key] = {
     "log_file": Key("str"),
     "enabled": Key("bool", default=True),
 }
+
+
+def check_tunnel(cleaned: dict[str, Any], where: str) -> None:
+    """What the keys' types cannot say: a process_match must split into argv elements (procs.split_pattern)."""
+    if cleaned.get("process_match"):
+        try:
+            split_pattern(cleaned["process_match"])
+        except ValueError as exc:
+            raise ConfigError(f"{where}.process_match", str(exc)) from None

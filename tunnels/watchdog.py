@@ -1,8 +1,9 @@
 """The tunnel watchdog: process alive -> connector ready -> public URL, and rate-limited restarts.
 
 One check of a tunnel, with its claim held:
-  (a) the process: the pid this watchdog started (pid + create time; a zombie is dead), else
-      the first process whose command line contains `process_match`;
+  (a) the process: the pid the row records (pid + create time: the connector a watchdog started or
+      last found; a zombie is dead), else the oldest process whose argv holds `process_match` as whole
+      consecutive elements (procs.split_pattern, procs.argv_matches), never the portal's own;
   (b) `ready_url` (cloudflared's metrics `/ready`): 200 with `readyConnections` >= 1;
   (c) `public_url`: 2xx/3xx.
 A restart happens when (a) fails or (b) fails `ready_failure_threshold` times in a row, at
@@ -76,8 +77,9 @@ RECOVERY_CLAIM_WAIT = 10.0  # how long restart_for_recovery waits for a running 
 Kind = TunnelEvent.Kind
 Status = Tunnel.Status
 
-# Connectors this process started: reaped explicitly so exited ones do not linger as zombies.
-_started: set[procs.ProcRef] = set()
+# A restart without a live recorded connector stops what process_match finds, at most this many (a tunnel
+# is one connector): past it nothing is stopped nor started, and the restart_failed event names them.
+MAX_MATCHES = 1
 # The row fields a check writes (its state); claim fields (running_since, next_due_at) are not among them.
 STATE_FIELDS = Tunnel.STATE_FIELDS
 DB_ERRORS = (DatabaseError, CircuitBreakerError)
@@ -478,19 +480,13 @@ class Ledger:
 # --- the check -------------------------------------------------------------------------------
 
 
-def reap_started() -> None:
-    """Collect the exit status of connectors this process started that have exited (zombies)."""
-    for ref in list(_started):
-        try:
-            proc = psutil.Process(ref.pid)
-            if abs(proc.create_time() - ref.create_time) > 0.01:
-                _started.discard(ref)  # collected elsewhere, and the pid reused: not ours to wait for
-            elif proc.status() == psutil.STATUS_ZOMBIE:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(ref.pid, os.WNOHANG)
-                _started.discard(ref)
-        except psutil.NoSuchProcess:
-            _started.discard(ref)
+def reap_started(timeout: float = 1.0) -> None:
+    """Wait until the connectors this process started that have exited are reaped.
+
+    procs.start_detached reaps every process it starts by itself, the moment it exits (by pid, never
+    waitpid(-1)): one mechanism for connectors and restarted services. This only waits to see it done.
+    """
+    procs.reap_exited(timeout)
 
 
 def ready_state(url: str) -> tuple[bool, int | None, str]:
@@ -606,16 +602,28 @@ class Check:
             if proc is not None:
                 return proc
         if t.process_match:
-            found = procs.find_processes(cmdline_contains=t.process_match)
+            found = self.matches()
             with contextlib.suppress(psutil.NoSuchProcess):
                 if found:
                     return min(found, key=lambda p: p.create_time())
         return None
 
+    def matches(self) -> list[psutil.Process]:
+        """What process_match finds (whole argv elements, never the portal's own processes)."""
+        try:
+            return procs.find_processes(cmdline_contains=self.t.process_match)
+        except ValueError as exc:  # importconfig refuses it; a row saved by other means may still hold one
+            raise ConfigError("process_match", str(exc)) from None
+
     def run(self) -> CheckResult:
-        reap_started()
         t = self.t
-        proc = self.process()
+        try:
+            proc = self.process()
+        except ConfigError as exc:
+            detail = f"config error: {exc}"
+            # Said once, when it becomes the tunnel's state; the row keeps saying it every check.
+            self.say(logging.ERROR if t.last_detail != detail else logging.DEBUG, "Cannot find the connector: %s", exc)
+            return self.save(Status.DOWN, detail)
         if proc is None:
             t.pid = t.pid_create_time = t.ready_connections = None
             self.event(Kind.PROCESS_MISSING, "tunnel process not running")
@@ -674,7 +682,12 @@ class Check:
         if used >= t.max_restarts_per_hour:
             return self.suppress(used, reason)
         self.say(logging.INFO, "Starting tunnel (%s)...", reason)
-        self.stop_existing()
+        try:
+            refused = self.stop_existing()
+        except ConfigError as exc:
+            return self.failed(Status.DOWN, f"config error: {exc}", None)
+        if refused:
+            return self.failed(Status.DOWN, refused, None)
         t.pid = t.pid_create_time = t.ready_connections = None
         t.consecutive_ready_failures = 0
         t.last_restart_at = timezone.now()
@@ -685,7 +698,6 @@ class Check:
             ref = procs.start_detached(argv, log_file=self.log_file(), env=env)
         except (ConfigError, OSError) as exc:
             return self.failed(Status.DOWN, f"could not start the connector: {exc}", None)
-        _started.add(ref)
         if not procs.alive_after(ref, t.settle_seconds):
             return self.failed(Status.DOWN, f"connector exited within {t.settle_seconds:g} s of starting", ref.pid)
         t.pid, t.pid_create_time = ref.pid, ref.create_time
@@ -740,19 +752,35 @@ class Check:
             self.say(logging.WARNING, "Max restarts reached: %s", detail)
         return self.save(Status.SUPPRESSED, detail)
 
-    def stop_existing(self) -> None:
+    def stop_existing(self) -> str | None:
+        """Stop the connector before a restart; the refusal's detail when it will not.
+
+        The connector the row records (pid + create time), alone, when it is alive: another process whose
+        argv also matches (an operator's copy, a wrapper) is not the connector. Else what process_match
+        finds, at most MAX_MATCHES; past it nothing is stopped, and the refusal names what would have been.
+        stop() never waits on a zombie, and what a watchdog started is reaped by its starter (procs).
+        """
         t = self.t
-        targets: dict[int, psutil.Process] = {}
-        if t.pid and t.pid_create_time is not None:
-            proc = procs.ProcRef(t.pid, t.pid_create_time).process()
-            if proc is not None:
-                targets[proc.pid] = proc
-        if t.process_match:
-            targets.update({p.pid: p for p in procs.find_processes(cmdline_contains=t.process_match)})
+        known = procs.ProcRef(t.pid, t.pid_create_time).process() if t.pid and t.pid_create_time is not None else None
+        targets = [known] if known is not None else self.matches() if t.process_match else []
+        if len(targets) > MAX_MATCHES:
+            return self.refusal(targets)
         if targets:
-            self.say(logging.INFO, "Stopping tunnel process (PID: %s)", ", ".join(map(str, targets)))
-            procs.stop(list(targets.values()), grace=STOP_GRACE_SECONDS)
-        reap_started()
+            self.say(logging.INFO, "Stopping tunnel process (PID: %s)", ", ".join(str(p.pid) for p in targets))
+            procs.stop(targets, grace=STOP_GRACE_SECONDS)
+        return None
+
+    def refusal(self, found: list[psutil.Process]) -> str:
+        shown = []
+        for proc in found:
+            try:
+                shown.append(f"pid {proc.pid} ({proc.name()})")
+            except psutil.Error:
+                shown.append(f"pid {proc.pid}")
+        return (
+            f"refused: {len(found)} processes match process_match {self.t.process_match!r} (at most {MAX_MATCHES});"
+            f" would have stopped {', '.join(shown)}; nothing stopped or started"
+        )
 
     def log_file(self) -> str:
         return self.t.log_file or str(settings.LOG_DIR / f"tunnel-{self.t.name}.log")
