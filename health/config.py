@@ -18,12 +18,12 @@ from health import config_tables
 from health.models import Service
 from health.probes import registry as probe_registry
 from health.spec import SERVICE_KEYS
-from opsportal.spec import MAX_DEPTH, ConfigError, Key, check_depth, env_refs, validate
+from opsportal.spec import MAX_DEPTH, ConfigError, Key, check_depth, env_refs, key_name, validate
 from recovery.actions import registry as action_registry
 from recovery.models import RecoveryAction
 from recovery.spec import RECOVERY_KEYS
 from tunnels.models import Tunnel
-from tunnels.spec import TUNNEL_KEYS, check_tunnel
+from tunnels.spec import TUNNEL_KEYS
 
 # Sent after an import changed rows; the scheduler re-creates its schedules on it.
 config_imported = Signal()
@@ -141,7 +141,8 @@ def parse(text: str, *, prune: bool = False) -> Plan:
     doc = load_toml(text)
     for key in doc:
         if key not in TOP_LEVEL:
-            raise ConfigError(key, "unknown table (expected [[service]], [[tunnel]], [[channel]] or [[maintenance]])")
+            expected = "expected [[service]], [[tunnel]], [[channel]] or [[maintenance]]"
+            raise ConfigError(key_name(key), f"unknown table ({expected})")
     plan = Plan()
     services = doc.get("service", [])
     if not isinstance(services, list):
@@ -175,7 +176,6 @@ def parse(text: str, *, prune: bool = False) -> Plan:
         raise ConfigError("tunnel", "must be an array of tables ([[tunnel]])")
     for i, table in enumerate(tunnels):
         cleaned = validate(TUNNEL_KEYS, table, f"tunnel[{i}]")
-        check_tunnel(cleaned, f"tunnel[{i}]")
         _check_lengths(Tunnel, cleaned, f"tunnel[{i}]")
         if cleaned["name"] in tunnel_names:
             raise ConfigError(f"tunnel[{i}].name", f"duplicate name {cleaned['name']!r}")

@@ -154,13 +154,19 @@ def _check(key: Key, value: Any, where: str) -> Any:
     return value
 
 
+def key_name(name: str) -> str:
+    """A key as an error shows it: escaped when a NUL or line break would cut the line it is printed on."""
+    return name if name.isprintable() else repr(name)
+
+
 def validate(spec: dict[str, Key], data: Any, where: str, *, ignore: tuple[str, ...] = ()) -> dict[str, Any]:
     """Check `data` against `spec`; return the given keys (defaults are not filled in)."""
     if not isinstance(data, dict):
         raise ConfigError(where, "must be a table")
     for name in data:
         if name not in spec and name not in ignore:
-            raise ConfigError(f"{where}.{name}" if where else name, "unknown key")
+            shown = key_name(name)
+            raise ConfigError(f"{where}.{shown}" if where else shown, "unknown key")
     cleaned: dict[str, Any] = {}
     for name, key in spec.items():
         path = f"{where}.{name}" if where else name

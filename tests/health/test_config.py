@@ -386,3 +386,20 @@ def test_it_renders_the_overview_after_an_import_of_any_accepted_name(base, tmp_
     response = admin_client.get("/")
     assert response.status_code == 200
     assert b"a_b-9" in response.content
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ('"a\\u0000b" = 1', "'a\\x00b': unknown table"),
+        ("[[service]]\nname = 'x'\nkind = 'database'\n\"k\\n\" = 1", "service[1].'k\\n': unknown key"),
+    ],
+)
+def test_it_shows_an_unprintable_key_name_escaped(base, tmp_path, text, shown):
+    # A NUL or newline in the message would cut or split the line it is printed on.
+    good = "[[service]]\nname = 'web'\nkind = 'database'\n"
+    with pytest.raises(CommandError) as info:
+        run_import(write(tmp_path, good + text if text.startswith("[[") else text))
+    assert shown in str(info.value)
+    assert "\x00" not in str(info.value) and "\n" not in str(info.value)
+    assert snapshot() == base
