@@ -23,7 +23,7 @@ from recovery.actions import registry as action_registry
 from recovery.models import RecoveryAction
 from recovery.spec import RECOVERY_KEYS
 from tunnels.models import Tunnel
-from tunnels.spec import TUNNEL_KEYS
+from tunnels.spec import TUNNEL_KEYS, check_tunnel
 
 # Sent after an import changed rows; the scheduler re-creates its schedules on it.
 config_imported = Signal()
@@ -176,6 +176,7 @@ def parse(text: str, *, prune: bool = False) -> Plan:
         raise ConfigError("tunnel", "must be an array of tables ([[tunnel]])")
     for i, table in enumerate(tunnels):
         cleaned = validate(TUNNEL_KEYS, table, f"tunnel[{i}]")
+        check_tunnel(cleaned, f"tunnel[{i}]")
         _check_lengths(Tunnel, cleaned, f"tunnel[{i}]")
         if cleaned["name"] in tunnel_names:
             raise ConfigError(f"tunnel[{i}].name", f"duplicate name {cleaned['name']!r}")
