@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from opsportal.procs import ProcRef, run_argv, start_detached, stop
+from opsportal.procs import ProcRef, run_argv, start_detached, stop, unreaped
 from tests.opsportal.other_portal import PY, OtherPortal, is_zombie, other_portal_fixture, status
 from tests.servers import wait_for
 
@@ -33,6 +33,7 @@ def test_it_reaps_a_started_process_that_exits_within_a_second(tmp_path: Path):
     refs = [start_detached(["sh", "-c", f"exit {code}"], log_file=str(tmp_path / "log")) for code in (0, 3, 9)]
     # Exits at once; within a second it must be gone, not a zombie of this process.
     assert wait_for(lambda: all(status(r.pid) == "gone" for r in refs), timeout=1.0), [status(r.pid) for r in refs]
+    assert wait_for(lambda: not {r.pid for r in refs} & set(unreaped()), timeout=1.0)  # and forgotten
 
 
 def test_it_reaps_a_started_process_that_is_stopped(tmp_path: Path):
