@@ -8,14 +8,19 @@ processes (portal_pids); a child's environment is minimal (child_env).
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import errno
+import logging
 import os
 import selectors
 import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,6 +28,8 @@ from typing import Literal
 import psutil
 
 from opsportal import files
+
+log = logging.getLogger("opsportal.procs")
 
 
 @dataclass(frozen=True)
@@ -507,19 +514,24 @@ def run_argv(
     max_output: int = MAX_OUTPUT_BYTES,
     keep: Literal["head", "tail"] = "head",
     passthrough: Sequence[str] = (),
+    on_start: Callable[[StartedChild], None] | None = None,
 ) -> Completed:
     """Run argv (never a shell) in its own session, env as child_env(env, passthrough); wait at most `timeout`.
 
     On timeout the whole process group is killed, and the pipes are read for at most
     PIPE_GRACE_SECONDS more: a descendant that left the group may hold them open forever.
+    The argv runs under a supervisor (supervised_argv) that kills its group SUPERVISOR_GRACE_SECONDS after
+    `timeout` by itself, so the bound holds even when this process dies (SIGKILL, OOM) mid-run.
+    `on_start` (default: the one set by on_child_start) is told the group as soon as it runs.
     Raises OSError when argv cannot be started.
     """
     if isinstance(argv, str | bytes):
         raise TypeError("run_argv takes an argv list, never a shell string")
     child_environment = child_env(env, passthrough)
+    _check_runnable(argv, child_environment, cwd)
     started = time.monotonic()
     child = subprocess.Popen(
-        list(argv),
+        supervised_argv(argv, timeout),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
@@ -529,6 +541,7 @@ def run_argv(
         close_fds=True,
         umask=files.child_umask(),  # the operator's umask, not the portal's own 077
     )
+    _tell_started(child, timeout, on_start or _on_child_start.get())
     out, err = _Capped(max_output, keep), _Capped(max_output, keep)
     try:
         with selectors.DefaultSelector() as sel:
@@ -557,6 +570,94 @@ def run_argv(
         duration=duration,
         truncated=max(out.seen, err.seen) > max_output,
     )
+
+
+# The supervisor's own kill comes this long after the timeout: run_argv's kill at the timeout stays the one
+# that acts while this process lives (so a timeout reads as a timeout); the supervisor's is the backstop.
+SUPERVISOR_GRACE_SECONDS = 2.0
+# GNU coreutils `timeout`: it leads the child's process group and SIGKILLs the whole group at its deadline,
+# whether or not its parent (the portal) is still there. Missing (not Linux): argv runs unsupervised.
+SUPERVISOR = shutil.which("timeout")
+
+
+@dataclass(frozen=True)
+class StartedChild:
+    """A group run_argv started: its leader (pid + create time), this host, and when its supervisor kills it."""
+
+    pid: int
+    create_time: float
+    host: str
+    kill_by: float  # a time.time() value: the supervisor's deadline (timeout + SUPERVISOR_GRACE_SECONDS)
+    supervised: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "pid": self.pid,
+            "createTime": self.create_time,
+            "host": self.host,
+            "killBy": self.kill_by,
+            "supervised": self.supervised,
+        }
+
+
+_on_child_start: contextvars.ContextVar[Callable[[StartedChild], None] | None] = contextvars.ContextVar(
+    "opsportal_on_child_start", default=None
+)
+
+
+@contextlib.contextmanager
+def on_child_start(callback: Callable[[StartedChild], None]) -> Iterator[None]:
+    """Within the block, run_argv (in this thread) tells `callback` of each group it starts: the recovery
+    engine records an action's group with its attempt without every action passing the callback along."""
+    reset = _on_child_start.set(callback)
+    try:
+        yield
+    finally:
+        _on_child_start.reset(reset)
+
+
+def supervised_argv(argv: Sequence[str], timeout: float) -> list[str]:
+    """argv under the supervisor: `timeout --signal=KILL -- SECONDS argv…` (no shell; argv stays a list)."""
+    if SUPERVISOR is None:
+        return list(argv)
+    return [SUPERVISOR, "--signal=KILL", "--", f"{timeout + SUPERVISOR_GRACE_SECONDS:.3f}s", *argv]
+
+
+def _check_runnable(argv: Sequence[str], environment: dict[str, str], cwd: str | os.PathLike[str] | None) -> None:
+    # Under the supervisor a missing program would be its exit 127; say it as Popen would (an OSError).
+    if SUPERVISOR is None or not argv:
+        return
+    program = str(argv[0])
+    if os.sep in program:
+        path = Path(cwd or ".") / program
+        if not path.exists():
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        if path.is_dir() or not os.access(path, os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+    elif shutil.which(program, path=environment.get("PATH", os.defpath)) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+
+
+def _tell_started(
+    child: subprocess.Popen[bytes], timeout: float, callback: Callable[[StartedChild], None] | None
+) -> None:
+    if callback is None:
+        return
+    try:
+        create_time = psutil.Process(child.pid).create_time()
+    except psutil.Error:
+        return  # already gone: nothing could be orphaned
+    started = StartedChild(
+        pid=child.pid,
+        create_time=create_time,
+        host=socket.gethostname()[:32],
+        kill_by=time.time() + timeout + SUPERVISOR_GRACE_SECONDS,
+        supervised=SUPERVISOR is not None,
+    )
+    try:
+        callback(started)
+    except Exception:  # the record is a help for a takeover; the run itself goes on
+        log.warning("run_argv: on_start callback failed for pid %d", child.pid, exc_info=True)
 
 
 def _kill_group(child: subprocess.Popen[bytes]) -> None:
