@@ -26,6 +26,7 @@ from health.models import Channel, Service
 from opsportal import files
 from opsportal.envcheck import Unset, unset_in
 from opsportal.spec import scrub
+from recovery.actions.base import stale_bound_problem
 from recovery.models import RecoveryAction
 from tunnels.models import Tunnel
 
@@ -380,6 +381,37 @@ def check_variables() -> Finding:
     )
 
 
+def check_recovery_bounds() -> Finding:
+    """Every recovery action ends within RECOVERY_STALE_AFTER (`timeout + verify_delay`): importconfig and the
+    admin refuse a longer one, but RECOVERY_STALE_AFTER may have been lowered since it was saved."""
+    too_long = []
+    for action, i in _actions_indexed():
+        why = stale_bound_problem(action.timeout, action.verify_delay)
+        if why:
+            too_long.append(f"{action.service.name} recovery[{i}]: {why}")
+    bound = settings.RECOVERY_STALE_AFTER
+    if not too_long:
+        return ok("recovery", f"every recovery action ends within RECOVERY_STALE_AFTER ({bound} s)")
+    shown = too_long[:MAX_UNSET_SHOWN]
+    more = f" (and {len(too_long) - len(shown)} more)" if len(too_long) > len(shown) else ""
+    return problem(
+        "recovery",
+        "; ".join(shown) + more,
+        "shorten the action's timeout or verify_delay (and import the configuration again), or raise "
+        "RECOVERY_STALE_AFTER and restart the portal",
+    )
+
+
+def _actions_indexed() -> list[tuple[RecoveryAction, int]]:
+    """Each action with its index among its service's actions (as `recovery[i]` in the config file)."""
+    out = []
+    index: dict[int, int] = {}
+    for action in RecoveryAction.objects.select_related("service").order_by("service__name", "position", "pk"):
+        index[action.service_id] = index.get(action.service_id, -1) + 1
+        out.append((action, index[action.service_id]))
+    return out
+
+
 Check = Callable[[], Finding]
 # (name, function, needs the database)
 CHECKS: list[tuple[str, Check, bool]] = [
@@ -394,6 +426,7 @@ CHECKS: list[tuple[str, Check, bool]] = [
     ("schedules", check_schedules, True),
     ("clock", check_clock, True),
     ("variables", check_variables, True),
+    ("recovery", check_recovery_bounds, True),
     ("static", check_static, False),
 ]
 

@@ -31,9 +31,10 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from health.models import DEGRADED, DOWN, HEALTHY, UP, Event, Incident, Service
-from opsportal import spool
+from opsportal import procs, spool
 from opsportal.db import CircuitBreakerError, is_transient, run_db
 from opsportal.spec import scrub
+from recovery import owner as owners
 from recovery import policy
 from recovery.actions import ActionError, ActionResult
 from recovery.actions import registry as action_registry
@@ -159,28 +160,62 @@ def needing_recovery() -> Any:
 
 
 def abandon_stale() -> int:
-    """Mark attempts left `in_progress` longer than RECOVERY_STALE_AFTER (their process died) as
-    abandoned, and free their claims. The backoff counters are left as they were."""
+    """Take over what dead owners left (recovery.owner): their `in_progress` attempts are marked abandoned
+    with the reason, what is left of their action is killed (its recorded process group), and their claims
+    are freed. An owner is dead when its heartbeat stopped or its process is gone on this host; age alone
+    frees only an attempt or claim without an owner (after RECOVERY_STALE_AFTER). A dead owner's action on
+    another host cannot be killed from here: its claim is held until its supervisor's deadline. The backoff
+    counters are left as they were. Returns the number of attempts abandoned."""
     now = timezone.now()
     cutoff = now - timedelta(seconds=settings.RECOVERY_STALE_AFTER)
-    stale = list(
-        RecoveryAttempt.objects.filter(outcome=Outcome.IN_PROGRESS, started_at__lt=cutoff).select_related("service")
-    )
-    for attempt in stale:
+    # Claims and attempts are read before the heartbeats: an owner's row exists before its claim does, so a
+    # claim seen here whose row is missing below is really a dead (or finished) owner's.
+    attempts = list(RecoveryAttempt.objects.filter(outcome=Outcome.IN_PROGRESS).select_related("service"))
+    claims = list(RecoveryState.objects.filter(running_since__isnull=False))
+    alive = owners.Liveness(now)
+
+    def dead(who: str, since: Any) -> str:
+        if who:
+            return alive.dead_reason(who)
+        stale_after = settings.RECOVERY_STALE_AFTER
+        return f"still in progress after {stale_after} s (its process stopped)" if since < cutoff else ""
+
+    held: set[int] = set()  # services whose dead owner's action may still run on another host
+    abandoned = 0
+    for attempt in attempts:
+        reason = dead(attempt.owner, attempt.started_at)
+        if not reason:
+            continue
+        info = owners.orphan(attempt.action_data)
+        what = ""
+        if info is not None:
+            done, what = owners.kill_orphan(info)
+            if not done:
+                held.add(attempt.service_id)
+                log.info("Recovery of %s: waiting to take over attempt %d: %s", attempt.service.name, attempt.pk, what)
+                continue
+        detail = f"abandoned: {reason}" + (f"; {what}" if what else "")
         done = RecoveryAttempt.objects.filter(pk=attempt.pk, outcome=Outcome.IN_PROGRESS).update(
-            outcome=Outcome.ABANDONED,
-            finished_at=now,
-            detail=f"abandoned: still in progress after {settings.RECOVERY_STALE_AFTER} s (its process stopped)",
+            outcome=Outcome.ABANDONED, finished_at=now, detail=detail[:500]
         )
         if done:
+            abandoned += 1
             log.warning(
-                "⚠️ Recovery of %s abandoned (attempt %d, started %s)",
+                "⚠️ Recovery of %s abandoned (attempt %d, started %s): %s",
                 attempt.service.name,
                 attempt.pk,
                 attempt.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                detail,
             )
-    RecoveryState.objects.filter(running_since__lt=cutoff).update(running_since=None, claim_token="")
-    return len(stale)
+    for state in claims:
+        if state.service_id in held or not dead(state.claimed_by, state.running_since):
+            continue
+        # Only the claim as read: one taken or released meanwhile is not touched.
+        RecoveryState.objects.filter(
+            pk=state.pk, claim_token=state.claim_token, running_since=state.running_since
+        ).update(running_since=None, claim_token="", claimed_by="")
+    owners.forget_dead_owners(now)
+    return abandoned
 
 
 def recover_one(
@@ -214,13 +249,36 @@ def recover_one(
         reason = f"global cap: {settings.RECOVERY_MAX_AUTO_PER_HOUR} automatic attempts in the last hour"
         return _skip(service, trigger, Outcome.SKIPPED_COOLDOWN, reason, **who)
     action = policy.choose_action(actions, state.consecutive_failures)
-    token = state.claim(now, policy.claim_filter(now, force=force), cooldown=action.cooldown)
-    if token is None:
-        state.refresh_from_db()
-        outcome, reason = policy.skip_reason(state, now, force=force)
-        return _skip(service, trigger, outcome, reason, **who)
+    where = policy.claim_filter(now, force=force)
+    if not RecoveryState.objects.filter(pk=state.pk).filter(where).exists():  # no owner row for a sure skip
+        return _refused(state, service, trigger, now, force, who)
+    # The owner beats before it claims (another process must never see a fresh claim as a dead owner's), and
+    # for as long as the attempt runs, whatever process this is (recovery.owner).
+    with owners.OwnerBeat() as owner:
+        token = state.claim(now, where, cooldown=action.cooldown, owner=owner)
+        if token is None:
+            return _refused(state, service, trigger, now, force, who)
+        return _claimed(service, action, state, token, owner, trigger, now, who)
+
+
+def _refused(state: RecoveryState, service: Service, trigger: str, now: Any, force: bool, who: dict) -> dict[str, Any]:
+    state.refresh_from_db()
+    outcome, reason = policy.skip_reason(state, now, force=force)
+    return _skip(service, trigger, outcome, reason, **who)
+
+
+def _claimed(
+    service: Service,
+    action: RecoveryAction,
+    state: RecoveryState,
+    token: str,
+    owner: str,
+    trigger: str,
+    now: Any,
+    who: dict,
+) -> dict[str, Any]:
     attempt = RecoveryAttempt(
-        service=service, action=action, action_kind=action.kind, trigger=trigger, started_at=now, **who
+        service=service, action=action, action_kind=action.kind, trigger=trigger, started_at=now, owner=owner, **who
     )
     try:
         run_db(attempt.save)
@@ -250,7 +308,9 @@ def _run(
         f" by {requester}" if requester else "",
         attempt.pk,
     )
-    result, verify_degraded = run_action(action, service)
+    # The action's process group is recorded with the attempt as soon as it runs: a takeover kills it.
+    with procs.on_child_start(lambda child: _record_child(attempt, child)):
+        result, verify_degraded = run_action(action, service)
     time.sleep(action.verify_delay)
     status, verify_detail = verify(service)
     verified = status == UP or (status == DEGRADED and verify_degraded)
@@ -265,16 +325,28 @@ def _run(
         f"{'fixed' if success else 'not fixed'}: action {'ok' if result.ok else 'failed'}, "
         f"service {status} after {action.verify_delay:g} s"
     )
+    outcome = Outcome.SUCCEEDED if success else Outcome.FAILED
     attempt.finish(
-        Outcome.SUCCEEDED if success else Outcome.FAILED,
+        outcome,
         now,
         action_ok=result.ok,
         action_detail=result.detail[:DETAIL_CHARS],
-        action_data=result.data,
+        action_data={**(attempt.action_data or {}), **result.data},
         verified=verified,
         verify_detail=verify_detail[:500],
         detail=detail[:500],
     )
+    if attempt.outcome != outcome:
+        # Taken over while it ran (its owner looked dead): the takeover's outcome stands, and its claim
+        # (only while still ours) is given back without counting this result.
+        log.warning(
+            "Recovery of %s: attempt %s was taken over while it ran (%s); its result is not recorded",
+            service.name,
+            attempt.pk,
+            attempt.detail,
+        )
+        state.release(token, last_finished_at=now)
+        return result_dict(attempt, service)
     state.release(
         token,
         consecutive_failures=failures,
@@ -298,6 +370,15 @@ def _run(
         failures,
     )
     return result_dict(attempt, service)
+
+
+def _record_child(attempt: RecoveryAttempt, child: procs.StartedChild) -> None:
+    """Note the action's process group (pid + create time, host, the supervisor's deadline) in the attempt."""
+    attempt.action_data = {**(attempt.action_data or {}), "process": child.as_dict()}
+    if attempt.pk is not None:  # only while in progress: never over a final outcome
+        RecoveryAttempt.objects.filter(pk=attempt.pk, outcome=Outcome.IN_PROGRESS).update(
+            action_data=attempt.action_data
+        )
 
 
 def run_action(action: RecoveryAction, service: Service) -> tuple[ActionResult, bool]:

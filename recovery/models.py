@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -14,6 +16,7 @@ from django.utils import timezone
 from health.models import Service
 from opsportal.spec import field_validators
 from recovery.actions import registry as action_registry
+from recovery.actions.base import stale_bound_problem
 from recovery.spec import RECOVERY_KEYS
 
 
@@ -53,6 +56,12 @@ class RecoveryAction(models.Model):
     def __str__(self) -> str:
         return f"{self.service.name}#{self.position} {self.kind}"
 
+    def clean(self) -> None:
+        super().clean()
+        problem = stale_bound_problem(self.timeout, self.verify_delay)
+        if problem:
+            raise ValidationError({"timeout": problem})
+
 
 class RecoveryAttempt(models.Model):
     class Outcome(models.TextChoices):
@@ -89,6 +98,8 @@ class RecoveryAttempt(models.Model):
     verified = models.BooleanField(null=True, blank=True)
     verify_detail = models.CharField(max_length=500, blank=True)
     detail = models.CharField(max_length=500, blank=True)
+    # The process that runs the attempt (recovery.owner): its heartbeat says whether the attempt is alive.
+    owner = models.CharField(max_length=100, blank=True, editable=False)
 
     class Meta:
         ordering = ["-started_at"]
@@ -106,20 +117,24 @@ class RecoveryAttempt(models.Model):
     def skipped(self) -> bool:
         return self.outcome.startswith("skipped_")
 
-    def finish(self, outcome: str, now: datetime, **fields: Any) -> None:
+    def finish(self, outcome: str, now: datetime, **fields: Any) -> bool:
+        """Store the final outcome; False when another writer had already finished the row (it is kept,
+        and this instance reloaded with it) or when the write was spooled."""
         self.outcome = outcome
         self.finished_at = now
         self.duration_ms = round((now - self.started_at).total_seconds() * 1000, 1)
         for name, value in fields.items():
             setattr(self, name, value)
-        self.store()
+        return self.store()
 
     def store(self) -> bool:
         """Write the row now, or spool it (opsportal.spool) when the database cannot be written: an
-        attempt in flight when the database goes away keeps its outcome. False when spooled.
+        attempt in flight when the database goes away keeps its outcome. False when spooled, or when the
+        row already has a final outcome.
 
         A row never inserted (its first write failed) is created with all its fields; one that was is
-        updated by pk, every field, so the replay leaves exactly what this process knew.
+        updated by pk, every field, but only while it is still `in_progress` (also when replayed): a final
+        outcome, written by a takeover (`abandoned`) or any other writer, is never overwritten by an older one.
         """
         from opsportal.spool import create_or_spool, update_or_spool
 
@@ -131,7 +146,14 @@ class RecoveryAttempt(models.Model):
             self.pk = row.pk
             self._state.adding = False
             return True
-        return update_or_spool("recovery.RecoveryAttempt", self.pk, fields) is not None
+        where = {"outcome": self.Outcome.IN_PROGRESS}
+        done = update_or_spool("recovery.RecoveryAttempt", self.pk, fields, where=where)
+        if done == 0:
+            # The final outcome another writer stored is the truth (gone: the service was deleted meanwhile).
+            with contextlib.suppress(RecoveryAttempt.DoesNotExist):
+                self.refresh_from_db()
+            return False
+        return done is not None
 
 
 class RecoveryState(models.Model):
@@ -143,6 +165,8 @@ class RecoveryState(models.Model):
     service = models.OneToOneField(Service, on_delete=models.CASCADE, primary_key=True, related_name="recovery_state")
     running_since = models.DateTimeField(null=True, blank=True, help_text="set while an attempt runs (the claim)")
     claim_token = models.CharField(max_length=32, blank=True, editable=False)
+    # Who holds the claim (recovery.owner): while its heartbeat beats the claim holds, whatever its age.
+    claimed_by = models.CharField(max_length=100, blank=True, editable=False)
     consecutive_failures = models.PositiveIntegerField(default=0)
     next_allowed_at = models.DateTimeField(null=True, blank=True, help_text="cooldown/backoff: no attempt before")
     last_attempt_at = models.DateTimeField(null=True, blank=True)
@@ -163,11 +187,12 @@ class RecoveryState(models.Model):
         state, _ = cls.objects.select_related("service").get_or_create(service=service)
         return state
 
-    def claim(self, now: datetime, where: Q, *, cooldown: int) -> str | None:
+    def claim(self, now: datetime, where: Q, *, cooldown: int, owner: str = "") -> str | None:
         """Take the service's one slot with a conditional UPDATE; None when another holds it or policy forbids.
 
         The row count is the truth: of any number of concurrent callers exactly one gets 1.
         Cooldown starts now, so even an attempt whose process dies leaves its cooldown behind.
+        `owner` (recovery.owner) must be beating already: a claim is taken over only once its owner is dead.
         """
         token = uuid.uuid4().hex
         claimed = (
@@ -176,6 +201,7 @@ class RecoveryState(models.Model):
             .update(
                 running_since=now,
                 claim_token=token,
+                claimed_by=owner,
                 last_attempt_at=now,
                 cooldown=cooldown,
                 next_allowed_at=now + timedelta(seconds=cooldown),
@@ -194,7 +220,7 @@ class RecoveryState(models.Model):
         """
         from opsportal.spool import update_or_spool
 
-        fields.update(running_since=None, claim_token="")
+        fields.update(running_since=None, claim_token="", claimed_by="")
         done = update_or_spool("recovery.RecoveryState", self.pk, fields, where={"claim_token": token})
         for name, value in fields.items():
             setattr(self, name, value)

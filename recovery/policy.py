@@ -199,9 +199,14 @@ def skip_reason(state: RecoveryState, now: datetime, *, force: bool) -> tuple[st
 
 
 def claim_filter(now: datetime, *, force: bool) -> Q:
-    """The WHERE of the claiming UPDATE: free (or stale), and unless forced, out of cooldown and not escalated."""
+    """The WHERE of the claiming UPDATE: free, and unless forced, out of cooldown and not escalated.
+
+    A claim with an owner is never taken by age: it is freed only by the takeover of a dead owner
+    (recovery.engine.abandon_stale, recovery.owner), which first ends what is left of its action. Only a
+    claim without one (written before owners existed) is stale after RECOVERY_STALE_AFTER.
+    """
     stale = now - timedelta(seconds=settings.RECOVERY_STALE_AFTER)
-    q = Q(running_since__isnull=True) | Q(running_since__lt=stale)
+    q = Q(running_since__isnull=True) | Q(running_since__lt=stale, claimed_by="")
     if not force:
         q &= Q(next_allowed_at__isnull=True) | Q(next_allowed_at__lte=now)
         q &= Q(escalated_at__isnull=True)

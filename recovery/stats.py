@@ -71,6 +71,8 @@ def attempt_dict(a: RecoveryAttempt) -> dict[str, Any]:
         "verified": a.verified,
         "durationMs": a.duration_ms,
         "detail": a.detail,
+        # A verified repair the service did not survive (recovery.policy.note_repair_loop): still `succeeded`.
+        "repairLoop": bool((a.action_data or {}).get("repair_loop")) if isinstance(a.action_data, dict) else False,
     }
 
 

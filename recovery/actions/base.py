@@ -8,7 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from django.conf import settings as django_settings
+
 from opsportal.spec import ConfigError, Key, validate, with_defaults
+from recovery.spec import RECOVERY_KEYS
 
 if TYPE_CHECKING:
     from health.models import Service
@@ -59,6 +62,33 @@ class Action:
 
     def run(self) -> ActionResult:  # pragma: no cover - the contract
         raise NotImplementedError
+
+
+def stale_bound_problem(timeout: Any, verify_delay: Any) -> str:
+    """Why an action's `timeout + verify_delay` is refused ("" when it fits). An attempt must end within
+    RECOVERY_STALE_AFTER: the bound after which a claim without a known owner is taken over by its age, and
+    the bound doctor holds every action to. Shared by importconfig, the admin and doctor."""
+    try:
+        total = float(timeout) + float(verify_delay)
+    except (TypeError, ValueError):
+        return ""  # the key's own validation names that
+    bound = django_settings.RECOVERY_STALE_AFTER
+    if total <= bound:
+        return ""
+    return (
+        f"timeout + verify_delay is {total:g} s, more than RECOVERY_STALE_AFTER ({bound} s): "
+        "shorten the action or raise RECOVERY_STALE_AFTER"
+    )
+
+
+def check_stale_bound(values: dict[str, Any], where: str) -> None:
+    """importconfig: a `[[service.recovery]]` table's validated keys (defaults for the missing ones) must fit
+    the stale bound; a ConfigError naming `<where>.timeout` otherwise."""
+    timeout = values.get("timeout", RECOVERY_KEYS["timeout"].default)
+    verify_delay = values.get("verify_delay", RECOVERY_KEYS["verify_delay"].default)
+    problem = stale_bound_problem(timeout, verify_delay)
+    if problem:
+        raise ConfigError(f"{where}.timeout", problem)
 
 
 def tail(text: str, lines: int = OUTPUT_LINES, chars: int = OUTPUT_CHARS) -> str:
