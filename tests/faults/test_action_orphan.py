@@ -89,11 +89,11 @@ failure_threshold = 1
                 with contextlib.suppress(psutil.NoSuchProcess):
                     psutil.Process(int(pid)).kill()
 
-    first, second = attempts(portal)
-    assert first[0] == "abandoned", first
-    assert "is gone" in first[1] and "ended" in first[1], first  # why, and what became of its action
-    # The service was not locked: the forced run ran the action (exit 0; the service itself stays broken).
-    assert second[0] == "failed" and second[2].startswith("exit 0"), (second, done.stdout, done.stderr)
-    assert took < 30, took
-    assert len(pids.read_text().split()) == 2
-    print(f"orphan ended {ended:.1f} s after its start ({time.time() - killed_at:.0f} s since the kill)")
+        first, second = attempts(portal)  # read before the database is dropped
+        assert first[0] == "abandoned", first
+        assert "is gone" in first[1] and "ended" in first[1], first  # why, and what became of its action
+        # The service was not locked: the forced run ran the action (exit 0; the service itself stays broken).
+        assert second[0] == "failed" and second[2].startswith("exit 0"), (second, done.stdout, done.stderr)
+        assert took < 30, took
+        assert len(pids.read_text().split()) == 2
+        print(f"orphan ended {ended:.1f} s after its start ({time.time() - killed_at:.0f} s since the kill)")
