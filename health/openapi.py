@@ -188,6 +188,7 @@ SCHEMAS: dict[str, Any] = {
             "verified": {"type": "boolean", "nullable": True},
             "durationMs": _NULL_NUM,
             "detail": {"type": "string"},
+            "repairLoop": {"type": "boolean"},
         }
     ),
     "RecoveryStatsBody": _obj(

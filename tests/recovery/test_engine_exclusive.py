@@ -179,9 +179,6 @@ def test_it_refuses_an_action_table_longer_than_the_stale_bound_by_name(settings
     check_stale_bound({"timeout": 100.0, "verify_delay": 20.0}, "service[0].recovery[0]")  # at the bound: fine
 
 
-# health/config.py (helper durD's file) calls check_stale_bound(a_common, a_where) once the lead adds that line:
-# then this passes and the strict xfail says to drop the mark.
-@pytest.mark.xfail(strict=True, reason="health.config.parse must call recovery.actions.base.check_stale_bound")
 def test_it_refuses_at_import_an_action_longer_than_the_stale_bound(settings):
     settings.RECOVERY_STALE_AFTER = 120
     with pytest.raises(ConfigError) as refused:
