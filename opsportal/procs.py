@@ -23,11 +23,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import psutil
 
 from opsportal import files
+from opsportal.spec import ConfigError, Key, expand_env
 
 log = logging.getLogger("opsportal.procs")
 
@@ -333,6 +334,32 @@ def check_passthrough(names: Sequence[str]) -> None:
     refused = [n for n in names if n in PORTAL_ONLY_ENV]
     if refused:
         raise ValueError(f"env_passthrough may not name the portal's own {', '.join(refused)}")
+
+
+def child_env_keys(who: str) -> dict[str, Key]:
+    """The `env` and `env_passthrough` keys of every kind that starts a child (`who` names it in the help)."""
+    return {
+        "env": Key("dict[str]", default={}, help="values may use ${ENV_VAR}"),
+        "env_passthrough": Key("list[str]", default=[], help=f"names of the portal's variables the {who} gets"),
+    }
+
+
+def check_env_settings(cleaned: dict[str, Any], where: str) -> None:
+    """Import-time check of `env_passthrough`: the portal's own secrets are refused, naming the key's table."""
+    try:
+        check_passthrough(cleaned.get("env_passthrough", []))
+    except ValueError as exc:
+        raise ConfigError(where, str(exc)) from None
+
+
+def expand_child_env(cfg: dict[str, Any], secrets: list[str]) -> dict[str, str]:
+    """A kind's `env` with its ${VAR}s expanded (their values collected in `secrets`); ConfigError for an unset
+    variable or an `env_passthrough` the portal refuses."""
+    try:
+        check_passthrough(cfg["env_passthrough"])
+    except ValueError as exc:
+        raise ConfigError("", str(exc)) from None
+    return {k: expand_env(v, secrets) for k, v in cfg["env"].items()}
 
 
 def child_env(extra: dict[str, str] | None = None, passthrough: Sequence[str] = ()) -> dict[str, str]:

@@ -3,8 +3,8 @@ from __future__ import annotations
 from typing import Any
 
 from health.probes.base import DEGRADED, DOWN, UP, Probe, ProbeConfigError, ProbeError, ProbeOutcome, ProbeTimeout
-from opsportal.procs import check_passthrough, run_argv
-from opsportal.spec import ConfigError, Key, expand_env
+from opsportal.procs import check_env_settings, child_env_keys, expand_child_env, run_argv
+from opsportal.spec import ConfigError, Key
 
 # The Nagios plugin convention, so existing check plugins work unchanged.
 EXIT_STATUS = {0: UP, 1: DEGRADED}
@@ -19,24 +19,19 @@ class CommandProbe(Probe):
 
     keys = {
         "argv": Key("argv", required=True),
-        "env": Key("dict[str]", default={}, help="values may use ${ENV_VAR}"),
-        "env_passthrough": Key("list[str]", default=[], help="names of the portal's variables the plugin gets"),
+        **child_env_keys("plugin"),
     }
 
     @classmethod
     def validate_settings(cls, settings: Any, where: str) -> dict[str, Any]:
         cleaned = super().validate_settings(settings, where)
-        try:
-            check_passthrough(cleaned.get("env_passthrough", []))
-        except ValueError as exc:
-            raise ConfigError(where, str(exc)) from None
+        check_env_settings(cleaned, where)
         return cleaned
 
     def run(self) -> ProbeOutcome:
         try:
-            extra = {k: expand_env(v, self.secrets) for k, v in self.cfg["env"].items()}
-            check_passthrough(self.cfg["env_passthrough"])
-        except (ConfigError, ValueError) as exc:
+            extra = expand_child_env(self.cfg, self.secrets)
+        except ConfigError as exc:
             raise ProbeConfigError(f"config error: {exc}") from None
         try:
             # The first line is what a check plugin reports, so the head of the output is kept.

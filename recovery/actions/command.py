@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from opsportal.procs import check_passthrough, run_argv
-from opsportal.spec import ConfigError, Key, expand_env, scrub
+from opsportal.procs import check_env_settings, child_env_keys, expand_child_env, run_argv
+from opsportal.spec import ConfigError, Key, scrub
 from recovery.actions.base import Action, ActionError, ActionResult, tail
 
 
@@ -16,25 +16,20 @@ class CommandAction(Action):
 
     keys = {
         "argv": Key("argv", required=True),
-        "env": Key("dict[str]", default={}, help="values may use ${ENV_VAR}"),
-        "env_passthrough": Key("list[str]", default=[], help="names of the portal's variables the command gets"),
+        **child_env_keys("command"),
     }
 
     @classmethod
     def validate_settings(cls, settings: Any, where: str) -> dict[str, Any]:
         cleaned = super().validate_settings(settings, where)
-        try:
-            check_passthrough(cleaned.get("env_passthrough", []))
-        except ValueError as exc:
-            raise ConfigError(where, str(exc)) from None
+        check_env_settings(cleaned, where)
         return cleaned
 
     def environment(self) -> dict[str, str]:
         """The variables set over the minimal environment run_argv gives a child."""
         try:
-            extra = {k: expand_env(v, self.secrets) for k, v in self.cfg["env"].items()}
-            check_passthrough(self.cfg["env_passthrough"])
-        except (ConfigError, ValueError) as exc:
+            extra = expand_child_env(self.cfg, self.secrets)
+        except ConfigError as exc:
             raise ActionError(f"config error: {exc}") from None
         return {"OPSPORTAL_SERVICE": self.service.name, **extra}
 

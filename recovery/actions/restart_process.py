@@ -9,8 +9,17 @@ import psutil
 from django.db import DatabaseError
 
 from health.probes.process import check_match, describe_match, match_criteria
-from opsportal.procs import ProcRef, alive_after, check_passthrough, find_processes, start_detached, stop
-from opsportal.spec import ConfigError, Key, expand_env, scrub
+from opsportal.procs import (
+    ProcRef,
+    alive_after,
+    check_env_settings,
+    child_env_keys,
+    expand_child_env,
+    find_processes,
+    start_detached,
+    stop,
+)
+from opsportal.spec import ConfigError, Key, scrub
 from recovery.actions.base import Action, ActionError, ActionResult
 
 # How many of the service's recent attempts to look through for the process this action last started.
@@ -32,8 +41,7 @@ class RestartProcessAction(Action):
         "argv": Key("argv", required=True),
         "log_file": Key("str"),
         "settle_seconds": Key("number", default=2, minimum=0),
-        "env": Key("dict[str]", default={}, help="values may use ${ENV_VAR}"),
-        "env_passthrough": Key("list[str]", default=[], help="names of the portal's variables the process gets"),
+        **child_env_keys("process"),
         "stop_grace": Key("number", default=5, minimum=0, help="seconds between SIGTERM and SIGKILL"),
         "max_matches": Key("int", default=1, minimum=1, help="most processes a match may stop (a pool: its size)"),
     }
@@ -41,10 +49,7 @@ class RestartProcessAction(Action):
     @classmethod
     def validate_settings(cls, settings: Any, where: str) -> dict[str, Any]:
         cleaned = super().validate_settings(settings, where)
-        try:
-            check_passthrough(cleaned.get("env_passthrough", []))
-        except ValueError as exc:
-            raise ConfigError(where, str(exc)) from None
+        check_env_settings(cleaned, where)
         return cleaned
 
     def criteria(self) -> dict[str, str]:
@@ -97,9 +102,8 @@ class RestartProcessAction(Action):
     def run(self) -> ActionResult:
         criteria = self.criteria()
         try:
-            env = {k: expand_env(v, self.secrets) for k, v in self.cfg["env"].items()}
-            check_passthrough(self.cfg["env_passthrough"])
-        except (ConfigError, ValueError) as exc:
+            env = expand_child_env(self.cfg, self.secrets)
+        except ConfigError as exc:
             raise ActionError(f"config error: {exc}") from None
         # Stopping and settling are bounded by the action's timeout, whatever stop_grace and settle_seconds say.
         deadline = time.monotonic() + self.timeout
