@@ -7,7 +7,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from tests.health.gunicorn_support import gunicorn_portal
+from tests.gunicorn_portal import gunicorn_portal
 from tests.servers import free_port
 
 

@@ -7,7 +7,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
-from tests.health.gunicorn_support import Portal, gunicorn_portal
+from tests.gunicorn_portal import Portal, gunicorn_portal
 from tests.servers import free_port
 
 REQUESTS = 16  # per step, four at a time: both workers answer

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from opsportal.middleware import ACCESS_LOG_USER
+from tests.gunicorn_portal import gunicorn_portal
 from tests.servers import free_port, wait_for
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -120,53 +121,12 @@ def test_it_sizes_workers_from_cores_and_env(monkeypatch: pytest.MonkeyPatch) ->
 # --- the access log and the response headers, through a real gunicorn --------------------------------
 
 
-def manage(env: dict[str, str], *args: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
-
-
 @pytest.fixture
 def portal(tmp_path: Path) -> Iterator[tuple[int, str, Path]]:
     """A migrated database, a superuser `ops` with an API token, and gunicorn serving them: (port, token, log)."""
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")},
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "DEBUG": "false",
-        "OPSPORTAL_VAR_DIR": str(tmp_path / "var"),
-        "LOG_DIR": str(tmp_path / "logs"),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "REDIS_URL": "",
-        "STATIC_MANIFEST": "false",
-        "WEB_BIND": f"127.0.0.1:{port}",
-        "WEB_WORKERS": "1",
-        "DJANGO_SUPERUSER_PASSWORD": secrets.token_urlsafe(16),
-    }
-    manage(env, "migrate", "-v0")
-    manage(env, "createcachetable")
-    manage(env, "createsuperuser", "--noinput", "--username", "ops", "--email", "ops@example.org")
-    token = manage(env, "createapitoken", "ops").strip()
     access_log = tmp_path / "access.log"
-    proc = subprocess.Popen(
-        [GUNICORN, "opsportal.wsgi", "-c", "gunicorn.conf.py", "--access-logfile", str(access_log)],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: send(port, "GET", "/health/live")[0] == 200, timeout=30)
-        yield port, token, access_log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    with gunicorn_portal(tmp_path, access_log=access_log) as running:
+        yield running.port, running.token, access_log
 
 
 def send(port: int, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tests.servers import free_port, wait_for
 
-BASE_DIR = Path(__file__).resolve().parents[2]
+BASE_DIR = Path(__file__).resolve().parents[1]
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
 
@@ -52,8 +52,11 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 
 @contextlib.contextmanager
-def gunicorn_portal(tmp_path: Path, *, workers: int = 1, config: str = "", **extra: str) -> Iterator[Portal]:
-    """Migrate a private database, import `config` (TOML), make a superuser `ops` with a token, serve it."""
+def gunicorn_portal(
+    tmp_path: Path, *, workers: int = 1, config: str = "", access_log: Path | None = None, **extra: str
+) -> Iterator[Portal]:
+    """Migrate a private database, import `config` (TOML), make a superuser `ops` with a token, serve it
+    (gunicorn's access log to `access_log` when given)."""
     port = free_port()
     database = tmp_path / "db.sqlite3"
     env = {
@@ -77,8 +80,9 @@ def gunicorn_portal(tmp_path: Path, *, workers: int = 1, config: str = "", **ext
     if config:
         (tmp_path / "portal.toml").write_text(config)
         manage(env, "importconfig", str(tmp_path / "portal.toml"))
+    logging = ["--access-logfile", str(access_log)] if access_log else []
     proc = subprocess.Popen(
-        [GUNICORN, "opsportal.wsgi", "-c", "gunicorn.conf.py"],
+        [GUNICORN, "opsportal.wsgi", "-c", "gunicorn.conf.py", *logging],
         cwd=BASE_DIR,
         env=env,
         stdout=subprocess.DEVNULL,
