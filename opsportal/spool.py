@@ -126,8 +126,10 @@ class Spool:
         self.outage_path = self.directory / "outage-drops.json"
         # Drops this process could not write to the counter file (a full disk): still shown.
         self._uncounted = 0
-        # records(): lines counted per file as (size, lines), so an append-only file is read only once.
-        self._lines: dict[Path, tuple[int, int]] = {}
+        # records(): lines counted per file as (size, lines), so an append-only file is read only once. Keyed
+        # by the file (device, inode), not its path: a spool cut to a batch keeps its count under its new
+        # name, and the new spool.jsonl at the old path is counted from its own start.
+        self._lines: dict[tuple[int, int], tuple[int, int]] = {}
 
     @property
     def max_bytes(self) -> int:
@@ -213,12 +215,13 @@ class Spool:
     def records(self) -> int:
         """Records waiting (spool and batches): only the bytes appended since the last call are read."""
         total = 0
-        seen: dict[Path, tuple[int, int]] = {}
+        seen: dict[tuple[int, int], tuple[int, int]] = {}
         for path in [self.path, *self.batches()]:
             try:
-                size = path.stat().st_size
-                known_size, lines = self._lines.get(path, (0, 0))
-                if size < known_size:  # replaced (cut to a batch, then a new spool): count afresh
+                stat = path.stat()
+                size, key = stat.st_size, (stat.st_dev, stat.st_ino)
+                known_size, lines = self._lines.get(key, (0, 0))
+                if size < known_size:  # not the file counted (an inode reused since): count afresh
                     known_size, lines = 0, 0
                 if size > known_size:
                     with open(path, "rb") as f:
@@ -226,7 +229,7 @@ class Spool:
                         lines += f.read(size - known_size).count(b"\n")
             except FileNotFoundError:
                 continue
-            seen[path] = (size, lines)
+            seen[key] = (size, lines)
             total += lines
         self._lines = seen
         return total

@@ -272,3 +272,16 @@ print(spool.dropped())
     assert lines[-1] == b"" and all(json.loads(line) for line in lines[:-1])  # whole lines only: no half record
     assert len(lines) - 1 == n
     assert "Spool unwritable: create record dropped, spool not writable (File too large)" in proc.stderr
+
+
+def test_it_counts_records_right_after_the_spool_is_cut_and_a_new_one_outgrows_it(tmp_path):
+    spool = Spool(tmp_path)
+    for n in range(3):
+        assert spool.append("create", {"model": "health.Event", "fields": {"n": n}})
+    assert spool.records() == 3  # caches the size and count of spool.jsonl
+    spool._cut_batch()  # spool.jsonl becomes a batch; the next append starts a new file at that path
+    for n in range(5):  # larger than the cut file: a cache keyed by path would read only its tail
+        assert spool.append("create", {"model": "health.Event", "fields": {"n": n, "pad": "x" * 40}})
+    assert spool.records() == 3 + 5
+    assert spool.append("create", {"model": "health.Event", "fields": {"n": 9}})
+    assert spool.records() == 3 + 6  # and still reads only what was appended since
