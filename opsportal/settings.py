@@ -264,12 +264,15 @@ AUTO_RECOVERY_ENABLED = env_bool("AUTO_RECOVERY_ENABLED", True)
 RECOVERY_BACKOFF_CAP = env_int("RECOVERY_BACKOFF_CAP", 3600, minimum=0)
 RECOVERY_MAX_AUTO_PER_HOUR = env_int("RECOVERY_MAX_AUTO_PER_HOUR", 30, minimum=0)
 # Per service too, so one crash-looping service cannot use up the global cap while another waits.
+# Strictly below the global cap (a cap of 1 is the one exception: 1 of 1), else one service could still use it up.
 RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR = env_int(
-    "RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR", min(6, RECOVERY_MAX_AUTO_PER_HOUR), minimum=0
+    "RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR",
+    min(6, max(RECOVERY_MAX_AUTO_PER_HOUR - 1, 1), RECOVERY_MAX_AUTO_PER_HOUR),
+    minimum=0,
 )
-if RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR > RECOVERY_MAX_AUTO_PER_HOUR:
+if max(RECOVERY_MAX_AUTO_PER_HOUR, 2) <= RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR:
     raise ImproperlyConfigured(
-        "RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR: must not exceed RECOVERY_MAX_AUTO_PER_HOUR "
+        "RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR: must be below RECOVERY_MAX_AUTO_PER_HOUR "
         f"({RECOVERY_MAX_AUTO_PER_HOUR}), got {RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR}"
     )
 RECOVERY_RESET_AFTER = env_int("RECOVERY_RESET_AFTER", 600, minimum=0)

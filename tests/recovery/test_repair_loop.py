@@ -141,15 +141,18 @@ def read_caps(**env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", show], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60)
 
 
-def test_it_reads_the_per_service_cap_and_refuses_one_above_the_global_cap():
+def test_it_reads_the_per_service_cap_and_refuses_one_not_below_the_global_cap():
     assert json.loads(read_caps().stdout) == [30, 6]
-    assert json.loads(read_caps(RECOVERY_MAX_AUTO_PER_HOUR="4").stdout) == [4, 4]  # never above the global one
+    assert json.loads(read_caps(RECOVERY_MAX_AUTO_PER_HOUR="6").stdout) == [6, 5]  # below the global one
+    assert json.loads(read_caps(RECOVERY_MAX_AUTO_PER_HOUR="1").stdout) == [1, 1]  # the one exception
+    assert json.loads(read_caps(RECOVERY_MAX_AUTO_PER_HOUR="0").stdout) == [0, 0]
     assert json.loads(read_caps(RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR="2").stdout) == [30, 2]
-    refused = read_caps(RECOVERY_MAX_AUTO_PER_HOUR="6", RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR="8")
-    assert refused.returncode != 0
-    assert "RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR: must not exceed RECOVERY_MAX_AUTO_PER_HOUR (6), got 8" in (
-        refused.stderr
-    )
+    for value in ("8", "6"):
+        refused = read_caps(RECOVERY_MAX_AUTO_PER_HOUR="6", RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR=value)
+        assert refused.returncode != 0
+        assert f"RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR: must be below RECOVERY_MAX_AUTO_PER_HOUR (6), got {value}" in (
+            refused.stderr
+        )
 
 
 @pytest.mark.django_db
