@@ -54,14 +54,12 @@ class RestartProcessAction(Action):
 
     def criteria(self) -> dict[str, str]:
         settings = self.service.settings or {}
+        if self.service.kind != "process":
+            raise ActionError("config error: restart_process needs a service of kind process with one match key")
         try:
-            if self.service.kind != "process":
-                raise ConfigError("", "not a process service")
-            check_match(settings, "")
-        except ConfigError:
-            raise ActionError(
-                "config error: restart_process needs a service of kind process with one match key"
-            ) from None
+            check_match(settings, "settings")
+        except ConfigError as exc:  # say which key is wrong and why (a relative exe, an open quote)
+            raise ActionError(f"config error: restart_process cannot match the service's process: {exc}") from None
         return match_criteria(settings)
 
     def last_started(self) -> ProcRef | None:

@@ -110,6 +110,25 @@ def test_it_refuses_a_service_that_is_not_a_process_service(add_action, make_ser
     assert "needs a service of kind process" in RecoveryAttempt.objects.get().action_detail
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("match", "reason"),
+    [
+        ({"process_name": "worker", "exe": "bin/worker"}, "exe: must be an absolute path"),
+        ({"cmdline_contains": "worker 'x"}, "cmdline_contains: cannot be split into argv elements"),
+    ],
+)
+def test_it_names_the_real_config_error_of_the_match(add_action, match, reason):
+    # A process service whose match the probe's rules refuse: the attempt says which key and why.
+    svc = process_service("worker", **match)
+    add_action(svc, "restart_process", {"argv": ["true"]})
+    (result,) = recover_services(["worker"], trigger="manual")
+    assert result["outcome"] == "failed"
+    detail = RecoveryAttempt.objects.get().action_detail
+    assert reason in detail
+    assert "needs a service of kind process" not in detail
+
+
 def test_it_stays_within_the_action_timeout_when_stop_grace_and_settle_are_longer(spawned, marker, tmp_path):
     # The old process ignores SIGTERM, so only the SIGKILL after the (cut) grace stops it.
     ready = tmp_path / "ready"
