@@ -94,8 +94,16 @@ OBSERVERS = frozenset(
         *("grep", "egrep", "fgrep", "rg", "ag", "ack", "pgrep", "pkill", "pidof", "pstree", "ps", "top", "htop"),
         *("tail", "head", "less", "more", "cat", "watch", "tee", "vi", "vim", "nvim", "view", "nano", "emacs"),
         *("kill", "killall", "strace", "ltrace", "gdb", "lsof", "journalctl"),
+        # Service managers, container and cluster clients, remote shells: they name a process elsewhere.
+        *("systemctl", "service", "supervisorctl", "docker", "docker-compose", "podman", "kubectl", "ssh"),
+        # Runners: they start the program as their child (timeout, sudo, su, runuser, xargs, flock) or exec
+        # into it (nohup, env, nice, setsid, stdbuf), so the program is always a process of its own as well.
+        *("timeout", "sudo", "doas", "su", "runuser", "xargs", "flock", "nohup", "env", "nice", "ionice"),
+        *("setsid", "stdbuf"),
     }
 )
+# How supervised_argv starts the portal's own supervisor: `timeout --signal=KILL -- SECONDS argv…`.
+_SUPERVISOR_OPTIONS = ["--signal=KILL", "--"]
 # The project this module belongs to: a process running its manage.py is the portal.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 _MANAGE_PY = PROJECT_DIR / "manage.py"
@@ -125,6 +133,8 @@ def argv_matches(tokens: Sequence[str], argv: Sequence[str]) -> bool:
     The first token also matches an element whose basename it is (a program or a script by name);
     every later token must equal its element exactly.
     """
+    if argv and os.path.basename(argv[0]) == "timeout" and list(argv[1:3]) == _SUPERVISOR_OPTIONS:
+        return False  # the portal's own supervisor wrapper, even when the pattern names it: its child is the process
     n = len(tokens)
     for i in range(len(argv) - n + 1):
         if i and os.path.basename(argv[i - 1]) in OBSERVERS:

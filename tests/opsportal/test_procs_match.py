@@ -164,3 +164,49 @@ def test_it_keeps_the_pid_file_match_and_refuses_a_pid_file_naming_the_portal(sp
     main, _, _ = spawned.fake_portal(marker, tmp_path)
     Path(pid_file).write_text(str(main.pid))
     assert procs.find_processes(pid_file=str(pid_file)) == []
+
+
+# What names another process without being it: service managers, container and cluster clients, remote
+# shells; and what runs a program as its child (or execs it) and so is never the program itself.
+SUPERVISOR_ARGV = ["/usr/bin/timeout", "--signal=KILL", "--", "7.000s", "/opt/worker"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "argv", "expected"),
+    [
+        ("worker", ["systemctl", "restart", "worker"], False),
+        ("worker", ["/usr/bin/docker", "logs", "-f", "worker"], False),
+        ("worker", ["podman", "logs", "worker"], False),
+        ("worker", ["kubectl", "logs", "worker"], False),
+        ("worker", ["ssh", "host", "worker"], False),
+        ("worker", ["service", "worker", "status"], False),
+        ("worker", ["supervisorctl", "restart", "worker"], False),
+        ("worker", ["sudo", "-u", "app", "/opt/worker"], False),  # sudo's child is the worker
+        ("worker", ["su", "app", "-c", "worker"], False),
+        ("worker", ["runuser", "-u", "app", "--", "/opt/worker"], False),
+        ("worker", ["xargs", "-n1", "worker"], False),
+        ("worker", ["nohup", "/opt/worker"], False),
+        ("worker", ["/usr/bin/env", "A=1", "/opt/worker"], False),
+        ("worker", ["timeout", "5", "/opt/worker"], False),
+        ("worker", SUPERVISOR_ARGV, False),  # the portal's own supervisor wrapper
+        ("timeout --signal=KILL", SUPERVISOR_ARGV, False),  # even when the pattern names it
+        ("/usr/bin/timeout", SUPERVISOR_ARGV, False),
+        ("timeout 5 worker", ["timeout", "5", "worker"], True),  # an operator's own timeout, named
+        ("systemctl status", ["systemctl", "status", "worker"], True),
+        ("worker", ["/opt/worker", "--notify", "ssh"], True),  # a tool's name after the match is an argument
+    ],
+)
+def test_it_never_matches_a_tool_that_names_or_runs_the_process(pattern, argv, expected):
+    assert procs.argv_matches(procs.split_pattern(pattern), argv) is expected
+
+
+@pytest.mark.skipif(procs.supervisor() is None, reason="needs GNU coreutils timeout")
+def test_it_finds_a_supervised_child_and_never_the_portal_s_timeout_wrapper(spawned, marker):
+    # The portal's own wrapper (supervised_argv) carries the child's argv: only the child is the process.
+    wrapper = spawned.start(procs.supervised_argv([PY, "-c", SLEEP, marker], 60))
+    assert wait_for(lambda: wrapper.children(), timeout=10)
+    (child,) = wrapper.children()
+    for pattern in (marker, f"{PY} -c", "timeout --signal=KILL"):
+        found = pids(procs.find_processes(cmdline_contains=pattern))
+        assert wrapper.pid not in found, pattern
+    assert pids(procs.find_processes(cmdline_contains=marker)) == {child.pid}
