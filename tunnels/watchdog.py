@@ -64,6 +64,7 @@ from opsportal.db import CircuitBreakerError, is_transient, run_db
 from opsportal.spec import ConfigError, expand_env, scrub
 from opsportal.spool import create_or_spool, replay_pending, update_or_spool
 from tunnels.models import Tunnel, TunnelEvent
+from tunnels.spec import TUNNEL_KEYS
 
 log = logging.getLogger("opsportal.tunnels")
 
@@ -112,9 +113,22 @@ class CheckResult:
 # --- claims: one checker per tunnel, one check per due time ---------------------------------
 
 
+def bounded(tunnel: Tunnel, name: str) -> float:
+    """The tunnel's wait `name` (startup_timeout, settle_seconds) within its key's bounds: a row stored
+    before the bounds (or by other means) may hold 1e9 or inf, which would hold the check, its claim and
+    the watchdog's thread for ever (no except clause ends a hang). Not a number: the key's default."""
+    key = TUNNEL_KEYS[name]
+    value = float(getattr(tunnel, name))
+    if math.isnan(value):
+        value = float(key.default)
+    high = float(key.maximum) if key.maximum is not None else math.inf
+    return min(max(value, float(key.minimum or 0)), high)
+
+
 def claim_ttl(tunnel: Tunnel) -> timedelta:
     """After this long a claim is presumed abandoned (its process died mid-check)."""
-    longest = tunnel.startup_timeout + tunnel.settle_seconds + STOP_GRACE_SECONDS * 2 + READY_TIMEOUT + PUBLIC_TIMEOUT
+    waits = bounded(tunnel, "startup_timeout") + bounded(tunnel, "settle_seconds")
+    longest = waits + STOP_GRACE_SECONDS * 2 + READY_TIMEOUT + PUBLIC_TIMEOUT
     return timedelta(seconds=longest + 60)
 
 
@@ -698,8 +712,9 @@ class Check:
             ref = procs.start_detached(argv, log_file=self.log_file(), env=env)
         except (ConfigError, OSError) as exc:
             return self.failed(Status.DOWN, f"could not start the connector: {exc}", None)
-        if not procs.alive_after(ref, t.settle_seconds):
-            return self.failed(Status.DOWN, f"connector exited within {t.settle_seconds:g} s of starting", ref.pid)
+        settle = bounded(t, "settle_seconds")
+        if not procs.alive_after(ref, settle):
+            return self.failed(Status.DOWN, f"connector exited within {settle:g} s of starting", ref.pid)
         t.pid, t.pid_create_time = ref.pid, ref.create_time
         if t.ready_url:
             ready, detail = self.wait_ready(ref)
@@ -717,7 +732,8 @@ class Check:
         return self.save(Status.UP, detail)
 
     def wait_ready(self, ref: procs.ProcRef) -> tuple[bool, str]:
-        deadline = time.monotonic() + self.t.startup_timeout
+        startup_timeout = bounded(self.t, "startup_timeout")
+        deadline = time.monotonic() + startup_timeout
         detail = "no answer yet"
         while True:
             if not ref.alive():
@@ -726,7 +742,7 @@ class Check:
             if ready:
                 return True, detail
             if time.monotonic() >= deadline:
-                return False, f"connector not ready within {self.t.startup_timeout:g} s ({detail})"
+                return False, f"connector not ready within {startup_timeout:g} s ({detail})"
             time.sleep(STARTUP_POLL_SECONDS)
 
     def failed(self, status: str, detail: str, pid: int | None) -> CheckResult:
