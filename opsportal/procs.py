@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import errno
+import functools
 import logging
 import os
 import selectors
@@ -612,9 +613,44 @@ def run_argv(
 # The supervisor's own kill comes this long after the timeout: run_argv's kill at the timeout stays the one
 # that acts while this process lives (so a timeout reads as a timeout); the supervisor's is the backstop.
 SUPERVISOR_GRACE_SECONDS = 2.0
-# GNU coreutils `timeout`: it leads the child's process group and SIGKILLs the whole group at its deadline,
-# whether or not its parent (the portal) is still there. Missing (not Linux): argv runs unsupervised.
-SUPERVISOR = shutil.which("timeout")
+# How long `timeout --version` may take when the supervisor is first looked up.
+SUPERVISOR_CHECK_SECONDS = 5.0
+
+
+@functools.cache
+def supervisor() -> str | None:
+    """GNU coreutils `timeout` on PATH, else None (argv runs unsupervised). Looked up once, at first use.
+
+    It leads the child's process group and SIGKILLs the whole group at its deadline, whether or not its
+    parent (the portal) is still there. Only GNU's takes supervised_argv's `--signal=KILL -- 12.000s`
+    (BusyBox's rejects it, and every command would fail), so another `timeout` counts as none.
+    """
+    path = shutil.which("timeout")
+    if path is None:
+        return None
+    try:
+        done = subprocess.run(
+            [path, "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env={"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"},  # no portal secret to a child
+            timeout=SUPERVISOR_CHECK_SECONDS,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        log.warning("procs: %s --version failed: commands run unsupervised", path)
+        return None
+    if done.returncode != 0 or b"GNU coreutils" not in done.stdout:
+        log.warning("procs: %s is not GNU coreutils timeout: commands run unsupervised", path)
+        return None
+    return path
+
+
+def __getattr__(name: str) -> Any:
+    # `SUPERVISOR` as it was before the lookup became lazy: supervisor()'s answer.
+    if name == "SUPERVISOR":
+        return supervisor()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -655,14 +691,15 @@ def on_child_start(callback: Callable[[StartedChild], None]) -> Iterator[None]:
 
 def supervised_argv(argv: Sequence[str], timeout: float) -> list[str]:
     """argv under the supervisor: `timeout --signal=KILL -- SECONDS argv…` (no shell; argv stays a list)."""
-    if SUPERVISOR is None:
+    path = supervisor()
+    if path is None:
         return list(argv)
-    return [SUPERVISOR, "--signal=KILL", "--", f"{timeout + SUPERVISOR_GRACE_SECONDS:.3f}s", *argv]
+    return [path, "--signal=KILL", "--", f"{timeout + SUPERVISOR_GRACE_SECONDS:.3f}s", *argv]
 
 
 def _check_runnable(argv: Sequence[str], environment: dict[str, str], cwd: str | os.PathLike[str] | None) -> None:
     # Under the supervisor a missing program would be its exit 127; say it as Popen would (an OSError).
-    if SUPERVISOR is None or not argv:
+    if supervisor() is None or not argv:
         return
     program = str(argv[0])
     if os.sep in program:
@@ -689,7 +726,7 @@ def _tell_started(
         create_time=create_time,
         host=socket.gethostname()[:32],
         kill_by=time.time() + timeout + SUPERVISOR_GRACE_SECONDS,
-        supervised=SUPERVISOR is not None,
+        supervised=supervisor() is not None,
     )
     try:
         callback(started)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -12,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from opsportal import procs
 from opsportal.procs import PIPE_GRACE_SECONDS, PORTAL_ONLY_ENV, run_argv
 from tests.servers import wait_for
 
@@ -138,3 +142,77 @@ def test_it_keeps_the_portal_secrets_from_the_child_and_passes_the_extra_env(mon
         passthrough=["KEPT_FOR_CHILD"],
     )
     assert json.loads(done.stdout) == {"KEPT_FOR_CHILD": "kept", "OPSPORTAL_SERVICE": "svc"}
+
+
+# BusyBox's `timeout`: only `timeout [-s SIG] [-k KILL_SECS] SECS PROG ARGS`; `--version` and
+# `--signal=KILL -- 12.000s` are usage errors.
+BUSYBOX_TIMEOUT = """#!/bin/sh
+echo "timeout: unrecognized option: $1" >&2
+echo "BusyBox v1.36.1 (2023-11-07 18:53:09 UTC) multi-call binary." >&2
+echo "Usage: timeout [-s SIG] [-k KILL_SECS] SECS PROG ARGS" >&2
+exit 1
+"""
+
+
+@pytest.fixture
+def busybox_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """PATH with a BusyBox-style `timeout` first; the supervisor lookup is redone under it and after."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "timeout"
+    fake.write_text(BUSYBOX_TIMEOUT)
+    fake.chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
+    monkeypatch.setenv("PATH", path)
+    yield path
+    monkeypatch.undo()
+    with contextlib.suppress(AttributeError):  # the lookup is cached: redo it under the real PATH
+        procs.supervisor.cache_clear()
+
+
+def test_it_runs_commands_unsupervised_in_a_portal_that_finds_a_busybox_timeout(busybox_path, tmp_path):
+    # A fresh portal process (the supervisor is looked up once per process) on a BusyBox host.
+    script = """
+import sys
+import django
+django.setup()
+from opsportal.procs import run_argv
+done = run_argv([sys.executable, "-c", "print('ran')"], 10)
+print(done.returncode, done.stdout.decode().strip(), done.stderr.decode().strip()[:200])
+"""
+    env = {
+        **os.environ,
+        "PATH": busybox_path,
+        "DJANGO_SETTINGS_MODULE": "opsportal.settings",
+        "DEBUG": "true",
+        "OPSPORTAL_VAR_DIR": str(tmp_path / "var"),
+        "LOG_DIR": str(tmp_path / "logs"),
+    }
+    proc = subprocess.run([PY, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1].strip() == "0 ran"
+
+
+def test_it_takes_no_supervisor_but_gnu_coreutils_timeout(busybox_path):
+    procs.supervisor.cache_clear()
+    assert procs.supervisor() is None
+    assert procs.supervised_argv(["true"], 5) == ["true"]
+    done = run_argv([PY, "-c", "print('ran')"], 10)
+    assert (done.returncode, done.stdout) == (0, b"ran\n")
+    assert procs.SUPERVISOR is None
+
+
+def test_it_supervises_with_the_real_gnu_timeout():
+    real = shutil.which("timeout")
+    if real is None or b"GNU coreutils" not in subprocess.run([real, "--version"], capture_output=True).stdout:
+        pytest.skip("needs GNU coreutils `timeout`")
+    procs.supervisor.cache_clear()
+    assert procs.supervisor() == real
+    assert procs.supervised_argv(["true"], 5) == [real, "--signal=KILL", "--", "7.000s", "true"]
+    parents: list[str] = []
+    done = run_argv(
+        [PY, "-c", "import os, psutil; print(psutil.Process(os.getppid()).name())"],
+        10,
+        on_start=lambda started: parents.append(str(started.supervised)),
+    )
+    assert (done.returncode, done.stdout.strip(), parents) == (0, b"timeout", ["True"])
