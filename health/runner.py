@@ -83,7 +83,9 @@ def probe_once(service: Service) -> ProbeOutcome:
     except ProbeConfigError as exc:
         # Said before the cut to 500 characters would lose it: the fix is what a person needs.
         fix = FIX_MARK + config_fix(str(exc))
-        outcome = ProbeOutcome(MISCONFIGURED, None, str(exc)[: 500 - len(fix)] + fix)
+        # Scrubbed whole before the cut: a secret across it would leave its head behind, unmatched.
+        message = scrub(str(exc), probe.secrets if probe is not None else [])
+        outcome = ProbeOutcome(MISCONFIGURED, None, message[: 500 - len(fix)] + fix)
     except ProbeError as exc:
         outcome = ProbeOutcome(DOWN, (time.perf_counter() - start) * 1000, str(exc))
     except Exception as exc:  # a bug in a probe must not stop the round

@@ -239,8 +239,22 @@ def secret_parts(value: str) -> list[str]:
         raw = match.group(1)
         if raw.startswith("'"):
             raw = re.sub(r"\\(.)", r"\1", raw.strip("'"))
+        else:
+            # `password=abc def` unquoted: libpq reads `def` as a key and its error quotes it.
+            parts.extend(_words_before_next_key(stripped[match.end() :]))
         parts.extend((raw, unquote(raw)))
     return list(dict.fromkeys(p for p in parts if p))
+
+
+def _words_before_next_key(rest: str) -> list[str]:
+    """The words of a key-value DSN up to the next `key=` (or `key =`), as libpq would misread them."""
+    words = []
+    for word in re.finditer(r"\S+", rest):
+        if "=" in word.group() or re.match(r"\s*=", rest[word.end() :]):
+            break
+        if len(word.group()) >= MIN_SECRET:
+            words.append(word.group())
+    return words
 
 
 def url_secrets(url: str) -> list[str]:

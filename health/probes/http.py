@@ -14,7 +14,7 @@ from django.conf import settings
 from requests.adapters import HTTPAdapter
 
 from health.probes.base import UP, Probe, ProbeConfigError, ProbeError, ProbeOutcome, ProbeTimeout
-from opsportal.spec import ConfigError, Key, expand_env, expand_header, url_secrets
+from opsportal.spec import ConfigError, Key, expand_env, expand_header, scrub, url_secrets
 
 _session: requests.Session | None = None
 _session_lock = threading.Lock()
@@ -224,15 +224,15 @@ class HttpProbe(Probe):
         except RedirectRefused as exc:
             raise ProbeError(str(exc)) from None
         except requests.exceptions.SSLError as exc:
-            raise ProbeError(f"TLS error: {_reason(exc)}") from None
+            raise ProbeError(f"TLS error: {_reason(exc, self.secrets)}") from None
         except requests.exceptions.TooManyRedirects:
             raise ProbeError(f"too many redirects (more than {MAX_REDIRECTS})") from None
         except (requests.exceptions.Timeout, TimeoutError):
             raise ProbeTimeout(f"no answer within {self.timeout:g} s") from None
         except requests.exceptions.ConnectionError as exc:
-            raise ProbeError(f"connection failed: {_reason(exc)}") from None
+            raise ProbeError(f"connection failed: {_reason(exc, self.secrets)}") from None
         except requests.exceptions.RequestException as exc:
-            raise ProbeError(f"request failed: {_reason(exc)}") from None
+            raise ProbeError(f"request failed: {_reason(exc, self.secrets)}") from None
         latency = (time.perf_counter() - start) * 1000
 
         expected = cfg["expect_status"]
@@ -255,9 +255,10 @@ class HttpProbe(Probe):
         return ProbeOutcome(UP, latency, f"HTTP {status}")
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: Exception, secrets: list[str]) -> str:
     # requests nests the root cause; its last line is the readable part.
-    text = str(exc.args[0] if exc.args else exc)
+    # Scrubbed whole before any split or cut: a secret across one would leave a piece behind, unmatched.
+    text = scrub(str(exc.args[0] if exc.args else exc), secrets)
     for marker in ("Caused by ", "] "):
         if marker in text:
             text = text.rsplit(marker, 1)[-1]

@@ -7,7 +7,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from health.probes.base import UP, Probe, ProbeConfigError, ProbeError, ProbeOutcome
-from opsportal.spec import ConfigError, Key, env_value
+from opsportal.spec import ConfigError, Key, env_value, scrub
 
 
 class PostgresProbe(Probe):
@@ -42,7 +42,9 @@ class PostgresProbe(Probe):
             ) as conn:
                 conn.execute(self.cfg["query"]).fetchone()
         except psycopg.Error as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            # Scrubbed whole, then cut: a secret across the cut would leave its head behind, unmatched.
+            text = scrub(str(exc), self.secrets).strip()
+            first = text.splitlines()[0] if text else type(exc).__name__
             raise ProbeError(f"postgres {where}: {first[:200]}") from None
         latency = (time.perf_counter() - start) * 1000
         return ProbeOutcome(UP, latency, f"postgres {where} answered")

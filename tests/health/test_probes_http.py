@@ -307,3 +307,28 @@ def test_it_never_follows_https_to_http():
 def test_it_accepts_only_true_false_or_same_origin_for_follow_redirects():
     with pytest.raises(ConfigError, match='follow_redirects: must be true, false or "same-origin"'):
         HttpProbe.validate_settings({"url": "http://x/", "follow_redirects": "yes"}, "service[0]")
+
+
+# -- issue 14 item 2: a long secret is scrubbed whole before the detail is cut, so no piece of it is left
+def _pieces(secret: str, size: int = 8) -> set[str]:
+    return {secret[i : i + size] for i in range(len(secret) - size + 1)}
+
+
+def test_it_leaves_no_piece_of_a_long_url_secret_without_a_scheme(monkeypatch):
+    # requests quotes the URL twice ("Perhaps you meant https://…"); the second copy crossed the cut.
+    token = "0123456789abcdef" * 6
+    monkeypatch.setenv("OPS_TEST_HCURL", f"localhost/{token}")  # no scheme: refused before any traffic
+    outcome = probe_once(http_service("${OPS_TEST_HCURL}"))
+    assert outcome.status == DOWN
+    assert "No scheme supplied" in outcome.detail and "***" in outcome.detail
+    assert [p for p in _pieces(token) if p in outcome.detail] == [], outcome.detail
+
+
+def test_it_leaves_no_piece_of_a_long_header_secret_with_a_leading_space(http_server, monkeypatch):
+    token = "leadingspace" + "K" * 120
+    monkeypatch.setenv("OPS_TEST_SPACE_KEY", f" {token}")
+    outcome = probe_once(http_service(http_server.url, headers={"X-Api-Key": "${OPS_TEST_SPACE_KEY}"}))
+    assert outcome.status == DOWN
+    assert "header" in outcome.detail.lower() and "***" in outcome.detail
+    assert [p for p in _pieces(token) if p in outcome.detail] == [], outcome.detail
+    assert http_server.requests == []

@@ -154,3 +154,68 @@ def test_it_never_shows_a_password_the_dsn_parse_error_quotes(monkeypatch, dsn):
     assert outcome.status == "misconfigured"  # a config error is no outage
     assert outcome.detail.startswith("config error:")
     assert "Passw0rd-secret" not in outcome.detail
+
+
+# -- issue 14 item 2: scrubbed whole, then cut; and every word of an unquoted key-value password
+def _pieces(secret: str, size: int = 8) -> set[str]:
+    return {secret[i : i + size] for i in range(len(secret) - size + 1)}
+
+
+def test_it_leaves_no_piece_of_a_long_password_a_config_error_quotes_across_the_cut(monkeypatch):
+    # The parse error quotes the whole password; the runner cut it at 500 characters before scrubbing.
+    password = "pct%zz" + "0123456789abcdef" * 40
+    monkeypatch.setenv("OPS_TEST_PG_DSN", f"postgresql://ops:{password}@127.0.0.1:1/postgres")
+    outcome = probe_once(pg_service())
+    assert outcome.status == "misconfigured"
+    assert "percent-encoded" in outcome.detail and "***" in outcome.detail
+    assert [p for p in _pieces(password) if p in outcome.detail] == [], outcome.detail
+
+
+def test_it_never_shows_a_word_of_an_unquoted_password_with_a_space(monkeypatch):
+    # libpq reads `password=abc def` as password `abc` and a key `def` with no "=": its error quotes `def`.
+    monkeypatch.setenv("OPS_TEST_PG_DSN", "host=127.0.0.1 port=1 password=abc defsecret dbname=postgres")
+    outcome = probe_once(pg_service())
+    assert outcome.status == "misconfigured"
+    assert 'missing "=" after' in outcome.detail
+    assert "defsecret" not in outcome.detail and "abc" not in outcome.detail
+
+
+def test_it_leaves_no_piece_of_a_long_secret_a_server_error_quotes(monkeypatch):
+    # A server (or a pooler in front of one) whose error quotes the password: scrubbed before the cut.
+    secret = "0123456789abcdef" * 16
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(5)
+            while True:
+                head = conn.recv(8)
+                if len(head) < 8:
+                    return
+                size = int.from_bytes(head[:4], "big")
+                conn.recv(size - 8)
+                if head[4:8] == (80877103).to_bytes(4, "big"):  # SSLRequest, GSSENCRequest: no
+                    conn.sendall(b"N")
+                    continue
+                if head[4:8] == (80877104).to_bytes(4, "big"):
+                    conn.sendall(b"N")
+                    continue
+                fields = b"SFATAL\0VFATAL\0C28000\0M" + f'password "{secret}" is not allowed'.encode() + b"\0\0"
+                conn.sendall(b"E" + (len(fields) + 4).to_bytes(4, "big") + fields)
+                return
+
+    serving = threading.Thread(target=serve, daemon=True)
+    serving.start()
+    monkeypatch.setenv("OPS_TEST_PG_DSN", f"postgresql://ops:{secret}@127.0.0.1:{port}/test")
+    try:
+        outcome = probe_once(pg_service())
+    finally:
+        serving.join(timeout=5)
+        listener.close()
+    assert outcome.status == DOWN
+    assert "is not allowed" in outcome.detail and "***" in outcome.detail
+    assert [p for p in _pieces(secret) if p in outcome.detail] == [], outcome.detail
