@@ -143,7 +143,11 @@ def metrics_readable(view: Callable[..., HttpResponse]) -> Callable[..., HttpRes
         metrics_token = getattr(settings, "METRICS_TOKEN", "")
         if metrics_token or not public_setting():
             token = bearer_token(request)
+            if token and metrics_token:
+                # Before the comparison: an address over its limit learns nothing, not even from a right guess.
+                throttle.check(throttle.client_address(request))
             if not (token and metrics_token and hmac.compare_digest(token.encode(), metrics_token.encode())):
+                # A wrong token is counted there, once, unless it is a valid API token.
                 authenticate(request, staff=False)
         return view(request, *args, **kwargs)
 

@@ -6,8 +6,14 @@ from one address in a window of API_BAD_TOKEN_WINDOW seconds (default 60, a fixe
 request from that address answers 429 with `Retry-After` until the window ends: a right guess is refused
 too, so guessing gains nothing. Other addresses are not affected.
 
-The client address is REMOTE_ADDR: behind a reverse proxy that is the proxy (the limit is then shared by
-everyone behind it), since a forwarded header can be forged by any client.
+The client address is the login throttle's (opsportal.login_throttle.client_address): REMOTE_ADDR, or
+with LOGIN_PROXY_COUNT proxies in front the entry the outermost of them wrote into X-Forwarded-For, so
+behind the shipped nginx one guesser does not lock out every client. Without LOGIN_PROXY_COUNT the header
+is ignored, since any client can forge it.
+
+On the DatabaseCache a count is one transaction (its row locked with SELECT ... FOR UPDATE on PostgreSQL;
+SQLite's IMMEDIATE transaction holds the write lock from BEGIN): BaseCache.incr is a get then a set, which
+loses concurrent failures across workers. Redis' INCR is atomic by itself.
 
 A cache that fails (its table missing, Redis away) never turns a request into an error: the limit is
 skipped (fail open) and the failure logged, at most once a minute.
@@ -29,6 +35,7 @@ from django.db import connections, router, transaction
 from django.http import HttpRequest
 
 from health.api import ApiError
+from opsportal import login_throttle
 
 log = logging.getLogger("opsportal.health.auth")
 
@@ -40,7 +47,7 @@ _last_cache_warning = 0.0
 
 
 def client_address(request: HttpRequest) -> str:
-    address = request.META.get("REMOTE_ADDR") or "unknown"
+    address = login_throttle.client_address(request) or "unknown"
     # Cache keys must be short and plain; an address never needs more.
     return _UNSAFE_KEY_CHARS.sub("_", address)[:64]
 
@@ -79,6 +86,25 @@ def _cached(call: Callable[[], T], fallback: T) -> T:
         return fallback
 
 
+def _incr_in_database(cache: DatabaseCache, key: str, timeout: int) -> int:
+    """Add one to `key` in one transaction that no other count interleaves with."""
+    alias = router.db_for_write(cache.cache_model_class)
+    connection = connections[alias]
+    with transaction.atomic(using=alias):
+        cache.add(key, 0, timeout=timeout)
+        if connection.features.has_select_for_update:
+            # PostgreSQL: wait for any other count of this key to commit, then read its result.
+            table, column = connection.ops.quote_name(cache._table), connection.ops.quote_name("cache_key")
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT 1 FROM {table} WHERE {column} = %s FOR UPDATE",  # noqa: S608 (quoted names)
+                    [cache.make_and_validate_key(key)],
+                )
+        count = int(cache.get(key, 0)) + 1
+        cache.set(key, count, timeout=timeout)
+    return count
+
+
 def check(address: str, now: float | None = None) -> None:
     """429 with Retry-After when `address` has used up its bad tokens in this window."""
     limit, window = _limits()
@@ -100,10 +126,14 @@ def record_failure(address: str, now: float | None = None) -> int:
     bucket, left = _window(time.time() if now is None else now, window)
     key = _key(address, bucket)
 
+    # The key outlives its window by a second: it is never read after, so it only has to expire.
+    timeout = math.ceil(left) + 1
+
     def incr() -> int:
         cache = caches["default"]
-        # The key outlives its window by a second: it is never read after, so it only has to expire.
-        cache.add(key, 0, timeout=math.ceil(left) + 1)
+        if isinstance(cache, DatabaseCache):
+            return _incr_in_database(cache, key, timeout)
+        cache.add(key, 0, timeout=timeout)
         return int(cache.incr(key))
 
     count = _cached(incr, 0)

@@ -148,3 +148,14 @@ def test_it_exposes_recovery_by_action_in_progress_and_escalation(client):
     assert "opsportal_recovery_in_progress 1.0" in text
     assert "opsportal_recovery_mean_time_to_recover_seconds 1.5" in text
     assert 'opsportal_recovery_escalated{service="api"} 1.0' in text
+
+
+def test_it_refuses_even_the_right_metrics_token_from_an_address_over_its_limit(client, settings):
+    # Else a guesser over its limit could still learn METRICS_TOKEN from a 200 (a brute-force oracle).
+    settings.METRICS_TOKEN = "scrape-h3-token"
+    settings.API_BAD_TOKEN_LIMIT = 3
+    for _ in range(3):  # each wrong guess counts once
+        assert client.get("/metrics", REMOTE_ADDR="10.9.20.1", **bearer("wrong")).status_code == 401
+    refused = client.get("/metrics", REMOTE_ADDR="10.9.20.1", **bearer("scrape-h3-token"))
+    assert refused.status_code == 429 and refused["Retry-After"]
+    assert client.get("/metrics", REMOTE_ADDR="10.9.20.2", **bearer("scrape-h3-token")).status_code == 200

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 
 import pytest
 from django.db import connection
 from django.test import Client
 
 from health.models import ApiToken
+from tests.faults.portal import server_url
+from tests.gunicorn_portal import manage
 from tests.health.api_support import make_user, staff_token
 from tests.servers import free_port
 
@@ -22,6 +26,8 @@ pytestmark = pytest.mark.django_db
 
 URL = "/health/recover"
 BAD = "ops_this-token-was-never-issued-0123456789"
+# Mid-window, so a concurrent count never straddles two windows.
+NOW = (time.time() // 60) * 60 + 30
 
 
 def post(client: Client, token: str, address: str):
@@ -124,3 +130,95 @@ def test_it_limits_the_read_endpoints_too(client, limit, settings):
     answer = client.get("/health/status", HTTP_AUTHORIZATION=f"Bearer {BAD}", REMOTE_ADDR="10.9.7.1")
     assert answer.status_code == 429 and answer["Retry-After"]
     assert make_user("someone-else")  # the database still answers after the refusals
+
+
+def test_it_counts_by_the_forwarded_address_behind_the_shipped_proxy(client, limit, settings):
+    # Behind deploy/nginx-opsportal.conf every peer is 127.0.0.1: one guesser must not lock out the rest.
+    settings.LOGIN_PROXY_COUNT = 1
+    _, good = staff_token()
+
+    def via_proxy(token: str, forwarded: str):
+        body = json.dumps({"services": []})
+        return client.post(
+            URL,
+            body,
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+            REMOTE_ADDR="127.0.0.1",
+            HTTP_X_FORWARDED_FOR=forwarded,
+        )
+
+    for _ in range(limit):
+        assert via_proxy(BAD, "10.9.8.1").status_code == 401
+    assert via_proxy(BAD, "10.9.8.1").status_code == 429
+    assert via_proxy(good, "10.9.8.1").status_code == 429
+    assert via_proxy(good, "10.9.8.2").status_code == 200
+    # A client cannot escape by prepending fakes: the proxy's entry (the rightmost) is the one counted.
+    assert via_proxy(good, "10.9.8.2, 10.9.8.1").status_code == 429
+
+
+def test_it_ignores_x_forwarded_for_without_a_trusted_proxy(client, limit, settings):
+    settings.LOGIN_PROXY_COUNT = 0
+    _, good = staff_token()
+    for n in range(limit):
+        response = client.post(
+            URL,
+            json.dumps({"services": []}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {BAD}",
+            REMOTE_ADDR="10.9.9.1",
+            HTTP_X_FORWARDED_FOR=f"10.9.9.{100 + n}",  # a forged header per request changes nothing
+        )
+        assert response.status_code == 401
+    assert post(client, good, "10.9.9.1").status_code == 429
+
+
+# Run by `manage.py shell` in a real process: 8 threads, each with its own database connection (as web
+# worker threads are), count 10 failures each, then print the count the cache holds.
+CONCURRENT = """
+import threading
+from django.core.cache import caches
+from django.core.cache.backends.db import DatabaseCache
+from django.db import connections
+from health import throttle
+
+NOW = %(now)r
+assert isinstance(caches["default"], DatabaseCache), caches["default"]
+barrier = threading.Barrier(8)
+
+def fail_often():
+    barrier.wait(timeout=30)
+    try:
+        for _ in range(10):
+            throttle.record_failure("10.9.10.1", now=NOW)
+    finally:
+        connections.close_all()
+
+workers = [threading.Thread(target=fail_often) for _ in range(8)]
+for worker in workers:
+    worker.start()
+for worker in workers:
+    worker.join()
+print("counted", caches["default"].get(throttle._key("10.9.10.1", throttle._window(NOW, 60)[0])))
+"""
+
+
+def test_it_counts_concurrent_failures_exactly_in_the_database_cache(tmp_path):
+    # SQLite: a file in WAL mode as deployed (the suite's in-memory database cannot take concurrent
+    # writers); PostgreSQL: the suite's own test database.
+    if connection.vendor == "sqlite":
+        url = f"sqlite:///{tmp_path / 'cache.sqlite3'}"
+    else:
+        url = server_url(connection.settings_dict["NAME"])
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DJANGO_") and k != "TEST_DATABASE_NAME"},
+        "DATABASE_URL": url,
+        "REDIS_URL": "",
+        "API_BAD_TOKEN_LIMIT": "1000",
+        "OPSPORTAL_VAR_DIR": str(tmp_path / "var"),
+        "LOG_DIR": str(tmp_path / "logs"),
+    }
+    manage(env, "createcachetable")
+    out = manage(env, "shell", "-c", CONCURRENT % {"now": NOW})
+    # Every failure counted: a get-then-set count loses those of other threads.
+    assert out.split()[-2:] == ["counted", "80"], out
