@@ -152,6 +152,8 @@ else:
         "default": {
             "BACKEND": "django.core.cache.backends.db.DatabaseCache",
             "LOCATION": "opsportal_cache",
+            # The bad-token counts live here: culling at Django's default 300 entries could drop them under load.
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
         }
     }
 
