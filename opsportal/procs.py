@@ -328,7 +328,8 @@ def _descendants_outside(proc: psutil.Process, own: set[int]) -> list[psutil.Pro
     return found
 
 
-# The portal's own secrets and wiring: never passed to a child, not even when a config names them.
+# The portal's own secrets and wiring: never passed to a child, not even when a config names them
+# (env_passthrough, or `${NAME}` in a kind's `env` or a tunnel's env or command: a ConfigError).
 PORTAL_ONLY_ENV = (
     "SECRET_KEY",
     "DATABASE_URL",
@@ -365,12 +366,12 @@ def check_env_settings(cleaned: dict[str, Any], where: str) -> None:
 
 def expand_child_env(cfg: dict[str, Any], secrets: list[str]) -> dict[str, str]:
     """A kind's `env` with its ${VAR}s expanded (their values collected in `secrets`); ConfigError for an unset
-    variable or an `env_passthrough` the portal refuses."""
+    variable, a `${NAME}` of PORTAL_ONLY_ENV or an `env_passthrough` the portal refuses."""
     try:
         check_passthrough(cfg["env_passthrough"])
     except ValueError as exc:
         raise ConfigError("", str(exc)) from None
-    return {k: expand_env(v, secrets) for k, v in cfg["env"].items()}
+    return {k: expand_env(v, secrets, refused=PORTAL_ONLY_ENV) for k, v in cfg["env"].items()}
 
 
 def child_env(extra: dict[str, str] | None = None, passthrough: Sequence[str] = ()) -> dict[str, str]:

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, urlsplit
@@ -284,11 +285,16 @@ def _register(found: list[str] | None, secret: str) -> None:
         found.extend(secret_parts(secret))
 
 
-def expand_env(value: str, found: list[str] | None = None) -> str:
-    """Replace `${VAR}` with the variable's value; `found` collects the values and their parts (secrets)."""
+def expand_env(value: str, found: list[str] | None = None, refused: Collection[str] = ()) -> str:
+    """Replace `${VAR}` with the variable's value; `found` collects the values and their parts (secrets).
+
+    A name in `refused` is a ConfigError naming it (the portal's own secrets, for a child's env or argv).
+    """
 
     def sub(match: re.Match[str]) -> str:
         name = match.group(1)
+        if name in refused:
+            raise ConfigError("", f"${{{name}}} is the portal's own {name}, never passed to a child")
         if name not in os.environ:
             raise ConfigError("", f"environment variable {name} is not set")
         secret = os.environ[name]

@@ -706,9 +706,10 @@ class Check:
         t.consecutive_ready_failures = 0
         t.last_restart_at = timezone.now()
         try:
-            argv = [expand_env(arg, self.secrets) for arg in t.command]
+            # The portal's own secrets are refused by name: a connector never gets them.
+            argv = [expand_env(arg, self.secrets, refused=procs.PORTAL_ONLY_ENV) for arg in t.command]
             # A token goes to the connector in its environment (TUNNEL_TOKEN), out of sight of `ps`.
-            env = {k: expand_env(v, self.secrets) for k, v in (t.env or {}).items()}
+            env = {k: expand_env(v, self.secrets, refused=procs.PORTAL_ONLY_ENV) for k, v in (t.env or {}).items()}
             ref = procs.start_detached(argv, log_file=self.log_file(), env=env)
         except (ConfigError, OSError) as exc:
             return self.failed(Status.DOWN, f"could not start the connector: {exc}", None)

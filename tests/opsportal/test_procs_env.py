@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from health.probes.command import CommandProbe
+from health.runner import probe_once
 from opsportal import procs
 from opsportal.procs import PORTAL_ONLY_ENV, child_env, run_argv, start_detached
+from tests.health.factories import ServiceFactory
 from tests.servers import wait_for
 
 PY = sys.executable
@@ -87,3 +89,26 @@ def test_env_passthrough_may_not_name_the_portal_s_own_secrets():
     for name in PORTAL_ONLY_ENV:
         with pytest.raises(ValueError, match=name):
             child_env(passthrough=[name])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", PORTAL_ONLY_ENV)
+def test_it_refuses_a_child_env_value_naming_the_portal_s_own_secret(portal_env, monkeypatch, tmp_path, name):
+    # `env = {X = "${SECRET_KEY}"}` would hand the portal's own secret to the child under another name.
+    monkeypatch.setenv("REDIS_URL", "redis://:pw@127.0.0.1/0")
+    monkeypatch.setenv("METRICS_TOKEN", "metrics-token-value")
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "opsportal.settings")
+    out = tmp_path / "env.json"
+    settings = {"argv": [PY, "-c", PRINT_ENV, str(out)], "env": {"X": f"prefix-${{{name}}}"}}
+    outcome = probe_once(ServiceFactory.build(kind="command", settings=settings, timeout=10))
+    assert not out.exists(), out.read_text()  # the child never ran
+    assert outcome.status == "misconfigured" and f"${{{name}}}" in outcome.detail, outcome.detail
+
+
+@pytest.mark.django_db
+def test_a_child_env_value_naming_another_variable_still_reaches_the_child(portal_env, tmp_path):
+    out = tmp_path / "env.json"
+    settings = {"argv": [PY, "-c", PRINT_ENV, str(out)], "env": {"X": "${NEEDED_BY_CHILD}"}}
+    outcome = probe_once(ServiceFactory.build(kind="command", settings=settings, timeout=10))
+    assert outcome.status == "up", outcome.detail
+    assert json.loads(out.read_text())["X"] == "passed-through"
