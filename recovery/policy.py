@@ -57,12 +57,21 @@ def choose_action(actions: list[RecoveryAction], failures: int) -> RecoveryActio
     return actions[min(failures, len(actions) - 1)]
 
 
+# engine._crashed's row for an automatic recovery that crashed before its attempt started (a stored value
+# no round can use): no action ran, so it must not use up the caps of the services that can be repaired.
+# Told apart by its detail and by naming no action: an attempt that crashed after its action ran (its
+# detail may start the same) did act, and counts.
+CRASHED_PREFIX = "internal error"
+
+
 def _auto_attempts(now: datetime) -> QuerySet[RecoveryAttempt]:
-    """Automatic attempts that ran (skips not counted) in the rolling hour before now."""
+    """Automatic attempts that ran (skips and crashes before an action ran not counted) in the rolling
+    hour before now."""
     recent = RecoveryAttempt.objects.filter(
         trigger=RecoveryAttempt.Trigger.AUTO, started_at__gt=now - timedelta(hours=1)
     )
-    return recent.exclude(outcome__startswith="skipped_")
+    crashed_before = Q(detail__startswith=CRASHED_PREFIX, action__isnull=True, action_kind="")
+    return recent.exclude(outcome__startswith="skipped_").exclude(crashed_before)
 
 
 def global_cap_reached(now: datetime) -> bool:

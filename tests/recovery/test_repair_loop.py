@@ -19,11 +19,13 @@ from pathlib import Path
 import psutil
 import pytest
 import time_machine
+from django.db import connection
 from django.utils import timezone
 
 from health.models import Event, Incident, Service
 from health.runner import run_round
-from recovery.models import RecoveryAttempt, RecoveryState
+from recovery import policy
+from recovery.models import RecoveryAction, RecoveryAttempt, RecoveryState
 from tests.recovery.conftest import PY, touch_argv
 from tests.servers import Reply
 
@@ -129,6 +131,43 @@ def test_it_keeps_a_crash_looping_service_from_using_up_the_global_cap(make_serv
     results = {r["service"]: r for r in round_of(looper, innocent)}
     assert results["b-innocent"]["outcome"] == "succeeded", results["b-innocent"]["reason"]
     assert results["a-looper"]["outcome"] == "skipped_cooldown"
+
+
+@pytest.mark.django_db
+def test_it_counts_no_crash_before_an_action_ran_toward_the_caps(make_service, add_action, flags, settings):
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL's integer column cannot hold the cooldown (SQLite stores it)")
+    settings.RECOVERY_MAX_AUTO_PER_HOUR = 2
+    settings.RECOVERY_MAX_AUTO_PER_SERVICE_PER_HOUR = 1
+    bad = [looping(make_service, add_action, flags, name)[0] for name in ("a-bad", "b-bad")]
+    innocent, innocent_flag = looping(make_service, add_action, flags, "c-innocent")
+    # Rows stored before the bounds: a cooldown no timedelta holds makes each attempt crash before it ran.
+    RecoveryAction.objects.filter(service__in=bad).update(cooldown=9223372036854775807)
+    innocent_flag.touch()
+    for _ in range(2):
+        crashed = {r["service"]: r for r in round_of(*bad, innocent)}
+        assert all("internal error: OverflowError" in crashed[s.name]["reason"] for s in bad), crashed
+    assert RecoveryAttempt.objects.filter(detail__startswith="internal error", trigger="auto").count() == 4
+    assert not policy.global_cap_reached(timezone.now())
+    assert not any(policy.service_cap_reached(s, timezone.now()) for s in bad)
+
+    innocent_flag.unlink()  # no action ran for the crashes: the innocent service may still be repaired
+    results = {r["service"]: r for r in round_of(*bad, innocent)}
+    assert results["c-innocent"]["outcome"] == "succeeded", results["c-innocent"]["reason"]
+    assert policy.service_cap_reached(innocent, timezone.now())  # an attempt that ran counts as before
+
+
+@pytest.mark.django_db
+def test_it_still_counts_an_attempt_that_crashed_after_its_action_ran(make_service, add_action):
+    svc = make_service("web")
+    action = add_action(svc, "command", {"argv": ["true"]})
+    now = timezone.now()
+    common = {"service": svc, "trigger": "auto", "outcome": "failed", "started_at": now, "finished_at": now}
+    RecoveryAttempt.objects.create(**common, detail="internal error: OverflowError at policy.py:30")
+    RecoveryAttempt.objects.create(
+        **common, action=action, action_kind="command", detail="internal error while recovering: internal error"
+    )
+    assert policy._auto_attempts(now + timedelta(seconds=1)).count() == 1  # the one whose action ran
 
 
 def read_caps(**env: str) -> subprocess.CompletedProcess:
