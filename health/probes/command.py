@@ -4,7 +4,7 @@ from typing import Any
 
 from health.probes.base import DEGRADED, DOWN, UP, Probe, ProbeConfigError, ProbeError, ProbeOutcome, ProbeTimeout
 from opsportal.procs import check_env_settings, child_env_keys, expand_child_env, run_argv
-from opsportal.spec import ConfigError, Key
+from opsportal.spec import ConfigError, Key, scrub
 
 # The Nagios plugin convention, so existing check plugins work unchanged.
 EXIT_STATUS = {0: UP, 1: DEGRADED}
@@ -42,7 +42,8 @@ class CommandProbe(Probe):
             raise ProbeError(f"cannot run {self.cfg['argv'][0]}: {exc.strerror or exc}") from None
         if done.timed_out:
             raise ProbeTimeout(f"command did not finish within {self.timeout:g} s")
-        text = (done.stdout or done.stderr).decode("utf-8", errors="replace").strip()
+        # Scrubbed whole, then cut: a secret across the cut would leave its head behind, unmatched.
+        text = scrub((done.stdout or done.stderr).decode("utf-8", errors="replace"), self.secrets).strip()
         first = text.splitlines()[0][:300] if text else f"exit {done.returncode}"
         status = EXIT_STATUS.get(done.returncode, DOWN)
         if status == DOWN:
