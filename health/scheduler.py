@@ -22,7 +22,8 @@ Every DISPATCH_TICK_MS (1 s) a pass:
    slot. A claim the round could not release (the database went away) is remembered: when the
    database is back the loop re-takes its own claim at once (it knows that round ended) and books the
    slot after the one it probed, so the slot is neither lost to a claim waiting to go stale nor probed
-   twice;
+   twice. So are the claims a pass had already written (each UPDATE commits alone) when the database
+   failed it midway; an outage booking is dropped only once its slot is booked or probed;
 4. runs the tunnel watchdog (tunnels.watchdog.run_due claims its own tunnels; during an outage
    run_due_outage checks the tunnels it last saw, from memory).
 
@@ -185,7 +186,9 @@ def live_owners(now: datetime) -> set[str]:
     return {name.removeprefix(LOOP_PREFIX) for name in rows}
 
 
-def claim_due(now: datetime | None = None, owner: str = "", retake: Collection[int] = ()) -> list[Service]:
+def claim_due(
+    now: datetime | None = None, owner: str = "", retake: Collection[int] = (), into: list[Service] | None = None
+) -> list[Service]:
     """Claim the services whose probe is due; each is claimed by exactly one caller.
 
     The conditional UPDATE matches the `next_due_at` and `running_since` this caller read, so of
@@ -195,6 +198,9 @@ def claim_due(now: datetime | None = None, owner: str = "", retake: Collection[i
     the slot is taken over within seconds, not a minute later. `retake`: pks of `owner`'s own claims
     whose round has ended but could not release them (the database went away): claimed again at once.
     Each claimed service carries `due` (the slot it is probed for) and `running_since`.
+    Each UPDATE commits on its own, so a pass that fails midway has claims already written: `into` (when
+    given) holds each claim as soon as it is made, and also the service whose UPDATE failed (it may have
+    committed before the connection went), so the caller can re-take them all once the database answers.
     """
     now = now or timezone.now()
     candidates = (
@@ -202,7 +208,7 @@ def claim_due(now: datetime | None = None, owner: str = "", retake: Collection[i
         .filter(Q(next_due_at__lte=now) | Q(next_due_at__isnull=True))
         .order_by(F("next_due_at").asc(nulls_first=True), "pk")
     )
-    claimed: list[Service] = []
+    claimed: list[Service] = [] if into is None else into
     alive: set[str] | None = None
     beaten = time.monotonic()
     for service in candidates:
@@ -224,7 +230,12 @@ def claim_due(now: datetime | None = None, owner: str = "", retake: Collection[i
         row = (
             row.filter(running_since=service.running_since) if service.running_since else row.filter(running_since=None)
         )
-        if row.update(running_since=now, claimed_by=owner) == 1:
+        try:
+            updated = row.update(running_since=now, claimed_by=owner)
+        except DatabaseError:
+            claimed.append(service)  # perhaps claimed: re-taking a claim that is not this loop's does nothing
+            raise
+        if updated == 1:
             service.due = service.next_due_at or now
             service.running_since = now
             service.claimed_by = owner
@@ -305,17 +316,23 @@ class Dispatcher:
     def pass_once(self, now: datetime | None = None) -> list[Service]:
         now = now or timezone.now()
         self.passes += 1
+        claimed: list[Service] = []  # filled claim by claim: a failure midway still knows what it holds
+        released: set[int] = set()
         try:
             run_db(self._refresh_known, retry=False)
             # Beat before claiming: another loop must never see this one's fresh claims as a dead loop's.
             run_db(beat, now, self.owner, retry=False)
             with self._lock:
                 retake = set(self.unreleased)
-            claimed = run_db(claim_due, now, self.owner, retake, retry=False)
+            run_db(claim_due, now, self.owner, retake, claimed, retry=False)
             with self._lock:
                 self.unreleased -= {s.pk for s in claimed}
-            claimed = run_db(self._skip_probed_in_outage, claimed, now, retry=False)
+            claimed = run_db(self._skip_probed_in_outage, claimed, now, released, retry=False)
         except (DatabaseError, CircuitBreakerError) as exc:
+            # Claims already written (each UPDATE commits alone) whose round will not run: this loop holds
+            # them in the database, so it re-takes them as soon as it answers, not when they go stale.
+            with self._lock:
+                self.unreleased |= {s.pk for s in claimed} - released
             self.outage_passes += 1
             if self.outage_passes == 1:
                 log.warning("Dispatcher: database unavailable (%s); probing from memory", type(exc).__name__)
@@ -331,23 +348,36 @@ class Dispatcher:
         self._tunnels(now)
         return claimed
 
-    def _skip_probed_in_outage(self, claimed: list[Service], now: datetime) -> list[Service]:
+    def _skip_probed_in_outage(self, claimed: list[Service], now: datetime, released: set[int]) -> list[Service]:
         """Claims for slots this loop already probed from memory: book the outage clock's slot instead.
 
         During an outage `next_due_at` cannot move, so right after it the database still names a slot
         whose result is in the spool. If the outage clock's next slot is due too, probe for that one.
+        A booking is dropped only once it is served (released, or kept for the round): if the database goes
+        away midway, the claims not yet released are re-taken later and still book the outage clock's slot.
+        `released` gets the pks released here.
         """
-        keep = []
+        keep: list[Service] = []
+        served: list[tuple[int, datetime]] = []
         for service in claimed:
             with self._lock:
-                booked = self.outage_booked.pop(service.pk, None)
-            if booked is None or booked <= service.due:
+                booked = self.outage_booked.get(service.pk)
+            if booked is None:
+                keep.append(service)
+                continue
+            if booked <= service.due:
                 keep.append(service)
             elif booked <= now:
                 service.due = booked
                 keep.append(service)
             else:
                 release(service, booked)
+                released.add(service.pk)
+            served.append((service.pk, booked))
+        with self._lock:
+            for pk, booked in served:  # a later booking, made meanwhile, stays
+                if self.outage_booked.get(pk) == booked:
+                    del self.outage_booked[pk]
         return keep
 
     def _refresh_known(self) -> None:

@@ -16,12 +16,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 import time_machine
+from django.db import connection
 
 from health.models import ProbeResult, Service
 from health.scheduler import OUTAGE_CLAIM_PREFIX, Dispatcher, slot_start
 from opsportal import db
 from opsportal.spool import default_spool, replay_pending
-from tests.opsportal.outage_support import quick_db_hardening
+from tests.opsportal.outage_support import Outage, quick_db_hardening
 from tests.servers import Reply
 
 REDIS_URL = "redis://127.0.0.1:6379/12"  # a Redis database number nothing else in the suite uses
@@ -182,3 +183,109 @@ def test_it_spools_a_round_at_the_end_of_its_slot_instead_of_retrying_into_the_n
         db.reset_breaker()
         checked = list(ProbeResult.objects.values_list("checked_at", flat=True))
         assert checked == [T0 + timedelta(seconds=INTERVAL - 1.5)]  # replayed with its own time
+
+
+def outage_at(outage: Outage, pick: Callable[[str], bool], after: int = 0) -> Callable:
+    """An execute wrapper that takes the database away just before the statement after `after` that `pick`
+    matches: the outage lands inside a pass, between two of its autocommitted writes. An Outage starts once:
+    a second outage in a test needs an Outage of its own."""
+    seen = [0]
+
+    def wrapper(execute, sql, params, many, context):
+        if pick(sql):
+            seen[0] += 1
+            if seen[0] == after + 1:
+                outage.start()
+        return execute(sql, params, many, context)
+
+    return wrapper
+
+
+def is_claim(sql: str) -> bool:
+    return sql.startswith('UPDATE "health_service"') and '"claimed_by"' in sql and '"running_since" = NULL' not in sql
+
+
+def is_release(sql: str) -> bool:
+    return sql.startswith('UPDATE "health_service"') and '"running_since" = NULL' in sql
+
+
+def probed_slots(service: Service) -> list[int]:
+    times = sorted(ProbeResult.objects.filter(service=service).values_list("checked_at", flat=True))
+    return [math.floor((t - T0).total_seconds() / INTERVAL) for t in times]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_re_takes_the_claims_a_pass_wrote_before_the_database_went_away(tcp_server, settings, tmp_path, outage):
+    settings.AUTO_RECOVERY_ENABLED = False
+    with quick_db_hardening(settings, tmp_path / "var"):
+        services = [
+            Service.objects.create(
+                name=f"web{k}",
+                kind="tcp",
+                settings={"host": "127.0.0.1", "port": tcp_server.port},
+                interval=INTERVAL,
+                timeout=2,
+                next_due_at=T0,
+            )
+            for k in range(3)
+        ]
+        loop = Dispatcher()
+        with time_machine.travel(T0, tick=False) as clock:
+            # Two claims are written, then the database goes away: the pass probes all three from memory.
+            with connection.execute_wrapper(outage_at(outage, is_claim, after=2)):
+                assert loop.pass_once() == []
+            assert outage.started.is_set() and loop.outage_passes == 1
+            outage.end()
+            held = sorted(Service.objects.filter(claimed_by=loop.owner).values_list("pk", flat=True))
+            assert held == [s.pk for s in services[:2]]  # this loop's claims, of a round that never ran
+            clock.move_to(T0 + timedelta(seconds=0.5))
+            assert loop.pass_once() == []  # T0 is in the spool: every claim books T0 + 10 instead
+            clock.move_to(T0 + timedelta(seconds=INTERVAL + 0.5))
+            claimed = loop.pass_once()  # not held back until the claims go stale (timeout + 60 s)
+            replay_pending()
+        db.reset_breaker()
+        assert sorted((s.pk, s.due) for s in claimed) == [(s.pk, T0 + timedelta(seconds=INTERVAL)) for s in services]
+        assert [probed_slots(s) for s in services] == [[0, 1]] * 3  # none lost, none twice
+        assert not Service.objects.exclude(running_since=None).exists()
+        assert not loop.unreleased and not loop.outage_booked
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_the_outage_booking_when_its_release_fails(tcp_server, settings, tmp_path, outage):
+    settings.AUTO_RECOVERY_ENABLED = False
+    with quick_db_hardening(settings, tmp_path / "var"):
+        service = Service.objects.create(
+            name="web",
+            kind="tcp",
+            settings={"host": "127.0.0.1", "port": tcp_server.port},
+            interval=INTERVAL,
+            timeout=2,
+            next_due_at=T0,
+        )
+        loop = Dispatcher()
+        with time_machine.travel(T0, tick=False) as clock:
+            assert len(loop.pass_once()) == 1  # T0, through the database
+            outage.start()
+            clock.move_to(T0 + timedelta(seconds=INTERVAL + 0.5))
+            loop.pass_once()  # T0 + 10 from memory: the database still names it, T0 + 20 is booked
+            outage.end()
+            clock.move_to(T0 + timedelta(seconds=INTERVAL + 1))
+            # Back: the claim of T0 + 10 is written, and the database goes away before it can book T0 + 20.
+            again = Outage()
+            try:
+                with connection.execute_wrapper(outage_at(again, is_release)):
+                    assert loop.pass_once() == []
+                assert again.started.is_set() and loop.outage_passes == 2  # the outage of T0 + 10, then this one
+            finally:
+                again.end()
+            assert loop.outage_booked == {service.pk: T0 + timedelta(seconds=2 * INTERVAL)}
+            clock.move_to(T0 + timedelta(seconds=INTERVAL + 1.5))
+            assert loop.pass_once() == []  # re-taken at once, T0 + 20 booked; T0 + 10 not probed again
+            assert Service.objects.get(pk=service.pk).next_due_at == T0 + timedelta(seconds=2 * INTERVAL)
+            clock.move_to(T0 + timedelta(seconds=2 * INTERVAL + 0.5))
+            claimed = loop.pass_once()
+            replay_pending()
+        db.reset_breaker()
+        assert [s.due for s in claimed] == [T0 + timedelta(seconds=2 * INTERVAL)]
+        assert probed_slots(service) == [0, 1, 2]
+        assert not loop.unreleased and not loop.outage_booked
