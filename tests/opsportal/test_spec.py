@@ -24,6 +24,7 @@ from opsportal.spec import (
     expand_header,
     field_validators,
     scrub,
+    secret_parts,
     validate,
     with_defaults,
 )
@@ -306,3 +307,11 @@ def test_it_gives_model_fields_the_same_check_and_message():
         assert info.value.messages == [message]
     with pytest.raises(ValidationError, match="must be a finite number"):
         field_validators(Key("number", minimum=0, maximum=1))[0](math.nan)
+
+
+def test_it_takes_every_word_of_an_unquoted_key_value_password_up_to_the_next_key():
+    # libpq reads `password=abc def` as `abc` and a key `def`; its error quotes `def`, so it is a secret too.
+    parts = secret_parts("host=db password=abc def ghi port=5432")
+    assert {"abc", "def", "ghi"} <= set(parts) and "port=5432" not in parts
+    assert "sslmode" not in secret_parts("password=abc xy sslmode = require")  # `key = value` is a key
+    assert "xy" not in secret_parts("password=abc xy dbname=x")  # too short to scrub, as scrub decides
