@@ -8,7 +8,8 @@ every minute — does the sending, out of the request and probe paths:
    service filters). An event the runner marked `held` (its service flaps, or its incident is a
    child of its parent's) becomes a `held` row, sent nowhere; except an `incident_resolved` on a
    channel its `incident_opened` went out to (sent or pending): a pager must hear the end of what it
-   was told began (it is sent no earlier than that opening's next try).
+   was told began (it is sent no earlier than that opening's next try, and `send_due` holds it while
+   the opening is still pending).
 2. `send_due`: pending deliveries are claimed (a conditional UPDATE, so two workers never send one
    twice), sent, and marked `sent`; a failure is retried NOTIFY_MAX_ATTEMPTS times in all, waiting
    NOTIFY_RETRY_SECONDS, doubling, then marked `failed` with the (scrubbed) error.
@@ -220,10 +221,40 @@ def send_due(now: dt.datetime | None = None, limit: int = 200) -> tuple[int, int
     )
     sent = failed = 0
     for delivery in due:
+        if _wait_for_opening(delivery, now):
+            continue
         if deliver(delivery, now):
             sent += delivery.status == Status.SENT
             failed += delivery.status != Status.SENT
     return sent, failed
+
+
+def _wait_for_opening(delivery: Delivery, now: dt.datetime) -> bool:
+    """Hold a resolution while its incident's opening to the same channel is still pending: fan-out made it
+    due at the opening's next try, but a failed try pushes the opening back (the wait doubles), and a pager
+    told "resolved" first keeps the late "opened" open. It moves to the opening's next try; True if held."""
+    event = delivery.event
+    incident = event.data.get("incident") if isinstance(event.data, dict) else None
+    if event.kind != Kind.INCIDENT_RESOLVED or incident is None:
+        return False
+    opening = list(
+        Delivery.objects.filter(
+            channel_id=delivery.channel_id,
+            status=Status.PENDING,
+            event__kind=Kind.INCIDENT_OPENED,
+            event__data__incident=incident,
+        )
+        .order_by("-next_attempt_at")
+        .values_list("next_attempt_at", flat=True)[:1]
+    )
+    if not opening:
+        return False
+    due = max(opening[0] or now, now)
+    # Conditional, as a claim is: a worker that has just claimed it keeps it.
+    Delivery.objects.filter(pk=delivery.pk, status=Status.PENDING, attempts=delivery.attempts).update(
+        next_attempt_at=due
+    )
+    return True
 
 
 # --- 3. reminders ---------------------------------------------------------------------------------

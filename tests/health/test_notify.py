@@ -317,6 +317,42 @@ def test_it_sends_a_resolution_after_its_opening_that_is_still_being_retried(htt
     assert titles == ["web is down", "web is down", "web is up again"]  # the failed try, the retry, then the end
 
 
+def test_it_holds_a_resolution_while_its_opening_failed_again_and_waits_longer(make_http_server, settings):
+    flap_at_first_change(settings)
+    settings.NOTIFY_RETRY_SECONDS = 60
+    svc, hook = make_http_server(), make_http_server()
+    received: list[str] = []
+
+    def webhook(request):
+        title = json.loads(request["body"])["title"]
+        if title == "web is down" and "(webhook back)" not in received:  # the openings fail till then
+            return Reply(status=503)
+        received.append(title)
+        return Reply(status=200)
+
+    hook.handler = webhook
+    channel = hook_channel(hook)
+    service = web_service(svc, failure_threshold=1)
+    probe(service, svc, 500)  # the opening fails: retried in 60 s
+    probe(service, svc, 200)  # the resolution is due at that retry
+    opened = channel.deliveries.get(event__kind="incident_opened")
+    resolved = channel.deliveries.get(event__kind="incident_resolved")
+    assert opened.status == resolved.status == "pending" and resolved.next_attempt_at >= opened.next_attempt_at
+
+    notify.send_due(timezone.now() + timedelta(seconds=61))  # the retry fails too: 120 s more
+    opened.refresh_from_db()
+    resolved.refresh_from_db()
+    assert (opened.status, opened.attempts) == ("pending", 2)
+    assert "web is up again" not in received  # a pager told "resolved" first would keep the late "opened" open
+    assert (resolved.status, resolved.attempts) == ("pending", 0)
+    assert resolved.next_attempt_at >= opened.next_attempt_at  # it waits for the opening's next try
+
+    received.append("(webhook back)")
+    notify.send_due(timezone.now() + timedelta(seconds=600))
+    assert [t for t in received if t != "web is flapping"] == ["(webhook back)", "web is down", "web is up again"]
+    assert set(channel.deliveries.values_list("status", flat=True)) == {"sent"}
+
+
 def test_it_resolves_a_parents_delivered_opening_and_keeps_its_unannounced_child_quiet(http_server, settings):
     flap_at_first_change(settings)
     channel = hook_channel(http_server)
