@@ -114,6 +114,26 @@ def is_transient(exc: BaseException) -> bool:
     return transient_reason(exc) is not None
 
 
+# time.monotonic() of the last transient error this process met (None: none yet). A heartbeat that aged while
+# this process could not reach the database may have aged for the same reason: recovery.owner judges ages only
+# once this process has been connected again for a while.
+last_transient_at: float | None = None
+
+
+def note_transient(exc: BaseException) -> bool:
+    """is_transient, and when it is, remember when (last_transient_at)."""
+    global last_transient_at
+    if not is_transient(exc):
+        return False
+    last_transient_at = time.monotonic()
+    return True
+
+
+def seconds_since_transient() -> float | None:
+    """Seconds since this process's last transient database error (None: none yet)."""
+    return None if last_transient_at is None else time.monotonic() - last_transient_at
+
+
 # --- circuit breaker -----------------------------------------------------------------
 _pending_events: list[tuple[str, str, dict[str, Any]]] = []
 _events_lock = threading.Lock()
@@ -170,7 +190,8 @@ breaker = pybreaker.CircuitBreaker(
     fail_max=5,
     reset_timeout=30,
     # Only transient database errors count; a bug or an integrity error says nothing of reachability.
-    exclude=[lambda exc: not is_transient(exc)],
+    # Every failed unit passes here: the one place its transient error is noted (note_transient).
+    exclude=[lambda exc: not note_transient(exc)],
     listeners=[_BreakerLog()],
     throw_new_error_on_trip=False,
     name="database",

@@ -6,8 +6,12 @@ runs — whichever process runs it: a qcluster's dispatcher round, `runprobes`, 
 /health/recover, the dashboard, `manage.py recover`. It is the dispatcher's mechanism (health.scheduler:
 `loop:<owner>` rows, dead after owner_dead_after()), under its own prefix so doctor and the fallback
 task do not count an attempt as a dispatcher loop. A claim is taken over only when its owner is dead:
-- its heartbeat is older than owner_dead_after() (any host), or
-- its process is gone on this host (at once, no need to wait for the heartbeat to age).
+- its heartbeat is older than owner_dead_after() (any host), judged only once this process has reached the
+  database for owner_dead_after() since its last transient error (opsportal.db.last_transient_at): an owner
+  kept from beating by the same outage is not dead, or
+- its process is gone on this machine (at once, no need to wait for the heartbeat to age). "This machine" is
+  the hostname and a machine id in the owner id (`host:pid:nonce@machine`: the boot id and the pid namespace,
+  hashed), as two containers or pods can share a hostname; an owner without it relies on its heartbeat.
 An attempt runs for hours if its action does; age alone never frees a claim that has an owner. A claim
 without one (written before owners existed) still goes stale after RECOVERY_STALE_AFTER.
 
@@ -20,6 +24,8 @@ so two copies never run at once across hosts either.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import logging
 import os
 import signal
@@ -27,6 +33,7 @@ import socket
 import threading
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -37,6 +44,7 @@ from django.utils import timezone
 
 from health.models import SchedulerHeartbeat
 from health.scheduler import new_owner, owner_dead_after
+from opsportal import db
 from opsportal.procs import ProcRef
 
 log = logging.getLogger("opsportal.recovery")
@@ -50,6 +58,18 @@ OWNER_ROW_TTL = timedelta(hours=1)
 
 def this_host() -> str:
     return socket.gethostname()[:32]
+
+
+@functools.cache
+def machine_id() -> str:
+    """This boot of this machine and this pid namespace, hashed short ("" where /proc does not say): pids are
+    comparable only between processes with the same one."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""
+    return hashlib.sha256(f"{boot}:{namespace}".encode()).hexdigest()[:8]
 
 
 def beat(owner: str, now: datetime | None = None) -> int:
@@ -66,7 +86,7 @@ class OwnerBeat:
     """
 
     def __init__(self, limit: float | None = None) -> None:
-        self.owner = new_owner()
+        self.owner = f"{new_owner()}@{machine_id()}" if machine_id() else new_owner()
         self.limit = 2.0 * settings.RECOVERY_STALE_AFTER if limit is None else limit
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -93,7 +113,11 @@ class OwnerBeat:
                     return
                 try:
                     beat(self.owner)
-                except Exception as exc:  # the database away: the next beat tries again
+                except Exception as exc:  # the database away: the next beat tries again, on a new connection
+                    db.note_transient(exc)
+                    # No request boundary drops a broken connection in this thread: without this every later
+                    # beat reuses it (a restarted PostgreSQL) and the live owner looks dead.
+                    db.close_connections()
                     log.debug("Recovery owner %s: beat failed (%s)", self.owner, type(exc).__name__)
         finally:
             connections.close_all()  # this thread's own connection
@@ -108,12 +132,13 @@ class OwnerBeat:
             log.debug("Recovery owner %s: heartbeat row not deleted (%s)", self.owner, type(error).__name__)
 
 
-def _parse(owner: str) -> tuple[str, int | None]:
-    """(host, pid) of an owner id `host:pid:nonce` (health.scheduler.new_owner)."""
+def _parse(owner: str) -> tuple[str, int | None, str]:
+    """(host, pid, machine id) of an owner id `host:pid:nonce@machine` (health.scheduler.new_owner + machine_id;
+    an id without `@machine` gives "")."""
     parts = owner.rsplit(":", 2)
     if len(parts) != 3 or not parts[1].isdigit():
-        return "", None
-    return parts[0], int(parts[1])
+        return "", None, ""
+    return parts[0], int(parts[1]), parts[2].partition("@")[2]
 
 
 class Liveness:
@@ -131,13 +156,18 @@ class Liveness:
 
     def dead_reason(self, owner: str) -> str:
         """Why `owner` is dead ("" while it is alive)."""
-        host, pid = _parse(owner)
-        if host == this_host() and pid is not None and not psutil.pid_exists(pid):
+        host, pid, machine = _parse(owner)
+        local = host == this_host() and bool(machine) and machine == machine_id()
+        if local and pid is not None and not psutil.pid_exists(pid):
             return f"its process {pid} on {host} is gone"
         last = self.beats().get(owner)
         if last is None:
             return f"its owner {owner} stopped beating (no heartbeat)"
         if last < self.now - owner_dead_after():
+            connected = db.seconds_since_transient()
+            if connected is not None and connected < owner_dead_after().total_seconds():
+                log.debug("Recovery owner %s: heartbeat not judged, the database was away %.0f s ago", owner, connected)
+                return ""
             return f"its owner {owner} stopped beating ({(self.now - last).total_seconds():.0f} s ago)"
         return ""
 
