@@ -88,7 +88,8 @@ def auto_recover(round_result: Any) -> list[dict[str, Any]]:
 
 
 def _crashed(service: Service, exc: Exception, since: datetime) -> dict[str, Any]:
-    """Log and record an automatic recovery that raised (as a failed attempt); the round goes on."""
+    """Log and record an automatic recovery that raised (as a failed attempt, its claim released); the round
+    goes on."""
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
     # The type and place only: an exception's message may quote a setting (a DSN, a token).
@@ -107,9 +108,19 @@ def _crashed(service: Service, exc: Exception, since: datetime) -> dict[str, Any
             detail=reason[:500],
         )
         attempt.store()
+        return {**result_dict(attempt, service), "success": False, "reason": reason}
+    # Only a dead owner's attempt and claim (ours: its beat ended with the crash), never another live attempt's.
+    dead = bool(attempt.owner) and bool(owners.Liveness(now).dead_reason(attempt.owner))
+    if attempt.outcome == Outcome.IN_PROGRESS and dead:
+        # The crash came after the claim and even the attempt's own handler could not finish it.
+        attempt.finish(Outcome.FAILED, now, detail=reason[:500])
     elif attempt.outcome == Outcome.FAILED and type(exc).__name__ not in attempt.detail:
         attempt.detail = f"{attempt.detail}: {reason}"[:500]
         RecoveryAttempt.objects.filter(pk=attempt.pk).update(detail=attempt.detail)
+    if dead:  # the claim it left held, only while still that owner's
+        RecoveryState.objects.filter(service=service, claimed_by=attempt.owner).update(
+            running_since=None, claim_token="", claimed_by="", last_finished_at=now
+        )
     return {**result_dict(attempt, service), "success": False, "reason": reason}
 
 

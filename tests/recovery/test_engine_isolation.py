@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from health.models import Service
 from health.runner import run_round
+from recovery.engine import _crashed
 from recovery.models import RecoveryAction, RecoveryAttempt, RecoveryState
+from recovery.owner import OwnerBeat
 from tests.recovery.conftest import touch_argv
 from tests.servers import Reply
 
@@ -75,3 +78,49 @@ def test_it_records_a_crash_before_the_attempt_started_and_goes_on(
     assert by_service["a-bad"]["success"] is False and "OverflowError" in by_service["a-bad"]["reason"]
     crashed = RecoveryAttempt.objects.get(service=bad)
     assert crashed.outcome == "failed" and "OverflowError" in crashed.detail
+
+
+def _crash() -> OverflowError:
+    try:
+        float("inf").__int__()
+    except OverflowError as exc:
+        return exc
+    raise AssertionError("no crash")
+
+
+def _held(svc, owner: str, started) -> RecoveryAttempt:
+    RecoveryState.objects.create(
+        service=svc, running_since=started, claim_token="t0ken", claimed_by=owner, next_allowed_at=started
+    )
+    return RecoveryAttempt.objects.create(
+        service=svc, trigger="auto", action_kind="command", started_at=started, owner=owner
+    )
+
+
+def test_it_records_a_crash_after_the_claim_as_failed_and_frees_the_claim(make_service):
+    # The attempt was left in progress (even the crash handler's own write failed): before the fix it stayed so,
+    # its claim held, and a later "abandoned: … stopped beating" hid the real error.
+    svc = make_service("a-bad")
+    since = timezone.now()
+    owner = OwnerBeat().owner  # this process's owner, whose heartbeat row ended with the crashed attempt
+    left = _held(svc, owner, timezone.now())
+
+    result = _crashed(svc, _crash(), since)
+
+    left.refresh_from_db()
+    assert left.outcome == "failed" and "internal error: OverflowError" in left.detail
+    assert left.finished_at is not None
+    state = RecoveryState.objects.get(service=svc)
+    assert state.running_since is None and state.claimed_by == ""
+    assert result["success"] is False and result["attempt"] == left.pk
+
+
+def test_it_never_finishes_a_live_owners_attempt_after_a_crash(make_service):
+    svc = make_service("a-bad")
+    since = timezone.now()
+    with OwnerBeat() as live:  # another thread's attempt of this service, still running
+        running = _held(svc, live, timezone.now())
+        _crashed(svc, _crash(), since)
+        running.refresh_from_db()
+        assert running.outcome == "in_progress"
+        assert RecoveryState.objects.get(service=svc).claimed_by == live
