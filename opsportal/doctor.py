@@ -214,11 +214,11 @@ MAX_LOOSE_SHOWN = 5
 
 
 def check_file_modes() -> Finding:
-    """The var dir, the database, the spool, the tunnel ledger and the logs: owner-only (files.py)."""
+    """The var dir, the database, the spool, the tunnel ledger and the portal's logs: owner-only (files.py)."""
     var_dir, log_dir = Path(settings.VAR_DIR), Path(settings.LOG_DIR)
-    found = files.loose(
-        files.portal_paths(var_dir, log_dir, settings.DATABASES["default"], public=[Path(settings.STATIC_ROOT)])
-    )
+    # The same set settings.py tightens at start: what the portal made, owned by this user.
+    paths = files.portal_paths(var_dir, log_dir, settings.DATABASES["default"], public=[Path(settings.STATIC_ROOT)])
+    found = files.loose(paths)
     umask = files.current_umask()
     if found:
         shown = found[:MAX_LOOSE_SHOWN]
@@ -229,7 +229,8 @@ def check_file_modes() -> Finding:
             + more
             + ": other local users can read what the portal keeps there (the database holds live sessions)",
             "; ".join(files.fix_command(path, mode) for path, mode in shown)
-            + f" (all at once: `chmod -R go-rwx {var_dir} {log_dir}`, as their owner or root)",
+            # Only the paths named: a recursive chmod of LOG_DIR=/var/log would lock other services out.
+            + (f" (all {len(found)}: `chmod go-rwx {' '.join(str(p) for p, _ in found)}`)" if more else ""),
         )
     if umask & files.OWNER_ONLY_MASK != files.OWNER_ONLY_MASK:
         return problem(
@@ -238,6 +239,10 @@ def check_file_modes() -> Finding:
             "settings.py must call opsportal.files.owner_only_umask() before it creates anything",
         )
     detail = f"owner-only: {var_dir}, {log_dir} (umask {umask:04o})"
+    if log_dir not in paths:
+        # Other services' logs share it (LOG_DIR=/var/log), or another user owns it: its mode is theirs.
+        detail = f"owner-only: {var_dir}, the portal's logs in {log_dir} (the directory's mode is left as it is)"
+        detail += f" (umask {umask:04o})"
     if files.tightened:
         names = ", ".join(f"{path} (was {mode:04o})" for path, mode in files.tightened[:MAX_LOOSE_SHOWN])
         detail += f"; tightened at start: {names}"

@@ -1,11 +1,13 @@
-"""Owner-only files: the var dir, the SQLite database, the spool, the tunnel ledger and the logs.
+"""Owner-only files: the var dir, the SQLite database, the spool, the tunnel ledger and the portal's logs.
 
 The database holds live session keys (a superuser's session is code execution through a `command`
 probe), so no other local user may read it, whatever umask the portal is started with (a login
 shell's 022 made them 0644 and 0755). settings.py, imported first by every process of the portal
 (gunicorn workers, qcluster and its forked workers, every management command), calls
 `owner_only_umask()` before it creates anything, and `tighten()` over what an earlier run left
-looser. doctor reports what is still looser (opsportal.doctor.check_file_modes).
+looser. doctor reports what is still looser (opsportal.doctor.check_file_modes). Only what the
+portal makes (portal_paths) and only this user's own: LOG_DIR may be /var/log, shared with other
+services, so nothing there but the portal's own log files is ever changed.
 
 Two deliberate exceptions:
 - `collectstatic` keeps the umask it was started with: static files are public, and nginx (another
@@ -17,6 +19,7 @@ Two deliberate exceptions:
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import stat
 import sys
@@ -28,6 +31,16 @@ OWNER_ONLY_MASK = 0o077  # the group and other bits a portal file never has
 # Commands whose output is meant for other users: they keep the umask they were started with.
 PUBLIC_COMMANDS = frozenset({"collectstatic"})
 SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+# What the portal makes in the var dir: files, and directories with all they hold (opsportal.spool,
+# tunnels.watchdog's ledger).
+VAR_FILES = ("secret_key",)
+# The default database (settings.py), counted even when DATABASE_URL now points elsewhere: an earlier run's
+# copy still holds its sessions.
+DEFAULT_DATABASE = "opsportal.sqlite3"
+VAR_TREES = ("spool", "tunnels")
+# The log files in LOG_DIR: build_logging's (opsportal/logconfig.py; a midnight rotation adds `.YYYY-MM-DD`)
+# and the tunnel connectors' output (tunnels.watchdog: `tunnel-NAME.log`).
+LOG_PATTERNS = ("system-monitor.log", "system-monitor.log.*", "tunnel-*.log", "tunnel-*.log.*")
 
 _started_umask: int | None = None
 # What tighten() changed in this process: (path, mode before). doctor shows it.
@@ -75,20 +88,58 @@ def sqlite_files(database: Mapping[str, Any]) -> list[Path]:
 def portal_paths(
     var_dir: Path, log_dir: Path, database: Mapping[str, Any] | None = None, *, public: Iterable[Path] = ()
 ) -> list[Path]:
-    """Every existing path that must be owner-only: the var and log dirs with all they hold (never
-    following a symlink), and the SQLite database's files wherever DATABASE_URL puts them. `public`
-    directories (STATIC_ROOT, should it sit in the var dir) are left out with all they hold."""
+    """Every existing path the portal made that must be owner-only, never following a symlink, and only
+    this user's own (another owner's file is not the portal's, even under a portal name).
+
+    The var dir, its secret_key, spool and tunnel ledger (with all they hold); the SQLite database's
+    files wherever DATABASE_URL puts them (and the default database's in the var dir); the log files
+    build_logging writes (with their rotations) and the tunnel connectors' logs. Nothing else: LOG_DIR
+    may be /var/log, where other services keep their logs, and then the log dir itself keeps its mode
+    too (they must still reach their own files). `public` directories (STATIC_ROOT, should it sit in
+    the var dir) are left out with all they hold."""
     skip = {Path(p) for p in public}
+    var_dir, log_dir = Path(var_dir), Path(log_dir)
     found: list[Path] = []
-    for top in (Path(var_dir), Path(log_dir)):
-        if not top.is_dir() or top.is_symlink() or top in skip:
-            continue
-        found.append(top)
-        for root, dirs, names in os.walk(top):
-            dirs[:] = [d for d in dirs if Path(root, d) not in skip]  # os.walk does not descend into them
-            found.extend(Path(root, name) for name in (*dirs, *names))
-    found.extend(p for p in sqlite_files(database or {}) if p.exists())
-    return [p for p in dict.fromkeys(found) if not p.is_symlink()]
+    if var_dir not in skip:
+        found.append(var_dir)
+        found.extend(var_dir / name for name in VAR_FILES)
+        found.extend(var_dir / f"{DEFAULT_DATABASE}{suffix}" for suffix in SQLITE_SUFFIXES)
+        for tree in (var_dir / name for name in VAR_TREES):
+            if tree in skip or not tree.is_dir() or tree.is_symlink():
+                continue
+            found.append(tree)
+            for root, dirs, names in os.walk(tree):
+                dirs[:] = [d for d in dirs if Path(root, d) not in skip]  # os.walk does not descend into them
+                found.extend(Path(root, name) for name in (*dirs, *names))
+    if log_dir not in skip:
+        names = _names(log_dir)
+        ours = [n for n in names if is_portal_log(n)]
+        if len(ours) == len(names):  # nothing but the portal's logs: the directory is the portal's too
+            found.append(log_dir)
+        found.extend(log_dir / name for name in ours)
+    found.extend(sqlite_files(database or {}))
+    return [p for p in dict.fromkeys(found) if _own(p)]
+
+
+def is_portal_log(name: str) -> bool:
+    """A log file name the portal writes in LOG_DIR (a doctor check's scratch file counts: it is gone at once)."""
+    return name.startswith(".doctor-") or any(fnmatch.fnmatchcase(name, pattern) for pattern in LOG_PATTERNS)
+
+
+def _names(directory: Path) -> list[str]:
+    try:
+        return os.listdir(directory) if directory.is_dir() and not directory.is_symlink() else []
+    except OSError:
+        return []
+
+
+def _own(path: Path) -> bool:
+    """An existing path, not a symlink, owned by this process's user."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return not stat.S_ISLNK(info.st_mode) and info.st_uid == os.geteuid()
 
 
 def target_mode(mode: int) -> int:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from opsportal import files
+from opsportal import doctor, files
+from opsportal.logconfig import build_logging
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 LOOSE_UMASK = 0o022
@@ -191,3 +192,91 @@ def test_it_starts_service_processes_with_the_umask_the_portal_was_given(home: P
     env = {**portal_env(home), "DJANGO_SETTINGS_MODULE": "opsportal.settings"}
     proc = run([sys.executable, "-c", RUN_CHILD, str(home / "detached-umask")], env)
     assert proc.stdout.split() == ["0022", "0022"]
+
+
+FOREIGN_UID = 65534  # nobody
+
+
+def test_it_tightens_only_the_portal_s_own_files_and_leaves_what_else_shares_the_log_dir(home: Path) -> None:
+    # LOG_DIR=/var/log: every start (any manage.py command, as root) must leave other services' logs alone.
+    var, logs = home / "var", home / "logs"
+    (var / "spool").mkdir(parents=True)
+    (var / "tunnels").mkdir()
+    (logs / "nginx").mkdir(parents=True)
+    ours = [
+        var / "opsportal.sqlite3",
+        var / "spool" / "spool.jsonl",
+        var / "tunnels" / "main.json",
+        logs / "system-monitor.log",
+        logs / "system-monitor.log.2026-11-30",
+        logs / "tunnel-monitor.log",
+        logs / "tunnel-main.log",
+    ]
+    theirs = [logs / "syslog", logs / "other-service.log", logs / "nginx" / "access.log", var / "operator-notes.txt"]
+    if os.geteuid() == 0:  # a portal file name, but another user's file: not the portal's to change
+        theirs.append(logs / "system-monitor.log.2026-11-29")
+    for path in ours + theirs:
+        path.write_bytes(b"")
+        path.chmod(0o644)
+    for directory in (var, var / "spool", var / "tunnels", logs, logs / "nginx"):
+        directory.chmod(0o755)
+    if os.geteuid() == 0:
+        os.chown(logs / "system-monitor.log.2026-11-29", FOREIGN_UID, FOREIGN_UID)
+    run([sys.executable, "manage.py", "check"], portal_env(home))
+    assert {str(p.relative_to(home)): oct(mode(p)) for p in ours if mode(p) != 0o600} == {}
+    assert {str(p.relative_to(home)): oct(mode(p)) for p in theirs if mode(p) != 0o644} == {}
+    assert mode(logs / "nginx") == 0o755
+    assert mode(logs) == 0o755  # shared with other services: they must still reach their own logs
+    assert {mode(d) for d in (var, var / "spool", var / "tunnels")} == {0o700}
+
+
+DOCTOR_FILES = """
+import django
+django.setup()
+from opsportal import doctor
+finding = doctor.check_file_modes()
+print(finding.ok, finding.detail, finding.fix)
+"""
+
+
+def test_doctor_reports_the_same_files_the_start_tightens(home: Path) -> None:
+    logs = home / "logs"
+    logs.mkdir()
+    (logs / "other-service.log").write_bytes(b"")
+    (logs / "other-service.log").chmod(0o644)
+    env = {**portal_env(home), "DJANGO_SETTINGS_MODULE": "opsportal.settings"}
+    out = run([sys.executable, "-c", DOCTOR_FILES], env).stdout
+    assert out.startswith("True"), out
+    assert "other-service.log" not in out
+    assert mode(logs / "other-service.log") == 0o644
+
+
+def test_it_counts_every_log_file_build_logging_writes_as_the_portal_s(tmp_path: Path) -> None:
+    # files.py names the log files logconfig.py writes: a handler added there must be tightened too.
+    (tmp_path / "var").mkdir()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    names = [Path(h["filename"]).name for h in build_logging(logs)["handlers"].values() if h.get("filename")]
+    assert names
+    made = [logs / n for n in names] + [logs / f"{n}.2026-11-30" for n in names] + [logs / "tunnel-main.log"]
+    for path in made:
+        path.write_bytes(b"")
+    assert set(made) <= set(files.portal_paths(tmp_path / "var", logs))
+    (logs / "unrelated.log").write_bytes(b"")
+    assert logs / "unrelated.log" not in files.portal_paths(tmp_path / "var", logs)
+
+
+def test_doctor_s_fix_names_only_the_portal_s_paths_never_a_recursive_chmod(settings, tmp_path: Path) -> None:
+    settings.VAR_DIR, settings.LOG_DIR = tmp_path / "var", tmp_path / "logs"
+    settings.VAR_DIR.mkdir(mode=0o700)
+    settings.LOG_DIR.mkdir(mode=0o755)
+    (settings.LOG_DIR / "syslog").write_bytes(b"")  # another service's: LOG_DIR is shared
+    loose = [settings.LOG_DIR / f"system-monitor.log.2026-11-2{day}" for day in range(7)]
+    for path in [settings.LOG_DIR / "syslog", *loose]:
+        path.write_bytes(b"")
+        path.chmod(0o644)
+    finding = doctor.check_file_modes()
+    assert not finding.ok
+    assert "-R" not in finding.fix and "syslog" not in finding.fix + finding.detail
+    assert "chmod go-rwx " in finding.fix
+    assert all(str(path) in finding.fix for path in loose)  # the 5 shown and the 2 more, by name
