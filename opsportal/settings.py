@@ -296,7 +296,8 @@ DASHBOARD_CARDS_PER_PAGE = env_int("DASHBOARD_CARDS_PER_PAGE", 60, minimum=1)
 
 # --- Logging -------------------------------------------------------------------
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
-# Log files (the tunnel watchdog's `tunnel-monitor.log`, connector output) rotate daily, kept this many days.
+# Log files (`system-monitor.log`, the tunnel watchdog's `tunnel-monitor.log`) rotate daily, kept this many days;
+# connector output (`tunnel-NAME.log`) is appended by the connector itself and not rotated here.
 LOG_DIR = Path(env_str("LOG_DIR", str(BASE_DIR / "logs")))
 LOG_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 # What an earlier run under a looser umask left readable is tightened at every start (doctor shows it).
