@@ -10,11 +10,13 @@ from tests.servers import HttpServer, TcpServer
 
 @pytest.fixture(autouse=True)
 def _closed_breaker() -> Iterator[None]:
-    """The database circuit breaker is process-wide: one test's outage must not fail the next test fast."""
+    """The database circuit breaker is process-wide: one test's outage must not fail the next test fast; nor may its
+    last transient error hold back the next test's heartbeat takeovers (recovery.owner waits after one)."""
     yield
-    from opsportal.db import breaker
+    from opsportal import db
 
-    breaker.close()
+    db.breaker.close()
+    db.last_transient_at = None
 
 
 @pytest.fixture(autouse=True)
