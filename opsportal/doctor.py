@@ -7,7 +7,9 @@ Checks that need the database are skipped (and say so) when the database itself 
 
 from __future__ import annotations
 
+import copy
 import logging
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -17,15 +19,17 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.cache import caches
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import NON_FIELD_ERRORS, ImproperlyConfigured, ValidationError
 from django.db import DatabaseError, connection
+from django.db.models import Model
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from health.models import Channel, Service
-from opsportal import files
+from health.models import Channel, MaintenanceWindow, Service
+from opsportal import files, procs
 from opsportal.envcheck import Unset, unset_in
-from opsportal.spec import scrub
+from opsportal.spec import ConfigError, scrub
+from recovery.actions import registry as action_registry
 from recovery.actions.base import stale_bound_problem
 from recovery.models import RecoveryAction
 from tunnels.models import Tunnel
@@ -417,6 +421,96 @@ def _actions_indexed() -> list[tuple[RecoveryAction, int]]:
     return out
 
 
+def check_supervisor() -> Finding:
+    """Commands (the command probe and action, restart_process) run under GNU coreutils `timeout`, which
+    kills a child's whole group at its deadline even when the portal dies mid-run (procs.supervisor)."""
+    path = procs.supervisor()
+    if path is not None:
+        return ok(
+            "supervisor",
+            f"commands run under {path} (GNU coreutils): killed at their deadline even if the portal dies mid-run",
+        )
+    found = shutil.which("timeout")
+    why = f"{found} is not GNU coreutils timeout" if found else "no `timeout` on PATH"
+    return problem(
+        "supervisor",
+        f"{why}: command probes and actions run unsupervised: a child outlives a portal killed mid-run (SIGKILL, "
+        "OOM) until it ends by itself",
+        "install GNU coreutils (Debian/Ubuntu: coreutils; Alpine: `apk add coreutils`) so that `timeout --version` "
+        "says GNU coreutils, first on the portal's PATH, then restart the portal (web and qcluster)",
+    )
+
+
+def out_of_bounds() -> list[str]:
+    """Each stored value the admin would refuse today (its field's validators, its kind's keys, the model's
+    own checks): rows written before the bounds keep what they held (a migration adds validators only)."""
+    found: list[str] = []
+    for service in Service.objects.order_by("name"):
+        found += _refused(f"service {service.name}", service, service.clean)
+    for action, i in _actions_indexed():
+        found += _refused(f"service {action.service.name} recovery[{i}]", action, _action_settings_check(action))
+    for tunnel in Tunnel.objects.order_by("name"):
+        found += _refused(f"tunnel {tunnel.name}", tunnel)
+    for channel in Channel.objects.order_by("name"):
+        found += _refused(f"channel {channel.name}", channel, channel.clean)
+    for window in MaintenanceWindow.objects.order_by("name"):
+        found += _refused(f"maintenance window {window.name}", window, window.clean)
+    return found
+
+
+def _action_settings_check(action: RecoveryAction) -> Callable[[], None]:
+    # Its kind's keys only: RecoveryAction.clean's RECOVERY_STALE_AFTER bound is the `recovery` check's.
+    def check() -> None:
+        if action.kind not in action_registry:
+            raise ValidationError({"kind": f"unknown kind {action.kind!r}"})
+        try:
+            action_registry.get(action.kind).validate_settings(copy.deepcopy(action.settings), "settings")
+        except ConfigError as exc:
+            raise ValidationError(str(exc)) from None
+
+    return check
+
+
+def _refused(where: str, row: Model, clean: Callable[[], None] | None = None) -> list[str]:
+    """What the field validators (and `clean`) refuse in one row, as `where: field: message` (a field the
+    validators refused once is not named again for `clean`'s word on it)."""
+    out: list[str] = []
+    named: set[str] = set()
+    for run in (row.clean_fields, clean):
+        if run is None:
+            continue
+        try:
+            run()
+        except ValidationError as exc:
+            errors = exc.message_dict if hasattr(exc, "error_dict") else {NON_FIELD_ERRORS: exc.messages}
+            for field, messages in errors.items():
+                if field in named:
+                    continue
+                named.add(field)
+                for message in messages:
+                    # A kind's key names its own place (`settings.expect_status: …`).
+                    label = "" if field == NON_FIELD_ERRORS or message.startswith(f"{field}.") else f"{field}: "
+                    out.append(f"{where}: {label}{message}")
+    return out
+
+
+# How many out-of-bounds values doctor names one by one; the rest are counted.
+MAX_BOUNDS_SHOWN = 12
+
+
+def check_bounds() -> Finding:
+    found = out_of_bounds()
+    if not found:
+        return ok("bounds", "every stored value is within its bounds")
+    shown = found[:MAX_BOUNDS_SHOWN]
+    more = f" (and {len(found) - len(shown)} more)" if len(found) > len(shown) else ""
+    return problem(
+        "bounds",
+        "stored before the bounds (or by other means), refused today: " + "; ".join(shown) + more,
+        "edit it in the admin or re-import the file (`python manage.py importconfig`): both say the bound",
+    )
+
+
 Check = Callable[[], Finding]
 # (name, function, needs the database)
 CHECKS: list[tuple[str, Check, bool]] = [
@@ -432,6 +526,8 @@ CHECKS: list[tuple[str, Check, bool]] = [
     ("clock", check_clock, True),
     ("variables", check_variables, True),
     ("recovery", check_recovery_bounds, True),
+    ("bounds", check_bounds, True),
+    ("supervisor", check_supervisor, False),
     ("static", check_static, False),
 ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from datetime import timedelta
@@ -16,9 +17,13 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 from django_q.models import Schedule
 
+from health.models import Channel, MaintenanceWindow, Service
 from health.scheduler import beat, ensure_schedules
-from opsportal import doctor
+from opsportal import doctor, procs
+from recovery.models import RecoveryAction
+from tests.health.factories import RecoveryActionFactory, ServiceFactory, TunnelFactory
 from tests.servers import free_port
+from tunnels.models import Tunnel
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 GOOD_KEY = secrets.token_urlsafe(50)
@@ -386,3 +391,79 @@ def test_it_names_each_unset_variable_the_configuration_uses_and_the_fix(healthy
     with pytest.raises(CommandError, match=r"variables"):
         call_command("doctor", "--no-color")
     assert "FAIL  variables" in capsys.readouterr().out
+
+
+# --- the supervisor of commands (GNU coreutils timeout) --------------------------------------------
+
+
+@pytest.fixture
+def fresh_supervisor():
+    """The supervisor lookup is cached per process: redone for the test and again after it."""
+    procs.supervisor.cache_clear()
+    yield
+    procs.supervisor.cache_clear()
+
+
+def test_it_passes_the_gnu_timeout_supervisor(fresh_supervisor) -> None:
+    real = shutil.which("timeout")
+    if real is None or b"GNU coreutils" not in subprocess.run([real, "--version"], capture_output=True).stdout:
+        pytest.skip("needs GNU coreutils `timeout`")
+    finding = doctor.check_supervisor()
+    assert finding.ok and real in finding.detail
+
+
+def test_it_reports_commands_running_unsupervised_under_a_busybox_timeout(
+    fresh_supervisor, tmp_path: Path, monkeypatch
+) -> None:
+    fake = tmp_path / "bin" / "timeout"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'BusyBox v1.36.1 multi-call binary.' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    finding = doctor.check_supervisor()
+    assert not finding.ok
+    assert f"{fake} is not GNU coreutils timeout" in finding.detail and "unsupervised" in finding.detail
+    assert "coreutils" in finding.fix and "restart" in finding.fix
+
+
+# --- values stored before the bounds ------------------------------------------------------------------
+
+
+def test_it_names_each_stored_value_out_of_its_bounds_and_the_fix(healthy, capsys) -> None:
+    web = ServiceFactory(name="web", kind="http", settings={"url": "http://127.0.0.1:9/"})
+    RecoveryActionFactory(service=web)
+    RecoveryActionFactory(service=web, kind="restart_process", settings={"argv": ["true"]})
+    tunnel = TunnelFactory(name="edge")
+    Channel.objects.create(name="ops", url="json://127.0.0.1:9/hook")
+    MaintenanceWindow.objects.create(name="nightly", cron="0 2 * * *", duration=60)
+    assert doctor.check_bounds().ok
+
+    # Rows as they were stored before the bounds (an .update() runs no validator).
+    Service.objects.filter(pk=web.pk).update(
+        interval=10**6, settings={"url": "http://127.0.0.1:9/", "expect_status": [99]}
+    )
+    first, second = RecoveryAction.objects.filter(service=web).order_by("position")
+    RecoveryAction.objects.filter(pk=first.pk).update(cooldown=10**6)
+    RecoveryAction.objects.filter(pk=second.pk).update(settings={"argv": ["true"], "max_matches": 0})
+    Tunnel.objects.filter(pk=tunnel.pk).update(settle_seconds=1e9, startup_timeout=float("inf"))
+    Channel.objects.filter(name="ops").update(remind_every=10**9)
+    MaintenanceWindow.objects.filter(name="nightly").update(duration=10**9)
+
+    finding = doctor.check_bounds()
+    assert not finding.ok
+    for named in (
+        "service web: interval: must be at most 86400",
+        "service web: settings.expect_status: must be at least 100",
+        "service web recovery[0]: cooldown: must be at most 86400",
+        "service web recovery[1]: settings.max_matches: must be a positive integer",
+        "tunnel edge: settle_seconds: must be at most 300",
+        "tunnel edge: startup_timeout: must be a finite number",
+        "channel ops: remind_every: must be at most 2592000",
+        "maintenance window nightly: duration: must be at most 10080",
+    ):
+        assert named in finding.detail, (named, finding.detail)
+    assert finding.detail.count("nightly: duration") == 1  # the validator's word; the model's clean says it again
+    assert "edit it in the admin or re-import the file" in finding.fix
+    with pytest.raises(CommandError, match=r"bounds"):
+        call_command("doctor", "--no-color")
+    assert "FAIL  bounds" in capsys.readouterr().out
