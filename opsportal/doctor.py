@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.cache import caches
@@ -65,6 +66,14 @@ def ok(check: str, detail: str) -> Finding:
 
 def problem(check: str, detail: str, fix: str) -> Finding:
     return Finding(check, False, detail, fix)
+
+
+T = TypeVar("T")
+
+
+def first_of(found: list[T], most: int) -> tuple[list[T], str]:
+    """The first `most` findings, and " (and N more)" for the rest ("" when none is left out)."""
+    return found[:most], f" (and {len(found) - most} more)" if len(found) > most else ""
 
 
 def _db_secrets() -> list[str]:
@@ -225,8 +234,7 @@ def check_file_modes() -> Finding:
     found = files.loose(paths)
     umask = files.current_umask()
     if found:
-        shown = found[:MAX_LOOSE_SHOWN]
-        more = f" (and {len(found) - len(shown)} more)" if len(found) > len(shown) else ""
+        shown, more = first_of(found, MAX_LOOSE_SHOWN)
         return problem(
             "files",
             ", ".join(f"{path} is {mode:04o}" for path, mode in shown)
@@ -376,8 +384,7 @@ def check_variables() -> Finding:
     found = unset_variables()
     if not found:
         return ok("variables", "every variable the configuration names is set")
-    shown = found[:MAX_UNSET_SHOWN]
-    more = f" (and {len(found) - len(shown)} more)" if len(found) > len(shown) else ""
+    shown, more = first_of(found, MAX_UNSET_SHOWN)
     names = list(dict.fromkeys(u.variable for u in shown))
     return problem(
         "variables",
@@ -401,8 +408,7 @@ def check_recovery_bounds() -> Finding:
     bound = settings.RECOVERY_STALE_AFTER
     if not too_long:
         return ok("recovery", f"every recovery action ends within RECOVERY_STALE_AFTER ({bound} s)")
-    shown = too_long[:MAX_UNSET_SHOWN]
-    more = f" (and {len(too_long) - len(shown)} more)" if len(too_long) > len(shown) else ""
+    shown, more = first_of(too_long, MAX_UNSET_SHOWN)
     return problem(
         "recovery",
         "; ".join(shown) + more,
@@ -502,8 +508,7 @@ def check_bounds() -> Finding:
     found = out_of_bounds()
     if not found:
         return ok("bounds", "every stored value is within its bounds")
-    shown = found[:MAX_BOUNDS_SHOWN]
-    more = f" (and {len(found) - len(shown)} more)" if len(found) > len(shown) else ""
+    shown, more = first_of(found, MAX_BOUNDS_SHOWN)
     return problem(
         "bounds",
         "stored before the bounds (or by other means), refused today: " + "; ".join(shown) + more,

@@ -23,12 +23,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import pytest
+import redis
 import requests
 
 from tests.conftest import postgres_configured
 from tests.servers import free_port
 
 BASE_DIR = Path(__file__).resolve().parents[2]
+
+
+def needs_redis(url: str) -> pytest.MarkDecorator:
+    """Skip a module's tests unless Redis answers at `url` (CI starts one)."""
+    try:
+        up = bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        up = False
+    return pytest.mark.skipif(not up, reason=f"needs Redis at {url} (CI starts one)")
 
 
 def server_url(database: str) -> str:

@@ -76,6 +76,12 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {PORT_RANGE}")
 
 
+def needs_private_postgres() -> pytest.MarkDecorator:
+    """Skip a module's tests, with the reason, when a private server cannot be made here."""
+    reason = unavailable_reason()
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
 def unavailable_reason() -> str | None:
     """Why a private server cannot be made here (the reason a test is skipped with), or None."""
     if bindir() is None:

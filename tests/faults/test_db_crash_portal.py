@@ -30,8 +30,8 @@ import pytest
 import redis
 
 from tests.conftest import requires_postgres
-from tests.faults.portal import Poller, Portal, slot_numbers, spooled_results
-from tests.faults.private_pg import PrivatePostgres, unavailable_reason
+from tests.faults.portal import Poller, Portal, needs_redis, slot_numbers, spooled_results
+from tests.faults.private_pg import PrivatePostgres, needs_private_postgres
 from tests.servers import TcpServer, wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/13"  # a Redis database number nothing else in the suite uses
@@ -39,22 +39,7 @@ INTERVAL = 5
 OUTAGE_S = 20
 SLOW_PROBE_S = 3  # the round the crash interrupts is this long
 SERVICES = ["tcp-0", "tcp-1", "slow"]
-PG_UNAVAILABLE = unavailable_reason()
-
-
-def redis_reachable() -> bool:
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
-pytestmark = [
-    pytest.mark.faults,
-    requires_postgres,
-    pytest.mark.skipif(PG_UNAVAILABLE is not None, reason=PG_UNAVAILABLE or ""),
-    pytest.mark.skipif(not redis_reachable(), reason=f"needs Redis at {REDIS_URL} (CI starts one)"),
-]
+pytestmark = [pytest.mark.faults, requires_postgres, needs_private_postgres(), needs_redis(REDIS_URL)]
 
 CONFIG = "".join(
     f'[[service]]\nname = "{name}"\nkind = "tcp"\nhost = "127.0.0.1"\nport = {{port}}\n'

@@ -27,7 +27,7 @@ import pytest
 import redis
 
 from tests.conftest import requires_postgres
-from tests.faults.portal import own_database
+from tests.faults.portal import needs_redis, own_database
 from tests.servers import HttpServer, Reply, wait_for
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -45,18 +45,7 @@ AFTER_KILL_S = 4 * INTERVAL  # the takeover, then a few slots to check the caden
 REPLY_DELAY_S = 1.5  # each round takes this long, so a cluster can be caught holding a claim
 
 
-def redis_reachable() -> bool:
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
-pytestmark = [
-    pytest.mark.faults,
-    requires_postgres,
-    pytest.mark.skipif(not redis_reachable(), reason=f"needs Redis at {REDIS_URL} (CI starts one)"),
-]
+pytestmark = [pytest.mark.faults, requires_postgres, needs_redis(REDIS_URL)]
 
 
 @pytest.fixture
