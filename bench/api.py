@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 ENDPOINTS = ["/health/live", "/health/status", "/metrics", "/"]
-# What STATUS_CACHE_SECONDS changes (health.snapshot).
+# What STATUS_CACHE_SECONDS changes (api.snapshot).
 CACHED = {"/health/status", "/metrics"}
 
 

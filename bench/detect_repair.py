@@ -102,9 +102,10 @@ def main() -> None:
     db = setup("detect-repair")
     from django.db import connections
 
-    from health.models import Channel, Incident, ProbeResult, Service
-    from health.notify import process_outbox
-    from health.scheduler import Dispatcher
+    from dispatch.scheduler import Dispatcher
+    from health.models import Incident, ProbeResult, Service
+    from notify.models import Channel
+    from notify.outbox import process_outbox
     from recovery.models import RecoveryAction, RecoveryAttempt
     from tunnels.models import Tunnel, TunnelEvent
 
@@ -253,8 +254,8 @@ def main() -> None:
         stop.set()
         for t in threads:
             t.join(30)
-        from opsportal import procs
-        from tunnels import watchdog
+        from core import procs
+        from tunnels import check
 
         for p in (
             procs.find_processes(cmdline_contains=marker)
@@ -262,7 +263,7 @@ def main() -> None:
             + procs.find_processes(cmdline_contains=f"{FAKE.name} --port {port}")
         ):
             p.kill()
-        watchdog.reap_started()
+        check.reap_started()
         hook.stop()
     print(f"# detection and repair — database {db}; dispatcher in-process; load average {os.getloadavg()[0]:.1f}\n")
     print("| event | time after the kill | bound / note |")

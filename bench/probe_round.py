@@ -44,7 +44,7 @@ def timed_round(services: list) -> float:
     from health.runner import run_round
 
     start = time.perf_counter()
-    run_round(services, recover=False)
+    run_round(services)
     return time.perf_counter() - start
 
 

@@ -4,7 +4,7 @@ Each service keeps its last 21 states (`Service.flap_history`, one letter each).
 state change weighs the 20 possible changes from 0.75 (oldest) to 1.25 (newest), so recent
 changes count more; flapping starts above FLAP_HIGH_THRESHOLD (20 %) and stops below
 FLAP_LOW_THRESHOLD (5 %) — the gap is hysteresis, so a service does not flap about flapping.
-While a service flaps its notifications are held (health.notify) and one notice goes out.
+While a service flaps its notifications are held (notify.outbox) and one notice goes out.
 """
 
 from __future__ import annotations

@@ -6,9 +6,6 @@ are one query; every result and every change of state is also a row of its own.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,10 +16,12 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from core.spec import ConfigError, field_validators
+from core.spool import create_or_spool
 from health.probes import registry as probe_registry
 from health.probes.base import DEGRADED, DOWN, MISCONFIGURED, UP, ProbeOutcome
-from health.spec import CHANNEL_KEYS, MAINTENANCE_KEYS, REMIND_EVERY, SERVICE_KEYS
-from opsportal.spec import ConfigError, field_validators
+from health.spec import MAINTENANCE_KEYS, REMIND_EVERY, SERVICE_KEYS
+from health.windows import validate_window, window_active
 
 UNKNOWN, PAUSED = "unknown", "paused"
 SOFT, HARD = "soft", "hard"
@@ -85,7 +84,7 @@ class Service(models.Model):
     # Scheduling: when the next probe is due, and since when one is running (a claim)
     next_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
     running_since = models.DateTimeField(null=True, blank=True)
-    # Which dispatcher loop holds the claim (health.scheduler): a dead loop's claims are taken over at once.
+    # Which dispatcher loop holds the claim (dispatch.scheduler): a dead loop's claims are taken over at once.
     claimed_by = models.CharField(max_length=64, blank=True, default="")
     # Set each round from MaintenanceWindow rows (health.maintenance): paused while a window is open.
     in_maintenance = models.BooleanField(default=False)
@@ -344,67 +343,6 @@ class Incident(models.Model):
         return True
 
 
-class ApiToken(models.Model):
-    """A bearer token for the JSON API; only its SHA-256 hash is stored."""
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
-    name = models.CharField(max_length=100, blank=True)
-    prefix = models.CharField(max_length=12, editable=False, help_text="First characters, to tell tokens apart.")
-    token_hash = models.CharField(max_length=64, unique=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-
-    TOUCH_EVERY_SECONDS = 60
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        return f"{self.prefix}… ({self.name or self.user})"
-
-    @staticmethod
-    def hash(token: str) -> str:
-        return hashlib.sha256(token.encode()).hexdigest()
-
-    @classmethod
-    def issue(cls, user: Any, name: str = "") -> tuple[ApiToken, str]:
-        """Create a token; the clear text is returned once and never stored."""
-        token = "ops_" + secrets.token_urlsafe(32)
-        row = cls.objects.create(user=user, name=name, prefix=token[:10], token_hash=cls.hash(token))
-        return row, token
-
-    @classmethod
-    def authenticate(cls, token: str) -> ApiToken | None:
-        """The live token row for a clear-text token (of an active user), or None.
-
-        Looked up by its hash, then compared in constant time so the answer leaks nothing of the hash.
-        """
-        digest = cls.hash(token)
-        row = cls.objects.select_related("user").filter(token_hash=digest).first()
-        if row is None or not hmac.compare_digest(row.token_hash, digest):
-            return None
-        if row.is_revoked or not row.user.is_active:
-            return None
-        return row
-
-    @property
-    def is_revoked(self) -> bool:
-        return self.revoked_at is not None
-
-    def touch(self, now: datetime | None = None) -> None:
-        """Record a use; at most one write a minute, so a frequent poller does not write on every request."""
-        now = now or timezone.now()
-        if self.last_used_at is None or (now - self.last_used_at).total_seconds() >= self.TOUCH_EVERY_SECONDS:
-            self.last_used_at = now
-            ApiToken.objects.filter(pk=self.pk).update(last_used_at=now)
-
-    def revoke(self) -> None:
-        if self.revoked_at is None:
-            self.revoked_at = timezone.now()
-            self.save(update_fields=["revoked_at"])
-
-
 class Event(models.Model):
     """A notification-worthy event (an outbox row): recorded where it happens, sent elsewhere.
 
@@ -423,7 +361,7 @@ class Event(models.Model):
         BREAKER_OPENED = "breaker_opened"
         BREAKER_CLOSED = "breaker_closed"
         SCHEDULER_LATE = "scheduler_late"
-        SPOOL_DROPPED = "spool_dropped"  # opsportal.spool: records an outage's full spool dropped
+        SPOOL_DROPPED = "spool_dropped"  # core.spool: records an outage's full spool dropped
         FLAPPING_STARTED = "flapping_started"
         FLAPPING_STOPPED = "flapping_stopped"
         REMINDER = "reminder"
@@ -448,9 +386,16 @@ class Event(models.Model):
 
     @staticmethod
     def row(
-        kind: str, title: str, *, service: Service | None = None, subject: str = "", body: str = "", **data: Any
+        kind: str,
+        title: str,
+        *,
+        service: Service | None = None,
+        subject: str = "",
+        body: str = "",
+        at: datetime | None = None,
+        **data: Any,
     ) -> dict[str, Any]:
-        """The fields of an outbox row: one place for emit() and emit_or_spool()."""
+        """The fields of an outbox row: the one place every writer's rows are made (build, emit, emit_or_spool)."""
         return {
             "kind": kind,
             "title": title[:200],
@@ -458,8 +403,17 @@ class Event(models.Model):
             "subject": subject or (service.name if service else ""),
             "body": body,
             "data": data,
-            "created_at": timezone.now(),
+            "created_at": at or timezone.now(),
         }
+
+    @classmethod
+    def build(cls, kind: str, title: str, **fields: Any) -> Event:
+        """An unsaved row, for bulk_create (the runner writes a round's events in one statement)."""
+        service = fields.get("service")
+        row = cls(**cls.row(kind, title, **fields))
+        if service is not None:
+            row.service = service  # keeps the loaded object: no query when the row's service is read
+        return row
 
     @classmethod
     def emit(cls, kind: str, title: str, **fields: Any) -> Event:
@@ -467,108 +421,9 @@ class Event(models.Model):
 
     @classmethod
     def emit_or_spool(cls, kind: str, title: str, *, retry: bool = True, **fields: Any) -> Event | None:
-        """emit(), or spooled (opsportal.spool) when the database cannot be written: replayed with its own
+        """emit(), or spooled (core.spool) when the database cannot be written: replayed with its own
         time. None when spooled."""
-        from opsportal.spool import create_or_spool
-
         return create_or_spool("health.Event", retry=retry, **cls.row(kind, title, **fields))
-
-
-class SchedulerHeartbeat(models.Model):
-    """Written by the probe dispatcher on every pass; /health/status reads its age (health.scheduler)."""
-
-    # "dispatcher" (the scheduler's liveness), or "loop:<owner>" (one per dispatcher loop: its claims' liveness)
-    name = models.CharField(max_length=100, unique=True)
-    last_run_at = models.DateTimeField()
-    host = models.CharField(max_length=100, blank=True)
-    pid = models.PositiveIntegerField(null=True, blank=True)
-    passes = models.PositiveBigIntegerField(default=0)
-
-    def __str__(self) -> str:
-        return f"{self.name} @ {self.last_run_at:%Y-%m-%d %H:%M:%S}"
-
-
-class SpoolBatch(models.Model):
-    """A replayed outage-spool file (opsportal.spool): written in the replay's transaction, so a file is
-    replayed exactly once even when the process dies between commit and unlink."""
-
-    batch_id = models.CharField(max_length=64, unique=True)
-    replayed_at = models.DateTimeField(default=timezone.now)
-    records = models.PositiveIntegerField(default=0)
-
-    def __str__(self) -> str:
-        return self.batch_id
-
-
-class Channel(models.Model):
-    """Where notifications go: an apprise URL (`${VAR}` references expanded at send time), with filters."""
-
-    name = models.SlugField(max_length=100, unique=True)
-    url = models.CharField(
-        max_length=1000, help_text="An apprise URL; put secrets in environment variables: json://host/${TOKEN}"
-    )
-    events = models.JSONField(default=list, blank=True, help_text="Event kinds to send; empty: all.")
-    services = models.ManyToManyField(
-        Service, blank=True, related_name="channels", help_text="Services whose events to send; none: all."
-    )
-    remind_every = models.PositiveIntegerField(
-        default=0,
-        validators=field_validators(CHANNEL_KEYS["remind_every"]),
-        help_text="seconds between reminders while an incident stays open; 0: off",
-    )
-    enabled = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-    def clean(self) -> None:
-        unknown = [k for k in self.events or [] if k not in Event.Kind.values]
-        if not isinstance(self.events, list) or unknown:
-            raise ValidationError({"events": "unknown event kind(s): " + ", ".join(map(str, unknown or [self.events]))})
-
-    def wants(self, event: Event, service_ids: set[int] | None = None) -> bool:
-        """This channel's filters: the event kind, and the service (events about no service pass)."""
-        if self.events and event.kind not in self.events:
-            return False
-        if event.service_id is None or service_ids is None:
-            return True
-        return not service_ids or event.service_id in service_ids
-
-
-class Delivery(models.Model):
-    """One event sent (or being retried, or held) to one channel. `error` is scrubbed of secrets."""
-
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        SENT = "sent"
-        FAILED = "failed"
-        HELD = "held"
-
-    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="deliveries")
-    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
-    created_at = models.DateTimeField(default=timezone.now)
-    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
-    error = models.CharField(max_length=500, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        verbose_name_plural = "deliveries"
-        constraints = [models.UniqueConstraint(fields=["channel", "event"], name="one_delivery_per_channel_event")]
-        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_due")]
-
-    def __str__(self) -> str:
-        return f"{self.event.kind} -> {self.channel.name}: {self.status}"
-
-    @property
-    def success(self) -> bool:
-        return self.status == self.Status.SENT
 
 
 class MaintenanceWindow(models.Model):
@@ -598,16 +453,12 @@ class MaintenanceWindow(models.Model):
         return self.name
 
     def clean(self) -> None:
-        from health.maintenance import validate_window
-
         try:
             validate_window(self)
         except ConfigError as exc:
             raise ValidationError({exc.where or "cron": exc.message}) from None
 
     def is_active(self, now: datetime) -> bool:
-        from health.maintenance import window_active
-
         return window_active(self, now)
 
 

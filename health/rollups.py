@@ -33,6 +33,7 @@ from django.db import transaction
 from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 
+from core.db import run_db
 from health.models import HourlyRollup, ProbeResult
 from health.probes.base import DEGRADED, MISCONFIGURED, UP
 
@@ -47,7 +48,7 @@ ROLLUP_DELAY = dt.timedelta(hours=1)
 def nearest_rank(size: int, p: float) -> int:
     """The 1-based rank of the p-th percentile of `size` sorted values, by the nearest-rank method:
     ceil(size * p) in integer arithmetic, so Python, SQLite and PostgreSQL agree exactly. The one
-    definition, used by the rollups and the latency charts (health.reports)."""
+    definition, used by the rollups and the latency charts (dashboard.reports)."""
     return (size * round(p * 100) + 99) // 100
 
 
@@ -157,8 +158,6 @@ def delete_in_batches(queryset, batch: int) -> tuple[int, int]:  # type: ignore[
     """Delete a queryset's rows `batch` at a time, each batch its own short transaction.
 
     Returns (rows deleted, batches)."""
-    from opsportal.db import run_db
-
     total = batches = 0
     manager = queryset.model.objects
     while True:
@@ -328,3 +327,29 @@ def hourly(service_id: int, start: dt.datetime, end: dt.datetime) -> list[Hourly
         ).order_by("hour")
     )
     return stored + build_rollups(max(split, floor_hour(start)), end, service_id)
+
+
+# --- uptime per window (the dashboard, GET /health/uptime) ---
+UPTIME_WINDOWS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30)}
+
+
+def uptime_tallies(service_ids: list[int], now: dt.datetime) -> dict[int, dict[str, Tally]]:
+    """What the uptime over 24 h / 7 d / 30 d is made of, per service: `health.rollups.tallies`
+    (hourly rollups where raw results were pruned, aggregate SQL over raw rows for the rest), two
+    queries a window for all services."""
+    out: dict[int, dict[str, Tally]] = {sid: {} for sid in service_ids}
+    for key, span in UPTIME_WINDOWS.items():
+        for sid, tally in tallies(service_ids, now - span, now + dt.timedelta(microseconds=1)).items():
+            out[sid][key] = tally
+    return out
+
+
+def uptime_by_window(service_ids: list[int], now: dt.datetime) -> dict[int, dict[str, float | None]]:
+    """Uptime % per service over 24 h / 7 d / 30 d.
+
+    Only probed time counts: an hour without results (the portal was not running) is neither
+    up nor down, so monitor downtime never turns into uptime. `degraded` answered, so it is up.
+    Results taken in maintenance (a window, or paused) do not count either way, as in Uptime Kuma
+    and Statuspage: a service down only during its window shows 100 %.
+    """
+    return {sid: {k: t.uptime for k, t in windows.items()} for sid, windows in uptime_tallies(service_ids, now).items()}

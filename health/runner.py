@@ -12,17 +12,21 @@ import logging
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, connections, transaction
+from django.db import close_old_connections, connection, connections, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from health import flapping, maintenance
+from core import spool as _spool
+from core.bulk import bulk_set
+from core.db import DB_ERRORS, run_db, unavailable
+from core.spec import scrub
+from health import flapping, maintenance, rollups
+from health.events import hold_reason
 from health.models import Event, Incident, ProbeResult, Service, StateChange, Transition, overall_status
-from health.notify import hold_reason
 from health.probes import registry
 from health.probes.base import (
     DEGRADED,
@@ -36,10 +40,6 @@ from health.probes.base import (
     config_fix,
     fix_of,
 )
-from opsportal import spool as _spool
-from opsportal.bulk import bulk_set
-from opsportal.db import CircuitBreakerError, is_transient, run_db
-from opsportal.spec import scrub
 
 log = logging.getLogger("opsportal.health")
 
@@ -55,7 +55,6 @@ class RoundResult:
     status: str
     started_at: datetime
     duration_s: float
-    recovery: list = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -201,33 +200,31 @@ def record(services: list[Service], outcomes: dict[str, ProbeOutcome], now: date
 def _flap_event(service: Service, change: str, now: datetime) -> Event:
     started = change == flapping.STARTED
     log.warning("%s: flapping %s (%.1f %% state change)", service.name, change, service.flap_percent)
-    return Event(
-        kind=Event.Kind.FLAPPING_STARTED if started else Event.Kind.FLAPPING_STOPPED,
-        created_at=now,
+    return Event.build(
+        Event.Kind.FLAPPING_STARTED if started else Event.Kind.FLAPPING_STOPPED,
+        f"{service.name} is flapping" if started else f"{service.name} stopped flapping; now {service.status}",
+        at=now,
         service=service,
-        subject=service.name,
-        title=f"{service.name} is flapping" if started else f"{service.name} stopped flapping; now {service.status}",
         body=(
             "Notifications for it are held until it settles."
             if started
             else f"Notifications resume. Latest: {service.last_detail}"
         ),
-        data={"percent": service.flap_percent},
+        percent=service.flap_percent,
     )
 
 
 def _misconfigured_event(service: Service, now: datetime) -> Event:
     log.warning("%s: misconfigured (%s)", service.name, service.last_detail)
     problem, _, _ = service.last_detail.partition(FIX_MARK)
-    return Event(
-        kind=Event.Kind.SERVICE_MISCONFIGURED,
-        created_at=now,
+    return Event.build(
+        Event.Kind.SERVICE_MISCONFIGURED,
+        f"{service.name} is misconfigured: {problem}",
+        at=now,
         service=service,
-        subject=service.name,
-        title=f"{service.name} is misconfigured: {problem}"[:200],
         body=f"{problem}. Fix: {fix_of(service.last_detail)}. Until then it shows as misconfigured: "
         "a configuration problem, not an outage (no incident, no recovery, not counted as downtime).",
-        data={"fix": fix_of(service.last_detail)},
+        fix=fix_of(service.last_detail),
     )
 
 
@@ -259,19 +256,16 @@ def _incidents(transitions: list[Transition], now: datetime) -> None:
         )
         Incident.objects.filter(pk__in=[i.pk for i in closing]).update(resolved_at=now)
         Event.objects.bulk_create(
-            Event(
-                kind=Event.Kind.INCIDENT_RESOLVED,
-                created_at=now,
+            Event.build(
+                Event.Kind.INCIDENT_RESOLVED,
+                f"{i.service.name} is {i.service.status} again",
+                at=now,
                 service=i.service,
-                subject=i.service.name,
-                title=f"{i.service.name} is {i.service.status} again",
                 body=i.service.last_detail,
+                incident=i.pk,
+                openedAt=i.opened_at.isoformat(),
                 # A child's incident was never announced (its parent's was): its end is not either.
-                data={
-                    "incident": i.pk,
-                    "openedAt": i.opened_at.isoformat(),
-                    "held": "parent incident" if i.parent_id else hold_reason(i.service),
-                },
+                held="parent incident" if i.parent_id else hold_reason(i.service),
             )
             for i in closing
         )
@@ -297,19 +291,16 @@ def _incidents(transitions: list[Transition], now: datetime) -> None:
             incident.parent = parents.get(incident.service_id)
         bulk_set([i for i in new if i.parent], ["parent"])
         Event.objects.bulk_create(
-            Event(
-                kind=Event.Kind.INCIDENT_OPENED,
-                created_at=now,
+            Event.build(
+                Event.Kind.INCIDENT_OPENED,
+                f"{i.service.name} is down",
+                at=now,
                 service=i.service,
-                subject=i.service.name,
-                title=f"{i.service.name} is down",
                 body=i.cause,
-                data={
-                    "severity": i.severity,
-                    "incident": i.pk,
-                    "parent": i.parent.service.name if i.parent else None,
-                    "held": hold_reason(i.service, i.parent.service.name if i.parent else ""),
-                },
+                severity=i.severity,
+                incident=i.pk,
+                parent=i.parent.service.name if i.parent else None,
+                held=hold_reason(i.service, i.parent.service.name if i.parent else ""),
             )
             for i in new
         )
@@ -331,8 +322,8 @@ def _incidents(transitions: list[Transition], now: datetime) -> None:
 def record_durably(
     services: list[Service], outcomes: dict[str, ProbeOutcome], now: datetime, *, deadline: float | None = None
 ) -> list[Transition]:
-    """record() through the database hardening (opsportal.db): transient errors are retried; when the
-    database stays unwritable the round is spooled (opsportal.spool) and replayed in order once it is back.
+    """record() through the database hardening (core.db): transient errors are retried; when the
+    database stays unwritable the round is spooled (core.spool) and replayed in order once it is back.
 
     `deadline` (a `time.monotonic()` value; the dispatcher passes the end of the round's slot): no retry
     backoff runs past it, so a round never holds its services into their next slot; past it, it is spooled.
@@ -355,8 +346,8 @@ def record_durably(
 
     try:
         return run_db(attempt, deadline=deadline)
-    except (DatabaseError, CircuitBreakerError) as exc:
-        if isinstance(exc, DatabaseError) and not is_transient(exc):
+    except DB_ERRORS as exc:
+        if not unavailable(exc):
             raise
         payload = {
             "checkedAt": now,
@@ -381,18 +372,13 @@ def record_durably(
         return [s.apply_outcome(outcomes[s.name], now) for s in services]
 
 
-def _replay_round(payload: dict) -> None:
+def replay_round(payload: dict) -> None:
     by_pk = Service.objects.in_bulk([r["service"] for r in payload["results"]])
     rows = [(by_pk[r["service"]], r) for r in payload["results"] if r["service"] in by_pk]
     outcomes = {s.name: ProbeOutcome(r["status"], r["latencyMs"], r["detail"]) for s, r in rows}
     checked_at = parse_datetime(payload["checkedAt"])
     record([s for s, _ in rows], outcomes, checked_at)
-    from health.rollups import invalidate  # rollups reads the runner's models only
-
-    invalidate([s.pk for s, _ in rows], checked_at)  # an hour rolled up meanwhile is rebuilt with these
-
-
-_spool.register("probe_round", _replay_round)
+    rollups.invalidate([s.pk for s, _ in rows], checked_at)  # an hour rolled up meanwhile is rebuilt with these
 
 
 def select_services(names: Iterable[str] | None = None) -> list[Service]:
@@ -408,10 +394,8 @@ def select_services(names: Iterable[str] | None = None) -> list[Service]:
     return list(qs.filter(enabled=True))
 
 
-def run_round(
-    services: list[Service] | None = None, *, recover: bool = True, deadline: float | None = None
-) -> RoundResult:
-    """One probe round: probe, record, then (optionally) start auto-recovery.
+def run_round(services: list[Service] | None = None, *, deadline: float | None = None) -> RoundResult:
+    """One probe round: probe and record (dispatch.rounds adds auto-recovery on top).
 
     `deadline` (time.monotonic()) bounds the database retries of writing the round (record_durably).
     """
@@ -453,16 +437,4 @@ def run_round(
                 s.state_type,
                 s.last_detail,
             )
-    if recover and settings.AUTO_RECOVERY_ENABLED:
-        from recovery.engine import auto_recover  # recovery depends on health, not the reverse
-
-        result.recovery = auto_recover(result)
-        if any(not r.get("skipped") for r in result.recovery):
-            # A repair ran and re-probed (recorded); report the state it left, not the one before it.
-            fresh = Service.objects.in_bulk([s.pk for s in services])
-            for s in services:
-                if s.pk in fresh:
-                    for name in STATE_FIELDS:
-                        setattr(s, name, getattr(fresh[s.pk], name))
-            result.status = overall_status(services)
     return result

@@ -1,13 +1,13 @@
 """The keys of the health tables of the config file, and the bounds their model columns share.
 
-health.models builds its fields' validators from these Keys and health.config validates the TOML
+health.models builds its fields' validators from these Keys and configfile.config validates the TOML
 with them, so the admin and the file refuse the same values with the same message.
 """
 
 from __future__ import annotations
 
-from health.maintenance import MAX_DURATION_MINUTES
-from opsportal.spec import Key
+from core.spec import Key
+from health.windows import MAX_DURATION_MINUTES
 
 # Reminders at most once a minute, at least once in 30 days (0: off).
 REMIND_EVERY = Key("int", default=0, minimum=0, maximum=30 * 86400)
@@ -25,19 +25,11 @@ SERVICE_KEYS: dict[str, Key] = {
     "depends_on": Key("list[str]", default=[]),
 }
 
-CHANNEL_KEYS: dict[str, Key] = {
-    "name": Key("slug", required=True),
-    "url": Key("str", required=True),
-    "events": Key("list[str]", default=[]),
-    "services": Key("list[str]", default=[]),
-    "remind_every": REMIND_EVERY,
-    "enabled": Key("bool", default=True),
-}
 MAINTENANCE_KEYS: dict[str, Key] = {
     "name": Key("slug", required=True),
     "service": Key("str"),
     "cron": Key("str"),
-    "weekdays": Key("list[int]"),  # 0 (Monday) … 6 (Sunday), checked by health.maintenance.validate_window
+    "weekdays": Key("list[int]"),  # 0 (Monday) … 6 (Sunday), checked by health.windows.validate_window
     "duration": Key("int", default=60, minimum=1, maximum=MAX_DURATION_MINUTES),
     "timezone": Key("str", default="UTC"),
     "enabled": Key("bool", default=True),

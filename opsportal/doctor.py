@@ -26,10 +26,13 @@ from django.db.models import Model
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from health.models import Channel, MaintenanceWindow, Service
-from opsportal import files, procs
-from opsportal.envcheck import Unset, unset_in
-from opsportal.spec import ConfigError, scrub
+from core import files, procs
+from core.envcheck import Unset, unset_in
+from core.liveness import live_owners
+from core.spec import ConfigError, scrub
+from dispatch.scheduler import schedule_specs, scheduler_status
+from health.models import MaintenanceWindow, Service
+from notify.models import Channel
 from recovery.actions import registry as action_registry
 from recovery.actions.base import stale_bound_problem
 from recovery.models import RecoveryAction
@@ -173,8 +176,6 @@ def check_broker() -> Finding:
 
 
 def check_scheduler() -> Finding:
-    from health.scheduler import live_owners, scheduler_status
-
     status = scheduler_status()
     if status.get("status") == "ok":
         # Each loop's identity is `kind@host:pid:nonce`: show where the probing runs (one per qcluster).
@@ -248,7 +249,7 @@ def check_file_modes() -> Finding:
         return problem(
             "files",
             f"this process's umask is {umask:04o}: the files it creates would be readable by other users",
-            "settings.py must call opsportal.files.owner_only_umask() before it creates anything",
+            "settings.py must call core.files.owner_only_umask() before it creates anything",
         )
     detail = f"owner-only: {var_dir}, {log_dir} (umask {umask:04o})"
     if log_dir not in paths:
@@ -299,8 +300,6 @@ def check_debug() -> Finding:
 def check_schedules() -> Finding:
     from django_q.models import Schedule
 
-    from health.scheduler import schedule_specs
-
     present = set(Schedule.objects.filter(name__startswith=SCHEDULE_PREFIX).values_list("name", flat=True))
     missing = sorted(set(schedule_specs()) - present)
     if missing:
@@ -323,8 +322,6 @@ def database_now() -> datetime:
 
 
 def check_clock() -> Finding:
-    from health.scheduler import scheduler_status
-
     db_now = database_now()
     skew = (timezone.now() - db_now).total_seconds()
     fix = "keep every host's clock synchronised (`timedatectl set-ntp true`, chrony or systemd-timesyncd)"

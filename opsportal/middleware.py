@@ -20,7 +20,7 @@ ACCESS_LOG_USER = "opsportal.user"
 
 def authenticated_username(request: HttpRequest) -> str:
     """The username the application authenticated for this request, or "" when none."""
-    user = getattr(request, "api_user", None)  # health.auth: a token's user or the session's
+    user = getattr(request, "api_user", None)  # api.auth: a token's user or the session's
     if user is None:
         user = getattr(request, "user", None)
         # A session the request never looked at was never checked: do not load it just for the log.

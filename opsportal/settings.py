@@ -15,17 +15,9 @@ from csp.constants import NONE as CSP_NONE
 from csp.constants import SELF as CSP_SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from opsportal.env import (
-    env_bool,
-    env_choice,
-    env_db,
-    env_float,
-    env_int,
-    env_list,
-    env_str,
-)
-from opsportal.files import owner_only_umask, portal_paths, tighten
-from opsportal.logconfig import build_logging
+from core.env import env_bool, env_choice, env_db, env_float, env_int, env_list, env_str
+from core.files import owner_only_umask, portal_paths, tighten
+from core.logconfig import build_logging
 
 # Before anything is created: the portal's files are owner-only whatever the umask (opsportal/files.py).
 owner_only_umask()
@@ -68,11 +60,20 @@ INSTALLED_APPS = [
     # Login throttling (its models, admin and `axes_reset`) and the Content-Security-Policy header.
     "axes",
     "csp",
-    # Before django_q: health's `qcluster` command (Django-Q2's, plus the resident dispatcher loop) wins.
+    # The layers, foundation first (docs/architecture.md; import-linter holds them in `make lint`).
+    "core",
     "health",
-    "django_q",
-    "recovery",
     "tunnels",
+    "recovery",
+    "notify",
+    # Before django_q: dispatch's `qcluster` command (Django-Q2's, plus the resident dispatcher loop) wins.
+    "dispatch",
+    "django_q",
+    "api",
+    "dashboard",
+    "configfile",
+    # The project itself: `doctor` and `quickstart`.
+    "opsportal",
 ]
 
 MIDDLEWARE = [
@@ -104,7 +105,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "health.dashboard.portal_context",
+                "dashboard.views.portal_context",
             ],
         },
     },
@@ -189,7 +190,7 @@ AXES_HTTP_RESPONSE_CODE = 429
 # The address is the TCP peer (REMOTE_ADDR), never a client-sent header; behind nginx (which sets
 # X-Forwarded-For to its peer, deploy/nginx-opsportal.conf) set LOGIN_PROXY_COUNT=1.
 LOGIN_PROXY_COUNT = env_int("LOGIN_PROXY_COUNT", 0, minimum=0)
-AXES_CLIENT_IP_CALLABLE = "opsportal.login_throttle.client_address"
+AXES_CLIENT_IP_CALLABLE = "core.clients.client_address"
 # A success does not wipe the failures: an attacker holding one account cannot reset the count.
 AXES_RESET_ON_SUCCESS = False
 
@@ -286,7 +287,7 @@ PROBE_MAX_BODY_BYTES = env_int("PROBE_MAX_BODY_BYTES", 1_048_576, minimum=1024)
 HEALTH_PUBLIC = env_bool("HEALTH_PUBLIC", True)
 # When set, /metrics needs `Authorization: Bearer <METRICS_TOKEN>` (or an API token / staff session).
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
-# Seconds a web process serves /health/status's and /metrics' database reads from its snapshot (health.snapshot);
+# Seconds a web process serves /health/status's and /metrics' database reads from its snapshot (api.snapshot);
 # the database check and circuit breaker stay live. 0: read on every request.
 STATUS_CACHE_SECONDS = env_float("STATUS_CACHE_SECONDS", 2.0, minimum=0)
 # Seconds between the dashboard's live refreshes (overview and service page).
@@ -353,6 +354,6 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
-# --- API: bad bearer tokens per client address (health.throttle; counted in the shared cache) ---
+# --- API: bad bearer tokens per client address (api.throttle; counted in the shared cache) ---
 API_BAD_TOKEN_LIMIT = env_int("API_BAD_TOKEN_LIMIT", 20, minimum=1)
 API_BAD_TOKEN_WINDOW = env_int("API_BAD_TOKEN_WINDOW", 60, minimum=1)

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from health.views import metrics
+from api.views import metrics
 
 # Of django.contrib.auth's views only these: the password-reset ones would mail a link, and the portal
 # sends no mail (an operator resets a password with `manage.py changepassword` or in the admin).
@@ -18,7 +18,7 @@ account_urls = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include(account_urls)),
-    path("health/", include("health.urls")),
+    path("health/", include("api.urls")),
     path("metrics", metrics, name="metrics"),
-    path("", include("health.dashboard_urls")),
+    path("", include("dashboard.urls")),
 ]

@@ -53,5 +53,5 @@ class RecoveryStateAdmin(admin.ModelAdmin):
         names = list(queryset.values_list("service__name", flat=True))
         results = recover_services(names, trigger="manual", user=request.user, via="admin")
         for r in results:
-            level = messages.SUCCESS if r["success"] else messages.WARNING
-            self.message_user(request, f"{r['service']}: {r['outcome']} {r['reason'] or r['detail']}", level)
+            level = messages.SUCCESS if r.success else messages.WARNING
+            self.message_user(request, f"{r.service}: {r.outcome} {r.reason or r.detail}", level)

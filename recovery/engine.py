@@ -30,15 +30,17 @@ from django.db import DatabaseError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from core import procs, spool
+from core.db import DB_ERRORS, CircuitBreakerError, run_db, unavailable
+from core.spec import scrub
 from health.models import DEGRADED, DOWN, HEALTHY, UP, Event, Incident, Service
-from opsportal import procs, spool
-from opsportal.db import CircuitBreakerError, is_transient, run_db
-from opsportal.spec import scrub
+from health.runner import RoundResult, run_round
 from recovery import owner as owners
 from recovery import policy
 from recovery.actions import ActionError, ActionResult
 from recovery.actions import registry as action_registry
 from recovery.models import RecoveryAction, RecoveryAttempt, RecoveryState
+from recovery.results import RecoveryResult
 
 log = logging.getLogger("opsportal.recovery")
 Outcome = RecoveryAttempt.Outcome
@@ -50,7 +52,7 @@ class RecoveryNotAvailable(NotImplementedError):
     """Kept for callers written against the interface stub; the engine no longer raises it."""
 
 
-def auto_recover(round_result: Any) -> list[dict[str, Any]]:
+def auto_recover(round_result: RoundResult) -> list[RecoveryResult]:
     """After a probe round: recover the unhealthy services that allow it, honouring the policy.
 
     Critical services recover on SOFT or HARD down (fixing before it becomes real, like Nagios
@@ -87,7 +89,7 @@ def auto_recover(round_result: Any) -> list[dict[str, Any]]:
     return results
 
 
-def _crashed(service: Service, exc: Exception, since: datetime) -> dict[str, Any]:
+def _crashed(service: Service, exc: Exception, since: datetime) -> RecoveryResult:
     """Log and record an automatic recovery that raised (as a failed attempt, its claim released); the round
     goes on."""
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
@@ -108,7 +110,7 @@ def _crashed(service: Service, exc: Exception, since: datetime) -> dict[str, Any
             detail=reason[:500],
         )
         attempt.store()
-        return {**result_dict(attempt, service), "success": False, "reason": reason}
+        return RecoveryResult.of(attempt, service).crashed(reason)
     # Only a dead owner's attempt and claim (ours: its beat ended with the crash), never another live attempt's.
     dead = bool(attempt.owner) and bool(owners.Liveness(now).dead_reason(attempt.owner))
     if attempt.outcome == Outcome.IN_PROGRESS and dead:
@@ -121,7 +123,7 @@ def _crashed(service: Service, exc: Exception, since: datetime) -> dict[str, Any
         RecoveryState.objects.filter(service=service, claimed_by=attempt.owner).update(
             running_since=None, claim_token="", claimed_by="", last_finished_at=now
         )
-    return {**result_dict(attempt, service), "success": False, "reason": reason}
+    return RecoveryResult.of(attempt, service).crashed(reason)
 
 
 def down_parents(services: list[Service]) -> dict[int, str]:
@@ -139,7 +141,7 @@ def recover_services(
     user: Any = None,
     via: str = "",
     force: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[RecoveryResult]:
     """Recover the named services (None: those that need it). Returns one result dict per service:
     {"service", "timestamp", "success", "skipped", "reason", "outcome", "attempt", ...}.
     Raises health.models.Service.DoesNotExist for an unknown name (nothing is run then)."""
@@ -231,7 +233,7 @@ def abandon_stale() -> int:
 
 def recover_one(
     service: Service, *, trigger: str, user: Any = None, via: str = "", force: bool = False
-) -> dict[str, Any]:
+) -> RecoveryResult:
     """One attempt at one service, or a recorded skip that says why not."""
     auto = trigger == Trigger.AUTO
     who = {"requested_by": user if getattr(user, "pk", None) else None, "requested_via": via[:100]}
@@ -272,7 +274,7 @@ def recover_one(
         return _claimed(service, action, state, token, owner, trigger, now, who)
 
 
-def _refused(state: RecoveryState, service: Service, trigger: str, now: Any, force: bool, who: dict) -> dict[str, Any]:
+def _refused(state: RecoveryState, service: Service, trigger: str, now: Any, force: bool, who: dict) -> RecoveryResult:
     state.refresh_from_db()
     outcome, reason = policy.skip_reason(state, now, force=force)
     return _skip(service, trigger, outcome, reason, **who)
@@ -287,14 +289,14 @@ def _claimed(
     trigger: str,
     now: Any,
     who: dict,
-) -> dict[str, Any]:
+) -> RecoveryResult:
     attempt = RecoveryAttempt(
         service=service, action=action, action_kind=action.kind, trigger=trigger, started_at=now, owner=owner, **who
     )
     try:
         run_db(attempt.save)
-    except (DatabaseError, CircuitBreakerError) as exc:
-        if isinstance(exc, DatabaseError) and not is_transient(exc):
+    except DB_ERRORS as exc:
+        if not unavailable(exc):
             raise
         # The slot is ours: go on. The row is created with its outcome when it finishes (or spooled).
         log.warning("Recovery of %s: attempt row not written yet (%s)", service.name, type(exc).__name__)
@@ -309,7 +311,7 @@ def _claimed(
 
 def _run(
     service: Service, action: RecoveryAction, attempt: RecoveryAttempt, state: RecoveryState, token: str
-) -> dict[str, Any]:
+) -> RecoveryResult:
     requester = attempt.requested_via or (attempt.requested_by.get_username() if attempt.requested_by else "")
     log.info(
         "🔄 Recovery of %s started: %s (trigger %s%s, attempt %s)",
@@ -357,7 +359,7 @@ def _run(
             attempt.detail,
         )
         state.release(token, last_finished_at=now)
-        return result_dict(attempt, service)
+        return RecoveryResult.of(attempt, service)
     state.release(
         token,
         consecutive_failures=failures,
@@ -380,7 +382,7 @@ def _run(
         attempt.pk,
         failures,
     )
-    return result_dict(attempt, service)
+    return RecoveryResult.of(attempt, service)
 
 
 def _record_child(attempt: RecoveryAttempt, child: procs.StartedChild) -> None:
@@ -416,14 +418,12 @@ def run_action(action: RecoveryAction, service: Service) -> tuple[ActionResult, 
 
 def verify(service: Service) -> tuple[str, str]:
     """Probe the service again through the normal runner (recorded like any probe)."""
-    from health.runner import run_round  # the runner imports the engine lazily too
-
     try:
         fresh = run_db(Service.objects.get, pk=service.pk)
     except (DatabaseError, CircuitBreakerError):
         # The database went away mid-attempt: probe the service as read (the runner spools the result).
         fresh = copy.copy(service)
-    run_round([fresh], recover=False)
+    run_round([fresh])
     return fresh.status, f"{fresh.status}: {fresh.last_detail}"
 
 
@@ -481,13 +481,13 @@ def _loop_events(service: Service, loop: policy.RepairLoop) -> None:
 def escalate_service(service: Service, attempt: RecoveryAttempt, failures: int) -> None:
     """Raise the open incident's severity and ask for a person: the acknowledgement is cleared, so a
     fresh one (which lifts the stop) is needed for the escalation. Spooled (a `recovery_escalation`
-    record, replayed through `_escalate`) when the database cannot be written."""
+    record, replayed through `replay_escalation`) when the database cannot be written."""
     payload = {"service": service.pk, "attempt": attempt.pk, "failures": failures, "at": timezone.now()}
     spool.write_or_spool("recovery_escalation", payload)
     log.error("🚨 Recovery of %s escalated after %d failed attempts; auto-recovery stopped", service.name, failures)
 
 
-def _escalate(payload: dict[str, Any]) -> None:
+def replay_escalation(payload: dict[str, Any]) -> None:
     service = Service.objects.filter(pk=payload["service"]).first()
     if service is None:  # deleted before a replay: nothing to escalate
         return
@@ -498,31 +498,25 @@ def _escalate(payload: dict[str, Any]) -> None:
     Incident.objects.filter(pk__in=incidents).update(
         severity=Incident.Severity.ESCALATED, acknowledged_at=None, acknowledged_by=None
     )
-    Event.objects.create(
-        kind=Event.Kind.RECOVERY_ESCALATED,
-        created_at=at,
+    Event.emit(
+        Event.Kind.RECOVERY_ESCALATED,
+        f"{service.name}: recovery failed {failures} times in a row; automatic recovery stopped",
+        at=at,
         service=service,
-        subject=service.name,
-        title=f"{service.name}: recovery failed {failures} times in a row; automatic recovery stopped"[:200],
         body="Acknowledge the incident to let automatic recovery try again.",
-        data={
-            "attempt": payload["attempt"],
-            "failures": failures,
-            "incident": incidents[0] if incidents else None,
-        },
+        attempt=payload["attempt"],
+        failures=failures,
+        incident=incidents[0] if incidents else None,
     )
 
 
-spool.register("recovery_escalation", _escalate)
-
-
-def _skip(service: Service, trigger: str, outcome: str, reason: str, **who: Any) -> dict[str, Any]:
+def _skip(service: Service, trigger: str, outcome: str, reason: str, **who: Any) -> RecoveryResult:
     """Record a skip. Automatic skips are recorded once per streak, so a long outage is not a row a round."""
     if trigger == Trigger.AUTO:
         latest = RecoveryAttempt.objects.filter(service=service).order_by("-started_at", "-pk").first()
         if latest is not None and latest.trigger == Trigger.AUTO and latest.outcome == outcome:
             log.debug("Recovery of %s skipped again: %s", service.name, reason)
-            return result_dict(latest, service, reason=reason)
+            return RecoveryResult.of(latest, service, reason=reason)
     now = timezone.now()
     attempt = RecoveryAttempt(
         service=service,
@@ -536,22 +530,4 @@ def _skip(service: Service, trigger: str, outcome: str, reason: str, **who: Any)
     )
     attempt.store()  # spooled if the database went away since the decision
     log.info("⏭️ Recovery of %s skipped (%s, trigger %s): %s", service.name, outcome, trigger, reason)
-    return result_dict(attempt, service, reason=reason)
-
-
-def result_dict(attempt: RecoveryAttempt, service: Service, *, reason: str = "") -> dict[str, Any]:
-    """One entry of POST /health/recover's `results`."""
-    skipped = attempt.outcome.startswith("skipped_")
-    return {
-        "service": service.name,
-        "timestamp": attempt.started_at.isoformat(),
-        "success": attempt.outcome == Outcome.SUCCEEDED,
-        "skipped": skipped,
-        "reason": (reason or attempt.detail) if skipped else "",
-        "outcome": attempt.outcome,
-        "attempt": attempt.pk,
-        "action": attempt.action_kind,
-        "verified": attempt.verified,
-        "detail": attempt.detail,
-        "durationMs": attempt.duration_ms,
-    }
+    return RecoveryResult.of(attempt, service, reason=reason)

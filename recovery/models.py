@@ -13,8 +13,9 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from core.spec import field_validators
+from core.spool import create_or_spool, update_or_spool
 from health.models import Service
-from opsportal.spec import field_validators
 from recovery.actions import registry as action_registry
 from recovery.actions.base import stale_bound_problem
 from recovery.spec import RECOVERY_KEYS
@@ -128,7 +129,7 @@ class RecoveryAttempt(models.Model):
         return self.store()
 
     def store(self) -> bool:
-        """Write the row now, or spool it (opsportal.spool) when the database cannot be written: an
+        """Write the row now, or spool it (core.spool) when the database cannot be written: an
         attempt in flight when the database goes away keeps its outcome. False when spooled, or when the
         row already has a final outcome.
 
@@ -136,8 +137,6 @@ class RecoveryAttempt(models.Model):
         updated by pk, every field, but only while it is still `in_progress` (also when replayed): a final
         outcome, written by a takeover (`abandoned`) or any other writer, is never overwritten by an older one.
         """
-        from opsportal.spool import create_or_spool, update_or_spool
-
         fields = {f.attname: getattr(self, f.attname) for f in self._meta.concrete_fields if not f.primary_key}
         if self.pk is None:
             row = create_or_spool("recovery.RecoveryAttempt", **fields)
@@ -218,8 +217,6 @@ class RecoveryState(models.Model):
         When the database cannot be written the release is spooled as a conditional `update` (still only
         while our token holds the claim) and replayed in order; True then, as it will be applied.
         """
-        from opsportal.spool import update_or_spool
-
         fields.update(running_since=None, claim_token="", claimed_by="")
         done = update_or_spool("recovery.RecoveryState", self.pk, fields, where={"claim_token": token})
         for name, value in fields.items():

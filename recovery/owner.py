@@ -3,11 +3,11 @@
 A claim (RecoveryState) and its attempt carry their owner, `host:pid:nonce`. The owner beats a
 SchedulerHeartbeat row `recovery:<owner>` every BEAT_S from a small thread for as long as the attempt
 runs — whichever process runs it: a qcluster's dispatcher round, `runprobes`, gunicorn's POST
-/health/recover, the dashboard, `manage.py recover`. It is the dispatcher's mechanism (health.scheduler:
+/health/recover, the dashboard, `manage.py recover`. It is the dispatcher's mechanism (dispatch.scheduler:
 `loop:<owner>` rows, dead after owner_dead_after()), under its own prefix so doctor and the fallback
 task do not count an attempt as a dispatcher loop. A claim is taken over only when its owner is dead:
 - its heartbeat is older than owner_dead_after() (any host), judged only once this process has reached the
-  database for owner_dead_after() since its last transient error (opsportal.db.last_transient_at): an owner
+  database for owner_dead_after() since its last transient error (core.db.last_transient_at): an owner
   kept from beating by the same outage is not dead, or
 - its process is gone on this machine (at once, no need to wait for the heartbeat to age). "This machine" is
   the hostname and a machine id in the owner id (`host:pid:nonce@machine`: the boot id and the pid namespace,
@@ -16,7 +16,7 @@ An attempt runs for hours if its action does; age alone never frees a claim that
 without one (written before owners existed) still goes stale after RECOVERY_STALE_AFTER.
 
 A takeover kills what is left of the dead owner's action: its process group, recorded with the attempt
-when it started (opsportal.procs.StartedChild: pid + create time, host). On another host it cannot be
+when it started (core.procs.StartedChild: pid + create time, host). On another host it cannot be
 killed from here: its supervisor kills it by `killBy` (timeout + grace), and the claim is held until then,
 so two copies never run at once across hosts either.
 """
@@ -42,10 +42,10 @@ from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 
-from health.models import SchedulerHeartbeat
-from health.scheduler import new_owner, owner_dead_after
-from opsportal import db
-from opsportal.procs import ProcRef
+from core import db
+from core.liveness import new_owner, owner_dead_after
+from core.models import SchedulerHeartbeat
+from core.procs import ProcRef
 
 log = logging.getLogger("opsportal.recovery")
 
@@ -133,7 +133,7 @@ class OwnerBeat:
 
 
 def _parse(owner: str) -> tuple[str, int | None, str]:
-    """(host, pid, machine id) of an owner id `host:pid:nonce@machine` (health.scheduler.new_owner + machine_id;
+    """(host, pid, machine id) of an owner id `host:pid:nonce@machine` (dispatch.scheduler.new_owner + machine_id;
     an id without `@machine` gives "")."""
     parts = owner.rsplit(":", 2)
     if len(parts) != 3 or not parts[1].isdigit():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from opsportal.spec import Key
+from core.spec import Key
 
 RECOVERY_KEYS: dict[str, Key] = {
     "kind": Key("str", required=True),

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.db.models import Avg, Count, Q
 
+from recovery.engine import needing_recovery
 from recovery.models import RecoveryAttempt
 
 Outcome = RecoveryAttempt.Outcome
@@ -84,8 +85,6 @@ def history(limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
 
 
 def needs_recovery() -> dict[str, Any]:
-    from recovery.engine import needing_recovery
-
     names = list(needing_recovery().values_list("name", flat=True))
     return {"needed": bool(names), "services": names}
 

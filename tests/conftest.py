@@ -13,7 +13,7 @@ def _closed_breaker() -> Iterator[None]:
     """The database circuit breaker is process-wide: one test's outage must not fail the next test fast; nor may its
     last transient error hold back the next test's heartbeat takeovers (recovery.owner waits after one)."""
     yield
-    from opsportal import db
+    from core import db
 
     db.breaker.close()
     db.last_transient_at = None

@@ -2,7 +2,7 @@
 
 `forms(secret)` is every shape a message can carry a secret in (raw, stripped, repr- and JSON-escaped,
 the URL encodings of urllib and requests, base64 standard and URL-safe at any offset in a longer
-encoded text). It is written here on its own, not taken from `opsportal.spec.scrub`, so that a form the
+encoded text). It is written here on its own, not taken from `core.spec.scrub`, so that a form the
 scrubber forgets is still found.
 
 As a plugin (`-p tests.secretscan`), it sets a canary secret in the environment

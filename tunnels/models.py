@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.db import models
 from django.utils import timezone
 
-from opsportal.spec import field_validators
+from core.spec import field_validators
 from tunnels.spec import TUNNEL_KEYS
 
 

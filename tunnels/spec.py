@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from opsportal.procs import split_pattern
-from opsportal.spec import ConfigError, Key
+from core.procs import split_pattern
+from core.spec import ConfigError, Key
 
 TUNNEL_KEYS: dict[str, Key] = {
     "name": Key("slug", required=True),

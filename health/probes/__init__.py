@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from core.registry import Registry
 from health.probes.base import DEGRADED, DOWN, UP, Probe, ProbeError, ProbeOutcome, ProbeTimeout
-from opsportal.registry import Registry
 
 registry: Registry[type[Probe]] = Registry("health.probes", Probe)
 

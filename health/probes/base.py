@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from opsportal.envcheck import unset_fix
-from opsportal.spec import ConfigError, Key, validate, with_defaults
+from core.envcheck import unset_fix
+from core.spec import ConfigError, Key, validate, with_defaults
 
 UP, DEGRADED, DOWN = "up", "degraded", "down"
 # The probe could not run as configured (an unset variable, a bad setting): no verdict on the target,

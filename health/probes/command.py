@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.procs import check_env_settings, child_env_keys, expand_child_env, run_argv
+from core.spec import ConfigError, Key, scrub
 from health.probes.base import DEGRADED, DOWN, UP, Probe, ProbeConfigError, ProbeError, ProbeOutcome, ProbeTimeout
-from opsportal.procs import check_env_settings, child_env_keys, expand_child_env, run_argv
-from opsportal.spec import ConfigError, Key, scrub
 
 # The Nagios plugin convention, so existing check plugins work unchanged.
 EXIT_STATUS = {0: UP, 1: DEGRADED}
@@ -13,7 +13,7 @@ EXIT_STATUS = {0: UP, 1: DEGRADED}
 class CommandProbe(Probe):
     """Runs an argv (never a shell): exit 0 up, 1 degraded, anything else down.
 
-    The plugin gets a minimal environment (opsportal.procs.child_env): PATH, HOME, LANG, LC_*, TZ, the
+    The plugin gets a minimal environment (core.procs.child_env): PATH, HOME, LANG, LC_*, TZ, the
     variables `env_passthrough` names and `env`; never the portal's environment wholesale.
     """
 

@@ -6,8 +6,8 @@ import time
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from core.spec import ConfigError, Key, env_value, scrub
 from health.probes.base import UP, Probe, ProbeConfigError, ProbeError, ProbeOutcome
-from opsportal.spec import ConfigError, Key, env_value, scrub
 
 
 class PostgresProbe(Probe):

@@ -4,9 +4,9 @@ import os
 import time
 from typing import Any
 
+from core.procs import describe, find_processes, split_pattern
+from core.spec import ConfigError, Key
 from health.probes.base import UP, Probe, ProbeConfigError, ProbeError, ProbeOutcome
-from opsportal.procs import describe, find_processes, split_pattern
-from opsportal.spec import ConfigError, Key
 
 MATCH_KEYS = ("process_name", "cmdline_contains", "pid_file")
 # Narrow any match further; a process whose exe or cwd cannot be read (another user's) does not match them.
@@ -41,7 +41,7 @@ def describe_match(criteria: dict[str, str]) -> str:
 class ProcessProbe(Probe):
     """A local process, by name, argv elements or pid file, narrowed by exe, user, cwd; zombies count as dead.
 
-    Never finds the portal's own processes (opsportal.procs.portal_pids).
+    Never finds the portal's own processes (core.procs.portal_pids).
     """
 
     keys = {

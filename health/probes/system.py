@@ -4,8 +4,8 @@ import time
 
 import psutil
 
+from core.spec import Key
 from health.probes.base import DEGRADED, UP, Probe, ProbeError, ProbeOutcome
-from opsportal.spec import Key
 
 
 def _pct(minimum: float = 1, maximum: float = 100, default: float | None = None) -> Key:

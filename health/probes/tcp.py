@@ -3,8 +3,8 @@ from __future__ import annotations
 import socket
 import time
 
+from core.spec import Key
 from health.probes.base import UP, Probe, ProbeError, ProbeOutcome, ProbeTimeout
-from opsportal.spec import Key
 
 
 class TcpProbe(Probe):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from opsportal.registry import Registry
+from core.registry import Registry
 from recovery.actions.base import Action, ActionError, ActionResult
 
 registry: Registry[type[Action]] = Registry("recovery.actions", Action)

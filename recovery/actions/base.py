@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.conf import settings as django_settings
 
-from opsportal.spec import ConfigError, Key, validate, with_defaults
+from core.spec import ConfigError, Key, validate, with_defaults
 from recovery.spec import RECOVERY_KEYS
 
 if TYPE_CHECKING:

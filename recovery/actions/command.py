@@ -2,15 +2,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from opsportal.procs import check_env_settings, child_env_keys, expand_child_env, run_argv
-from opsportal.spec import ConfigError, Key, scrub
+from core.procs import check_env_settings, child_env_keys, expand_child_env, run_argv
+from core.spec import ConfigError, Key, scrub
 from recovery.actions.base import Action, ActionError, ActionResult, tail
 
 
 class CommandAction(Action):
     """Runs an argv (never a shell) with a timeout; exit 0 is success. Keeps the last lines of output.
 
-    The command gets a minimal environment (opsportal.procs.child_env): PATH, HOME, LANG, LC_*, TZ, the
+    The command gets a minimal environment (core.procs.child_env): PATH, HOME, LANG, LC_*, TZ, the
     variables `env_passthrough` names, OPSPORTAL_SERVICE and `env`.
     """
 

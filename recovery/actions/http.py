@@ -4,8 +4,8 @@ from typing import Any
 
 import requests
 
-from health.probes.http import RedirectRefused, check_headers, expand_headers, request
-from opsportal.spec import ConfigError, Key, expand_env, scrub, url_secrets
+from core.http import RedirectRefused, check_headers, request_from_cfg
+from core.spec import ConfigError, Key, scrub
 from recovery.actions.base import Action, ActionError, ActionResult, tail
 
 
@@ -31,21 +31,10 @@ class HttpAction(Action):
     def run(self) -> ActionResult:
         cfg = self.cfg
         try:
-            url = expand_env(cfg["url"], self.secrets)
-            self.secrets.extend(url_secrets(url))
-            headers = expand_headers(cfg["headers"], self.secrets)
+            # The probes' pooled session; a hook that answers slowly costs at most the timeout.
+            response = request_from_cfg(cfg, self.secrets, timeout=self.timeout)
         except ConfigError as exc:
             raise ActionError(scrub(f"config error: {exc}", self.secrets)) from None
-        try:
-            # The probes' pooled session; a hook that answers slowly costs at most the timeout.
-            response = request(
-                cfg["method"],
-                url,
-                headers=headers,
-                body=cfg["body"].encode() if cfg["body"] else None,
-                follow=cfg["follow_redirects"],
-                timeout=self.timeout,
-            )
         except RedirectRefused as exc:
             raise ActionError(scrub(str(exc), self.secrets)) from None
         except requests.exceptions.Timeout:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.db import DatabaseError, connections
 
-from opsportal import db
+from core import db
 from recovery.actions.base import Action, ActionError, ActionResult
 
 

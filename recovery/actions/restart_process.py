@@ -8,8 +8,7 @@ from typing import Any
 import psutil
 from django.db import DatabaseError
 
-from health.probes.process import check_match, describe_match, match_criteria
-from opsportal.procs import (
+from core.procs import (
     ProcRef,
     alive_after,
     check_env_settings,
@@ -19,7 +18,8 @@ from opsportal.procs import (
     start_detached,
     stop,
 )
-from opsportal.spec import ConfigError, Key, scrub
+from core.spec import ConfigError, Key, scrub
+from health.probes.process import check_match, describe_match, match_criteria
 from recovery.actions.base import Action, ActionError, ActionResult
 
 # How many of the service's recent attempts to look through for the process this action last started.

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from opsportal.spec import Key
+from core.spec import Key
 from recovery.actions.base import Action, ActionResult
+from tunnels.watchdog import restart_for_recovery
 
 
 class RestartTunnelAction(Action):
@@ -10,7 +11,5 @@ class RestartTunnelAction(Action):
     keys = {"tunnel": Key("slug", required=True)}
 
     def run(self) -> ActionResult:
-        from tunnels.watchdog import restart_for_recovery  # the tunnels app imports recovery's registry
-
         ok, detail = restart_for_recovery(self.cfg["tunnel"])
         return ActionResult(ok=ok, detail=detail)

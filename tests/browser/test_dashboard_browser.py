@@ -38,7 +38,7 @@ def broken_api(transactional_db, http_server):
     services = list(Service.objects.all())
     history(services)
     for _ in range(2):
-        run_round(services, recover=False)
+        run_round(services)
     svc.refresh_from_db()
     assert svc.status == "down" and svc.state_type == "hard"
     return svc
@@ -116,7 +116,7 @@ def test_it_refreshes_on_its_own_when_a_probe_result_changes(page, staff_user, b
     assert page.locator("#svc-db").bounding_box()["y"] == top
 
     http_server.handler = lambda request: Reply(200, "ok")
-    run_round([Service.objects.get(pk=broken_api.pk)], recover=False)
+    run_round([Service.objects.get(pk=broken_api.pk)])
 
     wait_until(page, "document.querySelector('#svc-api .badge').textContent.trim().startsWith('up')")
     assert page.evaluate("window.__noReload") == "still here"  # swapped in place, not reloaded

@@ -9,10 +9,10 @@ import uuid
 import pytest
 from django.core.management import call_command
 
+from core.http import session as http_probe_session
+from core.procs import ProcRef, find_processes, stop
 from health.models import Service
-from health.probes.http import session as http_probe_session
 from health.runner import run_round
-from opsportal.procs import ProcRef, find_processes, stop
 from recovery.models import RecoveryAction, RecoveryAttempt
 from tests.browser.conftest import login, screenshot
 
@@ -47,7 +47,7 @@ def demo(transactional_db, live_server, tcp_server, tmp_path, settings):
 def test_it_shows_the_broken_demo_service_and_recovers_it_with_two_clicks(page, staff_user, demo):
     services = list(Service.objects.filter(enabled=True))
     for _ in range(2):
-        run_round(services, recover=False)
+        run_round(services)
     down = sorted(Service.objects.filter(status="down").values_list("name", flat=True))
     assert down == ["demo-worker"]
 

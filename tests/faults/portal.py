@@ -222,7 +222,7 @@ def spooled_results(spool: Path) -> set[tuple[int, datetime]]:
     if not spool.exists():
         return found
     with open(spool / "spool.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the protocol opsportal.spool uses: no half-written line is read
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the protocol core.spool uses: no half-written line is read
         try:
             for path in [spool / "spool.jsonl", *sorted(spool.glob("batch-*.jsonl"))]:
                 if not path.exists():

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from opsportal.procs import SUPERVISOR, SUPERVISOR_GRACE_SECONDS
+from core.procs import SUPERVISOR, SUPERVISOR_GRACE_SECONDS
 from tests.faults.portal import Portal, own_database
 from tests.servers import wait_for
 

@@ -39,7 +39,7 @@ TOLERANCE = 5  # the scheduler's cadence promise: within ±5 s of due
 STEADY_S = 45  # both clusters running, after the first probes
 # Every qcluster runs a resident dispatcher loop, so the survivor already has one: every service is probed
 # again within one interval of the kill, the claimed one included (its claim is taken over once the dead
-# loop has not beaten for health.scheduler.OWNER_DEAD_S, 6 s).
+# loop has not beaten for dispatch.scheduler.OWNER_DEAD_S, 6 s).
 TAKEOVER_BOUND_S = INTERVAL
 AFTER_KILL_S = 4 * INTERVAL  # the takeover, then a few slots to check the cadence
 REPLY_DELAY_S = 1.5  # each round takes this long, so a cluster can be caught holding a claim

@@ -9,7 +9,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import connections
 
-from health.models import ApiToken, Service
+from api.models import ApiToken
+from health.models import Service
 from health.permissions import ACTIONS
 from tests.health.factories import grant
 from tests.servers import free_port
@@ -62,7 +63,7 @@ def unreachable_database() -> Iterator[None]:
 
 
 def _close_breaker() -> None:
-    import opsportal.db as db
+    import core.db as db
 
     breaker = getattr(db, "breaker", None)
     if breaker is not None:

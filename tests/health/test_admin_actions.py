@@ -21,8 +21,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django_q.models import Task
 
-from health.models import ApiToken, Channel, Incident
+from api.models import ApiToken
+from health.models import Incident
 from health.permissions import RUN_RECOVERY
+from notify.models import Channel
 from recovery.models import RecoveryAction, RecoveryState
 from tests.health.api_support import make_service
 from tests.health.factories import TunnelFactory, grant
@@ -69,7 +71,7 @@ def _view_only_user():
 def _snapshot() -> dict[str, str]:
     # Every row of every registered model, plus what an action may write on the side (events, deliveries, the queue).
     models = set(admin.site._registry) | {Task}
-    for label in ("health.Event", "health.Delivery", "recovery.RecoveryAttempt", "tunnels.TunnelEvent"):
+    for label in ("health.Event", "notify.Delivery", "recovery.RecoveryAttempt", "tunnels.TunnelEvent"):
         models.add(apps.get_model(label))
     if apps.is_installed("django_q"):
         models.add(apps.get_model("django_q", "OrmQ"))
@@ -122,12 +124,12 @@ def test_it_offers_every_custom_action_to_a_superuser():
 
 def test_it_runs_revoke_tokens_for_a_user_who_may_change_tokens():
     _world()
-    user = grant(_view_only_user(), "health.change_apitoken")
+    user = grant(_view_only_user(), "api.change_apitoken")
     client = Client()
     client.force_login(user)
     token = ApiToken.objects.get()
     response = client.post(
-        reverse("admin:health_apitoken_changelist"), {"action": "revoke_tokens", "_selected_action": [token.pk]}
+        reverse("admin:api_apitoken_changelist"), {"action": "revoke_tokens", "_selected_action": [token.pk]}
     )
     assert response.status_code == 302
     assert ApiToken.objects.get().revoked_at is not None

@@ -16,7 +16,8 @@ from django.core.management import CommandError, call_command
 from django.db import models
 from django.test import RequestFactory
 
-from health.models import Channel, MaintenanceWindow, Service
+from health.models import MaintenanceWindow, Service
+from notify.models import Channel
 from recovery.models import RecoveryAction
 from tunnels.models import Tunnel
 
@@ -92,7 +93,7 @@ URLS = {
     "service": "/admin/health/service/{}/change/",
     "action": "/admin/recovery/recoveryaction/{}/change/",
     "tunnel": "/admin/tunnels/tunnel/{}/change/",
-    "channel": "/admin/health/channel/{}/change/",
+    "channel": "/admin/notify/channel/{}/change/",
     "window": "/admin/health/maintenancewindow/{}/change/",
 }
 

@@ -58,7 +58,7 @@ def test_it_answers_a_server_error_with_json_not_a_traceback(client, monkeypatch
         raise RuntimeError("boom: internal detail")
 
     # Fault injection: the payload builder fails the way a bug would.
-    monkeypatch.setattr("health.api.live_payload", broken)
+    monkeypatch.setattr("api.base.live_payload", broken)
     response = client.get("/health/live")
     assert response.status_code == 500
     assert response["Content-Type"] == "application/json"

@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern
 
-from health import urls
+from api import urls
 from health.permissions import RUN_RECOVERY
 from recovery.models import RecoveryAttempt
 from tests.health.api_support import bearer, make_service, make_user, staff_token

@@ -95,7 +95,7 @@ def test_it_reports_the_database_down_instead_of_failing(client, state):
 
 
 def test_it_exposes_the_circuit_breaker(client, state):
-    from opsportal.db import breaker
+    from core.db import breaker
 
     found = samples(client.get("/metrics"))
     assert found[("opsportal_database_circuit_breaker_state", (("state", "closed"),))] == 1.0

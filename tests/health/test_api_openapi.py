@@ -6,8 +6,8 @@ import schemathesis
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 
+from api.openapi import build_openapi
 from health.models import Incident
-from health.openapi import build_openapi
 from recovery.models import RecoveryAttempt
 from tests.health.api_support import make_service, staff_token
 

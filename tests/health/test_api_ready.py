@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 from django.db.migrations.recorder import MigrationRecorder
 
-import health.api
+import api.base
 from tests.health.api_support import unreachable_database
 
 pytestmark = pytest.mark.django_db
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def fresh_migration_check(monkeypatch):
     # The "all applied" answer is kept per process; each test here starts without it.
-    monkeypatch.setattr(health.api, "_migrations_applied", False)
+    monkeypatch.setattr(api.base, "_migrations_applied", False)
 
 
 def test_it_is_ready_when_the_database_answers_and_migrations_are_applied(client, fresh_migration_check):

@@ -6,7 +6,7 @@ import sys
 import pytest
 from django.test import Client
 
-from health.models import ApiToken
+from api.models import ApiToken
 from health.permissions import RUN_RECOVERY
 from recovery.models import RecoveryAction, RecoveryAttempt
 from tests.health.api_support import bearer, make_service, make_user, staff_token

@@ -8,7 +8,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from health.models import ApiToken, Incident, SchedulerHeartbeat, Service
+from api.models import ApiToken
+from core.models import SchedulerHeartbeat
+from health.models import Incident, Service
 from health.runner import run_round
 from recovery.models import RecoveryAction
 from tests.health.api_support import bearer, make_service, make_user, staff_token, unreachable_database
@@ -210,7 +212,7 @@ def test_it_never_shows_a_secret_from_a_service_config(client, http_server, monk
         settings={"argv": [sys.executable, "-c", script], "env": {"TOKEN": "${H3_SECRET}"}},
         critical=False,
     )
-    run_round([service, job], recover=False)
+    run_round([service, job])
     assert http_server.requests[0]["headers"]["Authorization"] == f"Bearer {SECRET}"
     token = staff_token()[1]
     recover = client.post(
@@ -276,7 +278,7 @@ def test_it_reports_a_late_scheduler_and_is_degraded_then(client):
 
 
 def test_it_shows_the_outage_spool_with_the_database_up_or_down(client, settings, tmp_path):
-    from opsportal.spool import default_spool
+    from core.spool import default_spool
 
     settings.VAR_DIR = tmp_path
     assert default_spool().append("create", {"model": "health.Event", "fields": {"title": "waiting"}})

@@ -16,7 +16,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from health.models import ApiToken
+from api.models import ApiToken
 from tests.faults.portal import server_url
 from tests.gunicorn_portal import manage
 from tests.health.api_support import make_user, staff_token
@@ -180,7 +180,7 @@ import threading
 from django.core.cache import caches
 from django.core.cache.backends.db import DatabaseCache
 from django.db import connections
-from health import throttle
+from api import throttle
 
 NOW = %(now)r
 assert isinstance(caches["default"], DatabaseCache), caches["default"]

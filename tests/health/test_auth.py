@@ -7,9 +7,9 @@ from django.contrib.auth.models import AnonymousUser
 from django.test import RequestFactory
 from django.utils import timezone
 
-from health.api import ApiError
-from health.auth import authenticate, bearer_token, via
-from health.models import ApiToken
+from api.auth import authenticate, bearer_token, via
+from api.base import ApiError
+from api.models import ApiToken
 from tests.health.api_support import make_user
 
 pytestmark = pytest.mark.django_db

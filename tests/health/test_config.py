@@ -11,7 +11,7 @@ from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from health.config import export_text, import_text
+from configfile.config import export_text, import_text
 from health.models import Service
 from recovery.models import RecoveryAction
 from tunnels.models import Tunnel

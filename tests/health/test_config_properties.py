@@ -23,11 +23,11 @@ from django.core.management import CommandError, call_command
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from core.spec import Key
+from dispatch import rounds
 from health.models import Service
 from health.probes import registry as probes
-from health.runner import run_round
 from health.spec import SERVICE_KEYS
-from opsportal.spec import Key
 from recovery.actions import registry as actions
 from recovery.spec import RECOVERY_KEYS
 from tests.servers import free_port
@@ -203,7 +203,7 @@ def test_it_refuses_by_name_or_runs_a_round(table, kind, key, tmp_path_factory):
             assert "Traceback" not in message and len(message) < 600
             return
         service = Service.objects.get(name=name)
-        result = run_round([service], recover=True)  # probes, records and recovers: no exception
+        result = rounds.run([service])  # probes, records and recovers: no exception
         assert result.status in ("healthy", "degraded", "down")
         tunnel = Tunnel.objects.get(name="edge")
         Tunnel.objects.filter(pk=tunnel.pk).update(next_due_at=None)

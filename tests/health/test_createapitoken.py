@@ -6,7 +6,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from health.models import ApiToken
+from api.models import ApiToken
 from health.permissions import RUN_RECOVERY
 from tests.health.api_support import bearer, make_user
 

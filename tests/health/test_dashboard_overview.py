@@ -124,7 +124,7 @@ def test_it_shows_a_late_scheduler_and_says_degraded_as_the_api_does(staff_clien
 
     from django.utils import timezone
 
-    from health.models import SchedulerHeartbeat
+    from core.models import SchedulerHeartbeat
 
     make_service("web", status="up")
     assert "Healthy</h1>" in staff_client.get("/").content.decode()

@@ -5,7 +5,8 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from health import reports, svg
+from dashboard import reports, svg
+from health import rollups
 from health.models import ProbeResult
 from tests.health.dashboard_fixtures import make_service
 
@@ -65,12 +66,12 @@ def test_it_counts_uptime_over_probed_time_only():
     add(svc, NOW - dt.timedelta(days=3), "down")
     add(svc, NOW - dt.timedelta(days=20), "up")
     add(svc, NOW - dt.timedelta(days=40), "down")  # outside every window
-    up = reports.uptime([svc.pk], NOW)[svc.pk]
+    up = rollups.uptime_by_window([svc.pk], NOW)[svc.pk]
     assert up["24h"] == pytest.approx(200 / 3)
     assert up["7d"] == pytest.approx(50.0)
     assert up["30d"] == pytest.approx(60.0)
     new = make_service("new")
-    assert reports.uptime([new.pk], NOW) == {new.pk: {"24h": None, "7d": None, "30d": None}}
+    assert rollups.uptime_by_window([new.pk], NOW) == {new.pk: {"24h": None, "7d": None, "30d": None}}
 
 
 def test_it_builds_the_sparkline_from_hourly_means():
@@ -155,7 +156,7 @@ def test_it_reads_hourly_rollups_where_raw_results_were_pruned():
         service=svc, hour=old, count=10, up=6, degraded=0, down=4, latency_p50=40.0, latency_p95=90.0
     )
     add(svc, NOW - dt.timedelta(hours=1), "up", latency=5.0)
-    up = reports.uptime([svc.pk], NOW)[svc.pk]
+    up = rollups.uptime_by_window([svc.pk], NOW)[svc.pk]
     assert up["24h"] == 100.0 and up["7d"] == 100.0
     assert up["30d"] == pytest.approx(100 * 7 / 11)
     points = {p.start: p for p in reports.latency_series(svc, "30d", now=NOW)}

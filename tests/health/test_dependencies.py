@@ -8,10 +8,12 @@ import sys
 
 import pytest
 
-from health import notify
-from health.models import Channel, Delivery, Incident, Service
+from dispatch import rounds
+from health.models import Incident, Service
 from health.probes.base import DOWN, UP, ProbeOutcome
-from health.runner import RoundResult, record, run_round
+from health.runner import RoundResult, record
+from notify import outbox as notify
+from notify.models import Channel, Delivery
 from recovery.engine import auto_recover
 from recovery.models import RecoveryAction, RecoveryAttempt
 from tests.health.factories import ServiceFactory
@@ -41,7 +43,7 @@ def family(http_server, settings):
 def round_(http_server, backend: int, frontend: int) -> None:
     http_server.routes["/backend"] = Reply(status=backend)
     http_server.routes["/frontend"] = Reply(status=frontend)
-    run_round(list(Service.objects.order_by("name")), recover=False)
+    rounds.run(list(Service.objects.order_by("name")), recover=False)
     notify.process_outbox()
 
 

@@ -7,10 +7,11 @@ import json
 import pytest
 from django.utils import timezone
 
-from health import notify
 from health.flapping import percent_state_change
-from health.models import Channel, Event, Service
+from health.models import Event, Service
 from health.runner import run_round
+from notify import outbox as notify
+from notify.models import Channel
 from tests.health.factories import ServiceFactory
 from tests.servers import Reply
 
@@ -49,7 +50,7 @@ def test_it_starts_and_stops_flapping_and_sends_one_notice(http_server, settings
     for code in sequence:
         http_server.routes["/svc"] = Reply(status=code)
         service = Service.objects.get(pk=service.pk)
-        run_round([service], recover=False)
+        run_round([service])
         notify.process_outbox()
         service.refresh_from_db()
         percents.append(service.flap_percent)

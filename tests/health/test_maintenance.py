@@ -9,13 +9,15 @@ import sys
 import pytest
 from django.utils import timezone
 
-from health import notify
-from health.config import export_text, import_text
-from health.maintenance import parse_cron, window_active
-from health.models import Channel, Event, Incident, MaintenanceWindow, ProbeResult, Service
+from configfile.config import export_text, import_text
+from core.spec import ConfigError
+from dispatch import rounds
+from health.models import Event, Incident, MaintenanceWindow, ProbeResult, Service
 from health.probes.base import DOWN, ProbeOutcome
-from health.runner import record, run_round
-from opsportal.spec import ConfigError
+from health.runner import record
+from health.windows import parse_cron, window_active
+from notify import outbox as notify
+from notify.models import Channel
 from recovery.models import RecoveryAction, RecoveryAttempt
 from tests.health.factories import ServiceFactory
 from tests.servers import Reply
@@ -102,7 +104,7 @@ def test_it_stores_results_but_opens_no_incident_sends_nothing_and_does_not_reco
     service.save()
     http_server.routes["/svc"] = Reply(status=500)
     for _ in range(3):
-        result = run_round([Service.objects.get(pk=service.pk)])
+        result = rounds.run([Service.objects.get(pk=service.pk)])
         notify.process_outbox()
     service.refresh_from_db()
     assert ProbeResult.objects.filter(service=service, status=DOWN).count() == 3

@@ -16,9 +16,11 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from health import reports, rollups
+from dashboard import reports
+from dispatch import rounds
+from health import rollups
 from health.models import Event, Incident, ProbeResult, Service
-from health.runner import probe_once, run_round
+from health.runner import probe_once
 from recovery.engine import recover_services
 from recovery.models import RecoveryAttempt
 from tests.health.dashboard_fixtures import staff_client  # noqa: F401 - a fixture
@@ -75,7 +77,7 @@ def test_it_opens_no_incident_starts_no_recovery_and_notifies_once(unset_var, se
     service = pg_service(unset_var, failure_threshold=2)
     RecoveryActionFactory(service=service, auto=True)
     for _ in range(4):
-        result = run_round([service])
+        result = rounds.run([service])
     service.refresh_from_db()
     assert service.status == "misconfigured"
     assert service.consecutive_failures == 0
@@ -93,13 +95,13 @@ def test_it_opens_no_incident_starts_no_recovery_and_notifies_once(unset_var, se
 
 def test_it_notifies_again_for_a_new_streak(http_server, unset_var, monkeypatch) -> None:
     service = http_service(http_server, unset_var)
-    run_round([service])
+    rounds.run([service])
     monkeypatch.setenv(unset_var, "v")
-    run_round([service])
+    rounds.run([service])
     assert service.status == "up"
     monkeypatch.delenv(unset_var)
-    run_round([service])
-    run_round([service])
+    rounds.run([service])
+    rounds.run([service])
     assert Event.objects.filter(kind="service_misconfigured").count() == 2
 
 
@@ -109,7 +111,7 @@ def test_it_keeps_an_open_incident_open_and_records_no_new_one(unset_var) -> Non
     service.status, service.state_type, service.consecutive_failures = "down", "hard", 3
     service.save()
     incident = Incident.objects.create(service=service, cause="connection refused")
-    run_round([service])
+    rounds.run([service])
     incident.refresh_from_db()
     assert incident.resolved_at is None
     assert Incident.objects.count() == 1
@@ -119,7 +121,7 @@ def test_it_never_runs_a_manual_recovery(unset_var, tmp_path: Path) -> None:
     service = pg_service(unset_var)
     marker = tmp_path / "ran"
     RecoveryActionFactory(service=service, settings={"argv": ["touch", str(marker)]})
-    run_round([service])
+    rounds.run([service])
     [result] = recover_services([service.name], trigger="manual")
     assert result["skipped"]
     assert "misconfigured" in result["reason"]
@@ -133,8 +135,8 @@ def test_it_leaves_uptime_and_rollups_unaffected(unset_var) -> None:
     for minute in range(0, 60, 10):
         ProbeResultFactory(service=service, status="up", checked_at=two_hours_ago.replace(minute=minute))
     for _ in range(3):
-        run_round([service])
-    assert reports.uptime([service.pk], now + dt.timedelta(seconds=5))[service.pk]["24h"] == 100.0
+        rounds.run([service])
+    assert rollups.uptime_by_window([service.pk], now + dt.timedelta(seconds=5))[service.pk]["24h"] == 100.0
     tally = rollups.tallies([service.pk], now - dt.timedelta(hours=3), now + dt.timedelta(minutes=1))[service.pk]
     assert (tally.ok, tally.counted, tally.misconfigured) == (6, 6, 3)
     # The same figure once the hours are rolled up (the misconfigured hour included).
@@ -151,7 +153,7 @@ def test_it_leaves_uptime_and_rollups_unaffected(unset_var) -> None:
 def test_it_answers_degraded_in_the_status_api(client, unset_var) -> None:
     service = pg_service(unset_var, critical=True)
     for _ in range(3):
-        run_round([service])
+        rounds.run([service])
     response = client.get("/health/status")
     assert response.status_code == 200
     body = response.json()
@@ -163,7 +165,7 @@ def test_it_answers_degraded_in_the_status_api(client, unset_var) -> None:
 def test_it_shows_the_card_in_red_with_the_fix(staff_client, unset_var) -> None:  # noqa: F811
     service = pg_service(unset_var)
     RecoveryActionFactory(service=service)
-    run_round([service])
+    rounds.run([service])
     page = staff_client.get("/").content.decode()
     assert 'class="card st-misconfigured"' in page
     assert "badge st-misconfigured" in page

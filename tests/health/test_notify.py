@@ -10,11 +10,14 @@ import pytest
 from django.contrib.messages import get_messages
 from django.utils import timezone
 
-from health import notify
-from health.config import export_text, import_text
-from health.models import Channel, Delivery, Event, Incident, SchedulerHeartbeat
+from configfile.config import export_text, import_text
+from core.models import SchedulerHeartbeat
+from core.spec import ConfigError
+from dispatch import tasks
+from health.models import Event, Incident
 from health.runner import run_round
-from opsportal.spec import ConfigError
+from notify import outbox as notify
+from notify.models import Channel, Delivery
 from tests.health.factories import ServiceFactory
 from tests.servers import Reply
 
@@ -45,7 +48,7 @@ def web_service(server, **kw):
 def probe(service, server, status: int) -> None:
     server.routes["/svc"] = Reply(status=status)
     service.refresh_from_db()
-    run_round([service], recover=False)
+    run_round([service])
     notify.process_outbox()
 
 
@@ -176,8 +179,8 @@ def test_it_emits_scheduler_late_once_per_late_streak(http_server):
     hook_channel(http_server)
     now = timezone.now()
     SchedulerHeartbeat.objects.create(name="dispatcher", last_run_at=now - timedelta(minutes=10))
-    notify.process_outbox(now)
-    notify.process_outbox(now)
+    tasks.notify(now)
+    tasks.notify(now)
     assert Event.objects.filter(kind="scheduler_late").count() == 1
     assert [m["type"] for m in hook_messages(http_server)] == ["warning"]
 
@@ -185,7 +188,7 @@ def test_it_emits_scheduler_late_once_per_late_streak(http_server):
 def admin_action(client, channel: Channel) -> list[str]:
     """Run the admin's "Send test notification" on a channel; the messages it left for the user."""
     answer = client.post(
-        "/admin/health/channel/",
+        "/admin/notify/channel/",
         {"action": "send_test_notification", "_selected_action": [channel.pk], "index": 0},
     )
     assert answer.status_code == 302
@@ -208,13 +211,13 @@ def test_it_shows_the_failure_of_a_test_notification_without_the_secret(http_ser
     (shown,) = admin_action(admin_client, channel)
     assert shown.startswith("ops: sending failed")
     assert SECRET not in shown
-    listing = admin_client.get("/admin/health/delivery/").content.decode()
+    listing = admin_client.get("/admin/notify/delivery/").content.decode()
     assert "ops" in listing and SECRET not in listing
 
 
 def test_it_masks_a_literal_secret_in_the_channel_list(admin_client):
     Channel.objects.create(name="literal", url=f"json://user:{SECRET}@127.0.0.1:9/x")
-    page = admin_client.get("/admin/health/channel/").content.decode()
+    page = admin_client.get("/admin/notify/channel/").content.decode()
     assert "literal" in page
     assert SECRET not in page
 
@@ -362,7 +365,7 @@ def test_it_resolves_a_parents_delivered_opening_and_keeps_its_unannounced_child
 
     def both(code: int) -> None:
         http_server.routes["/db"] = http_server.routes["/svc"] = Reply(status=code)
-        run_round([type(parent).objects.get(pk=parent.pk), type(child).objects.get(pk=child.pk)], recover=False)
+        run_round([type(parent).objects.get(pk=parent.pk), type(child).objects.get(pk=child.pk)])
         notify.process_outbox()
 
     both(500)  # both HARD down: the parent's incident is announced, the child's is its parent's

@@ -16,7 +16,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from health.models import ApiToken, Incident, ProbeResult, Service
+from api.models import ApiToken
+from health.models import Incident, ProbeResult, Service
 from health.permissions import ACKNOWLEDGE_INCIDENT, PAUSE_SERVICE, PROBE_NOW, RUN_RECOVERY
 from recovery.models import RecoveryAction, RecoveryAttempt
 from tests.health.api_support import bearer, make_service, make_user

@@ -4,10 +4,11 @@ import time
 
 import pytest
 
+from core.http import redirect_refusal, same_origin
+from core.spec import ConfigError
 from health.probes.base import DEGRADED, DOWN, UP, ProbeConfigError, ProbeError, ProbeTimeout
-from health.probes.http import _MISSING, HttpProbe, json_lookup, redirect_refusal, same_origin
+from health.probes.http import _MISSING, HttpProbe, json_lookup
 from health.runner import probe_once
-from opsportal.spec import ConfigError
 from tests.health.factories import ServiceFactory
 from tests.servers import Reply, free_port
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from core.spec import ConfigError
 from health.probes.base import DOWN, UP, ProbeConfigError
 from health.probes.process import ProcessProbe
 from health.runner import probe_once
-from opsportal.spec import ConfigError
 from tests.health.factories import ServiceFactory
 from tests.opsportal.procs_decoys import Spawned
 from tests.servers import wait_for

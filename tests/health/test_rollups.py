@@ -9,8 +9,8 @@ import pytest
 from django.db.models import Count, Q
 
 from health import rollups
-from health.maintenance import window_active
 from health.models import HourlyRollup, MaintenanceWindow, ProbeResult, Service
+from health.windows import window_active
 from tests.health.factories import ServiceFactory
 
 pytestmark = pytest.mark.django_db
@@ -240,7 +240,7 @@ def test_it_answers_none_for_a_service_never_probed():
 def test_it_rebuilds_an_hour_when_spooled_results_for_it_are_replayed():
     from django.utils import timezone
 
-    from health.runner import _replay_round
+    from health.runner import replay_round
 
     service = ServiceFactory(name="late")
     hour = rollups.floor_hour(timezone.now()) - dt.timedelta(hours=3)
@@ -250,7 +250,7 @@ def test_it_rebuilds_an_hour_when_spooled_results_for_it_are_replayed():
 
     # A round spooled during an outage arrives after its hour was rolled up: the hour is rebuilt.
     when = hour + dt.timedelta(minutes=30)
-    _replay_round(
+    replay_round(
         {
             "checkedAt": when.isoformat(),
             "results": [{"service": service.pk, "status": "down", "latencyMs": None, "detail": "spooled"}],

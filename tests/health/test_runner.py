@@ -12,11 +12,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from dispatch import rounds
 from health import runner
 from health.models import ProbeResult, Service
 from health.probes import registry
 from health.probes.base import DOWN, UP, Probe, ProbeOutcome
-from health.runner import record, run_probes, run_round, select_services
+from health.runner import record, run_probes, select_services
 from tests.health.factories import ServiceFactory
 from tests.servers import Reply, free_port
 
@@ -126,7 +127,7 @@ def test_it_records_a_round_and_answers_the_overall_status(http_server, settings
     http(http_server, "/", "web")
     ServiceFactory(name="cache", settings={"host": "127.0.0.1", "port": free_port()}, critical=False)
     ServiceFactory(name="off", enabled=False)
-    result = run_round()
+    result = rounds.run()
     assert [s.name for s in result.services] == ["cache", "web"]  # disabled services are not probed
     assert result.status == "degraded"  # a non-critical service is down (SOFT)
     assert result.exit_code == 1
@@ -143,7 +144,7 @@ def test_it_records_a_round_and_answers_the_overall_status(http_server, settings
 def test_it_answers_down_for_a_critical_hard_down_service(settings):
     settings.AUTO_RECOVERY_ENABLED = False
     ServiceFactory(name="db", settings={"host": "127.0.0.1", "port": free_port()}, failure_threshold=1)
-    result = run_round()
+    result = rounds.run()
     assert (result.status, result.exit_code) == (DOWN, 2)
 
 
@@ -161,7 +162,7 @@ def test_it_keeps_secrets_out_of_results_state_and_logs(monkeypatch, caplog, set
         failure_threshold=1,
     )
     with caplog.at_level(logging.DEBUG, logger="opsportal"):
-        result = run_round()
+        result = rounds.run()
     service = Service.objects.get(name="leaky")
     assert service.status == DOWN
     assert service.last_detail == "exit 2: auth *** refused"

@@ -14,7 +14,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.management import call_command
 
-from health.management.commands.runprobes import Command
+from dispatch.management.commands.runprobes import Command
 from health.models import ProbeResult
 from recovery.models import RecoveryAttempt
 from tests.health.factories import RecoveryActionFactory, ServiceFactory

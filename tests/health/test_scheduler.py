@@ -12,23 +12,23 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import Schedule
 
-from health import scheduler
-from health.config import import_text
-from health.models import ProbeResult, SchedulerHeartbeat, Service
-from health.scheduler import (
-    OWNER_DEAD_S,
+from configfile.config import import_text
+from core import db
+from core.cadence import next_due
+from core.liveness import OWNER_DEAD_S, forget_dead_loops
+from core.models import SchedulerHeartbeat
+from dispatch import scheduler
+from dispatch.scheduler import (
     Dispatcher,
     apply_scheduler_status,
     beat,
     claim_due,
     finish,
-    forget_dead_loops,
-    next_due,
     probe_timeout,
     run_dispatcher,
     scheduler_status,
 )
-from opsportal import db
+from health.models import ProbeResult, Service
 from tests.servers import Reply
 
 T0 = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
@@ -182,15 +182,15 @@ def test_it_has_each_schedule_once_after_two_migrates_and_two_imports(tcp_server
     rows = list(Schedule.objects.order_by("name").values_list("name", "func"))
     expected = sorted((name, spec["func"]) for name, spec in scheduler.schedule_specs().items())
     assert rows == expected  # each once
-    assert ("opsportal-dispatch", "health.tasks.dispatch") in rows
-    assert ("opsportal-prune", "health.tasks.prune") in rows
+    assert ("opsportal-dispatch", "dispatch.tasks.dispatch") in rows
+    assert ("opsportal-prune", "dispatch.tasks.prune") in rows
     dispatch = Schedule.objects.get(name="opsportal-dispatch")
     assert (dispatch.schedule_type, dispatch.minutes, dispatch.repeats) == (Schedule.MINUTES, 1, -1)
 
 
 @pytest.mark.django_db
 def test_it_removes_a_duplicated_schedule():
-    Schedule.objects.create(name="opsportal-dispatch", func="health.tasks.dispatch")
+    Schedule.objects.create(name="opsportal-dispatch", func="dispatch.tasks.dispatch")
     scheduler.ensure_schedules()
     assert Schedule.objects.filter(name="opsportal-dispatch").count() == 1
 

@@ -18,10 +18,11 @@ import redis
 import time_machine
 from django.db import connection
 
+from core import db
+from core.cadence import slot_start
+from core.spool import default_spool, replay_pending
+from dispatch.scheduler import OUTAGE_CLAIM_PREFIX, Dispatcher
 from health.models import ProbeResult, Service
-from health.scheduler import OUTAGE_CLAIM_PREFIX, Dispatcher, slot_start
-from opsportal import db
-from opsportal.spool import default_spool, replay_pending
 from tests.opsportal.outage_support import Outage, quick_db_hardening
 from tests.servers import Reply
 

@@ -110,7 +110,7 @@ def test_it_probes_at_the_interval_under_a_real_qcluster_and_stops_on_sigterm(tm
     assert first, f"no probe within 25 s of starting qcluster (the schedule would take 30-60 s): {output[-3000:]}"
     assert probed, output[-3000:]
     assert "Dispatcher: resident loop resident@" in output
-    assert "'health.tasks.dispatch'" not in output  # the fallback task had nothing to do
+    assert "'dispatch.tasks.dispatch'" not in output  # the fallback task had nothing to do
     times = checked_times(tmp_path / "portal.sqlite3")
     gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
     # Each probe within ±1 s of its slot (the issue allows ±5 s): a tick is 0.2 s and a probe a few ms.

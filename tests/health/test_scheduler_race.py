@@ -10,8 +10,8 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
+from dispatch.scheduler import beat, claim_due, finish
 from health.models import Service
-from health.scheduler import beat, claim_due, finish
 from tests.conftest import requires_postgres
 
 SERVICES = 40

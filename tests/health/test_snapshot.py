@@ -1,4 +1,4 @@
-"""health.snapshot: one computation at a time, stale-while-revalidate, and the status and metrics views on it.
+"""api.snapshot: one computation at a time, stale-while-revalidate, and the status and metrics views on it.
 
 The Snapshot tests use real threads and a hand-driven clock (ages are set, not waited for); the view tests
 turn STATUS_CACHE_SECONDS on (tests/conftest.py turns it off for the rest of the suite).
@@ -15,10 +15,10 @@ from datetime import timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from health.api import status_payload
-from health.metrics import database_snapshot, exposition
-from health.snapshot import STALE_FACTOR, Snapshot, status_snapshot
-from opsportal import db
+from api.base import status_payload
+from api.metrics import database_snapshot, exposition
+from api.snapshot import STALE_FACTOR, Snapshot, status_snapshot
+from core import db
 from tests.conftest import requires_postgres
 from tests.health.api_support import make_service, unreachable_database
 from tests.opsportal.conftest import fast_db_hardening  # noqa: F401 — a fixture of tests/opsportal, used below
@@ -430,9 +430,10 @@ def test_it_shares_one_computation_among_callers_of_one_version(clock):
 def test_it_moves_the_state_version_with_every_change_the_answers_show(django_assert_num_queries):
     from django.utils import timezone
 
-    from health.models import Incident, ProbeResult, SchedulerHeartbeat, Service
-    from health.scheduler import HEARTBEAT
-    from health.snapshot import state_version
+    from api.snapshot import state_version
+    from core.models import SchedulerHeartbeat
+    from dispatch.scheduler import HEARTBEAT
+    from health.models import Incident, ProbeResult, Service
     from recovery.models import RecoveryAttempt, RecoveryState
     from tunnels.models import Tunnel, TunnelEvent
 

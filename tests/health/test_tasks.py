@@ -8,10 +8,11 @@ import pytest
 from django.utils import timezone
 from django_q.models import Schedule
 
-from health import tasks
-from health.models import ProbeResult, SchedulerHeartbeat, Service
-from health.scheduler import ensure_schedules
-from opsportal import db
+from core import db
+from core.models import SchedulerHeartbeat
+from dispatch import tasks
+from dispatch.scheduler import ensure_schedules
+from health.models import ProbeResult, Service
 
 
 @pytest.fixture(autouse=True)

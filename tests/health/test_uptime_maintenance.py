@@ -9,10 +9,11 @@ from collections.abc import Callable
 
 import pytest
 
-from health import reports, rollups
+from dashboard import reports
+from health import rollups
 from health.models import Incident, MaintenanceWindow, ProbeResult, Service
 from health.probes.base import DOWN, UP, ProbeOutcome
-from health.runner import _replay_round, record
+from health.runner import record, replay_round
 from tests.health.factories import ServiceFactory
 
 pytestmark = pytest.mark.django_db
@@ -56,7 +57,7 @@ def test_a_service_down_only_during_its_window_shows_100_percent_and_its_hour_in
     assert set(flagged.values_list("status", flat=True)) == {DOWN}  # stored as seen
     assert list(Incident.objects.values_list("service__name", flat=True)) == ["api"]
 
-    up = reports.uptime([web.pk, api.pk], NOW)
+    up = rollups.uptime_by_window([web.pk, api.pk], NOW)
     assert up[web.pk] == {"24h": 100.0, "7d": 100.0, "30d": 100.0}
     assert up[api.pk]["24h"] == pytest.approx(100 * 138 / 144)
 
@@ -75,7 +76,7 @@ def test_a_service_down_only_during_its_window_shows_100_percent_and_its_hour_in
     # The same figures and bar once the hours are rolled up (the rollup path of tallies and hourly).
     rollups.prune(NOW)
     assert rollups.rolled_until() == NOW - dt.timedelta(hours=1)
-    assert reports.uptime([web.pk, api.pk], NOW) == up
+    assert rollups.uptime_by_window([web.pk, api.pk], NOW) == up
     rolled = reports.cards([Service.objects.get(pk=web.pk)], NOW)[0]
     assert rolled.excluded == web_card.excluded
     assert [(s.state, s.total, s.bad, s.maintenance) for s in rolled.bar] == [
@@ -100,7 +101,7 @@ def test_a_recurring_window_in_its_own_time_zone_is_left_out_across_dst():
     # 192 results, 8 in a window; of the 184 counted, 8 were down outside it (01:00 on the 28th, 02:00 on the 29th).
     tally = rollups.tallies([svc.pk], start, end)[svc.pk]
     assert (tally.ok, tally.counted, tally.maintenance) == (176, 184, 8)
-    assert reports.uptime([svc.pk], end)[svc.pk]["24h"] == pytest.approx(100 * 88 / 92)
+    assert rollups.uptime_by_window([svc.pk], end)[svc.pk]["24h"] == pytest.approx(100 * 88 / 92)
 
     card = reports.cards([Service.objects.get(pk=svc.pk)], end)[0]
     states = {
@@ -130,14 +131,14 @@ def test_paused_by_hand_is_maintenance_too_and_a_range_wholly_in_it_has_no_figur
     svc = ServiceFactory(name="web")
     svc.set_paused(True, now=NOW - dt.timedelta(hours=2))
     run_rounds([svc], NOW - dt.timedelta(hours=2), NOW - dt.timedelta(hours=1), lambda t: DOWN)
-    assert reports.uptime([svc.pk], NOW)[svc.pk]["24h"] is None  # nothing counted: no figure, not 0 %
+    assert rollups.uptime_by_window([svc.pk], NOW)[svc.pk]["24h"] is None  # nothing counted: no figure, not 0 %
     card = reports.cards([Service.objects.get(pk=svc.pk)], NOW)[0]
     assert card.excluded["24h"] == 6
     assert segment(card, NOW - dt.timedelta(hours=2)).state == "maintenance"
 
     Service.objects.get(pk=svc.pk).set_paused(False, now=NOW - dt.timedelta(hours=1))
     run_rounds([svc], NOW - dt.timedelta(hours=1), NOW, lambda t: UP)
-    assert reports.uptime([svc.pk], NOW)[svc.pk]["24h"] == 100.0
+    assert rollups.uptime_by_window([svc.pk], NOW)[svc.pk]["24h"] == 100.0
 
 
 def test_a_round_replayed_from_the_spool_is_flagged_by_the_window_at_its_own_time():
@@ -146,7 +147,7 @@ def test_a_round_replayed_from_the_spool_is_flagged_by_the_window_at_its_own_tim
     MaintenanceWindow.objects.create(
         name="upgrade", service=svc, starts_at=utc(2026, 6, 30, 9), ends_at=utc(2026, 6, 30, 10)
     )
-    _replay_round(
+    replay_round(
         {
             "checkedAt": when.isoformat(),
             "results": [{"service": svc.pk, "status": DOWN, "latencyMs": None, "detail": "x"}],

@@ -1,6 +1,6 @@
 """Another portal process, for the reaping tests: a real process that starts services as the portal does.
 
-`OtherPortal.start_detached(argv)` runs a second Python process that calls `opsportal.procs.start_detached`
+`OtherPortal.start_detached(argv)` runs a second Python process that calls `core.procs.start_detached`
 (the code a web worker or a qcluster worker runs for a restart) and stays alive, so the started service is
 that process's child, not the test's: when it exits, only that process can reap it. `zombie_of_another()`
 leaves a zombie that belongs to another live process (one that never waits for its child).
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from opsportal.procs import ProcRef
+from core.procs import ProcRef
 from tests.servers import wait_for
 
 PY = sys.executable
@@ -26,7 +26,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 # argv[1]: the JSON argv to start, argv[2]: its log file. Prints the started ProcRef as JSON, then sleeps.
 START_DETACHED = """
 import json, sys, time
-from opsportal import procs
+from core import procs
 ref = procs.start_detached(json.loads(sys.argv[1]), log_file=sys.argv[2])
 print(json.dumps({"pid": ref.pid, "createTime": ref.create_time}), flush=True)
 time.sleep(10**6)

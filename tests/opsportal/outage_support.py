@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db import connection
 
-from opsportal import db
+from core import db
 from tests.servers import free_port
 
 

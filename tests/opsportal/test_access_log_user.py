@@ -7,7 +7,7 @@ import base64
 import pytest
 from django.contrib.auth import get_user_model
 
-from health.models import ApiToken
+from api.models import ApiToken
 from opsportal.middleware import ACCESS_LOG_USER
 
 BASIC_ADMIN = "Basic " + base64.b64encode(b"admin:x").decode()

@@ -7,8 +7,8 @@ import time
 import pytest
 from django.db import DatabaseError, connection, connections
 
+from core import db
 from health.models import Event
-from opsportal import db
 from tests.servers import free_port
 
 ALIAS = "h6_unreachable"

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
+from core import db
+from core.spool import default_spool
+from dispatch.scheduler import Dispatcher
 from health.models import ProbeResult, Service
-from health.scheduler import Dispatcher
-from opsportal import db
-from opsportal.spool import default_spool
 from tests.conftest import requires_postgres
 from tests.opsportal.outage_support import unwritable
 

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from django.db import IntegrityError, OperationalError, connection, transaction
 
+from core import db
 from health.models import ProbeResult, Service
 from health.runner import run_round
-from opsportal import db
 from tests.conftest import requires_postgres
 from tests.servers import Reply
 
@@ -164,7 +164,7 @@ def test_it_survives_pg_terminate_backend_mid_round(http_server, db_log):
     connection.health_check_enabled = False
     timer = threading.Timer(0.3, kill)
     timer.start()
-    result = run_round([service], recover=False)
+    result = run_round([service])
     timer.join()
     assert result.status == "healthy"
     assert ProbeResult.objects.filter(service=service, status="up").count() == 1

@@ -7,7 +7,7 @@ import time
 import pytest
 from django.db import OperationalError, connection
 
-from opsportal import db
+from core import db
 from tests.conftest import requires_postgres
 
 

@@ -17,9 +17,11 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 from django_q.models import Schedule
 
-from health.models import Channel, MaintenanceWindow, Service
-from health.scheduler import beat, ensure_schedules
-from opsportal import doctor, procs
+from core import procs
+from dispatch.scheduler import beat, ensure_schedules
+from health.models import MaintenanceWindow, Service
+from notify.models import Channel
+from opsportal import doctor
 from recovery.models import RecoveryAction
 from tests.health.factories import RecoveryActionFactory, ServiceFactory, TunnelFactory
 from tests.servers import free_port
@@ -365,7 +367,7 @@ def test_it_reports_loose_modes_in_the_command_output(healthy, settings, tmp_pat
 
 
 def test_it_names_each_unset_variable_the_configuration_uses_and_the_fix(healthy, monkeypatch, capsys) -> None:
-    from health.models import Channel
+    from notify.models import Channel
     from tests.health.factories import RecoveryActionFactory, ServiceFactory
 
     for name in ("DOCTOR_UNSET_DSN", "DOCTOR_UNSET_KEY", "DOCTOR_UNSET_HOOK", "DOCTOR_UNSET_TOKEN"):

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from opsportal import doctor, files
-from opsportal.logconfig import build_logging
+from core import files
+from core.logconfig import build_logging
+from opsportal import doctor
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 LOOSE_UMASK = 0o022
@@ -29,7 +30,7 @@ WRITE_STATE = """
 import logging, django
 django.setup()
 from django.utils import timezone
-from opsportal.spool import Spool
+from core.spool import Spool
 from tunnels.models import Tunnel
 from tunnels.watchdog import host_claim
 Spool().append("probe_result", {"x": 1})
@@ -163,7 +164,7 @@ def test_it_leaves_collectstatic_output_public(home: Path) -> None:
 
 def test_it_remembers_the_umask_it_started_with_for_service_processes() -> None:
     # Services the portal restarts keep the umask the operator gave the portal (a socket nginx must reach).
-    script = "import os, sys; os.umask(0o027); from opsportal import files; files.owner_only_umask([]); "
+    script = "import os, sys; os.umask(0o027); from core import files; files.owner_only_umask([]); "
     script += "print(oct(files.child_umask()), oct(files.current_umask()))"
     proc = subprocess.run(
         [sys.executable, "-c", script], cwd=BASE_DIR, capture_output=True, text=True, timeout=30, check=True
@@ -176,7 +177,7 @@ RUN_CHILD = """
 import sys, time, django
 django.setup()
 from pathlib import Path
-from opsportal import procs
+from core import procs
 print(procs.run_argv(["sh", "-c", "umask"], timeout=30).stdout.decode().strip())
 out = Path(sys.argv[1])
 procs.start_detached(["sh", "-c", 'umask > "$0"', str(out)])

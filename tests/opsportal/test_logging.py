@@ -20,7 +20,7 @@ import pytest
 import time_machine
 from django.conf import settings as django_settings
 
-from opsportal.logconfig import HUMAN_DATEFMT, HUMAN_FORMAT, JsonFormatter, build_logging
+from core.logconfig import HUMAN_DATEFMT, HUMAN_FORMAT, JsonFormatter, build_logging
 from tests.servers import Reply
 
 BASE_DIR = Path(django_settings.BASE_DIR)
@@ -174,7 +174,7 @@ url = "json://user:${{HOOK_TOKEN}}@127.0.0.1:{hook.port}/hook/${{HOOK_TOKEN}}"
         ["importconfig", str(config)],
         ["runprobes", "--no-recover"],
         ["runprobes", "--no-recover", "--json"],
-        ["shell", "-c", "from health.notify import process_outbox; print(process_outbox())"],
+        ["shell", "-c", "from notify.outbox import process_outbox; print(process_outbox())"],
     ):
         done = subprocess.run(
             [sys.executable, "manage.py", *argv],

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from core import procs
+from core.procs import PORTAL_ONLY_ENV, child_env, run_argv, start_detached
 from health.probes.command import CommandProbe
 from health.runner import probe_once
-from opsportal import procs
-from opsportal.procs import PORTAL_ONLY_ENV, child_env, run_argv, start_detached
 from tests.health.factories import ServiceFactory
 from tests.servers import wait_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from opsportal import procs
+from core import procs
 from tests.opsportal.procs_decoys import PROJECT, PY, SLEEP, Spawned, running, settle
 from tests.servers import wait_for
 
@@ -110,7 +110,7 @@ def test_a_match_from_a_child_never_finds_the_child_or_its_ancestors(spawned, ma
     # Both the caller and its parent carry the marker as a whole argv element, as a broad match would see them.
     out = tmp_path / "found.json"
     child = (
-        "import json, sys; from opsportal import procs\n"
+        "import json, sys; from core import procs\n"
         "found = [p.pid for p in procs.find_processes(cmdline_contains=sys.argv[2])]\n"
         "open(sys.argv[1], 'w').write(json.dumps(found))\n"
     )
@@ -143,7 +143,7 @@ def test_stop_never_signals_the_calling_process_or_an_ancestor(spawned, tmp_path
     # Run in a child so that a regression kills only this test's own intermediate process.
     out = tmp_path / "stopped.json"
     child = (
-        "import json, sys, psutil; from opsportal import procs; me = psutil.Process()\n"
+        "import json, sys, psutil; from core import procs; me = psutil.Process()\n"
         "done = procs.stop([me.parent(), me], grace=0.5)\n"
         "open(sys.argv[1], 'w').write(json.dumps(done))\n"
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from opsportal.procs import ProcRef, run_argv, start_detached, stop, unreaped
+from core.procs import ProcRef, run_argv, start_detached, stop, unreaped
 from tests.opsportal.other_portal import PY, OtherPortal, is_zombie, other_portal_fixture, status
 from tests.servers import wait_for
 

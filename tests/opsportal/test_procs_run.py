@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from opsportal import procs
-from opsportal.procs import PIPE_GRACE_SECONDS, PORTAL_ONLY_ENV, run_argv
+from core import procs
+from core.procs import PIPE_GRACE_SECONDS, PORTAL_ONLY_ENV, run_argv
 from tests.servers import wait_for
 
 PY = sys.executable
@@ -176,7 +176,7 @@ def test_it_runs_commands_unsupervised_in_a_portal_that_finds_a_busybox_timeout(
 import sys
 import django
 django.setup()
-from opsportal.procs import run_argv
+from core.procs import run_argv
 done = run_argv([sys.executable, "-c", "print('ran')"], 10)
 print(done.returncode, done.stdout.decode().strip(), done.stderr.decode().strip()[:200])
 """

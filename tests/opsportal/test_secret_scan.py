@@ -151,7 +151,7 @@ def _pages(client: Client) -> dict[str, str]:
 
 
 def test_it_shows_and_keeps_no_form_of_any_secret_anywhere(leaky):
-    result = run_round(recover=False)
+    result = run_round()
     assert result is not None
     recover_services(["b64-script", "hook"], trigger="manual", force=True)
 

@@ -11,9 +11,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from requests.utils import requote_uri
 
-from health.probes import registry as probes
-from health.spec import CHANNEL_KEYS, MAINTENANCE_KEYS, SERVICE_KEYS
-from opsportal.spec import (
+from core.spec import (
     MAX_DEPTH,
     SLUG,
     ConfigError,
@@ -28,6 +26,9 @@ from opsportal.spec import (
     validate,
     with_defaults,
 )
+from health.probes import registry as probes
+from health.spec import MAINTENANCE_KEYS, SERVICE_KEYS
+from notify.spec import CHANNEL_KEYS
 from recovery.actions import registry as actions
 from recovery.spec import RECOVERY_KEYS
 from tunnels.spec import TUNNEL_KEYS

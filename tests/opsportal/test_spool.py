@@ -7,10 +7,11 @@ import json
 import pytest
 from django.db import IntegrityError
 
-from health.models import Event, ProbeResult, Service, SpoolBatch
+from core import db
+from core.models import SpoolBatch
+from core.spool import Spool, create_or_spool, default_spool, replay_pending, update_or_spool
+from health.models import Event, ProbeResult, Service
 from health.runner import run_round
-from opsportal import db
-from opsportal.spool import Spool, create_or_spool, default_spool, replay_pending, update_or_spool
 from tests.opsportal.outage_support import unwritable
 
 pytestmark = pytest.mark.usefixtures("fast_db_hardening")
@@ -76,12 +77,12 @@ def test_it_loses_no_probe_result_while_the_database_is_unwritable(tcp_server, d
     stamps = []
     with unwritable():
         for _ in range(3):
-            result = run_round(services, recover=False)
+            result = run_round(services)
             assert result.status == "healthy"  # the round still answers from memory
             stamps.append(result.services[0].last_checked_at)
         assert default_spool().pending()
     db.reset_breaker()
-    run_round(services, recover=False)  # the spool is replayed first, then this round is written
+    run_round(services)  # the spool is replayed first, then this round is written
     for service in services:
         times = list(ProbeResult.objects.filter(service=service).order_by("pk").values_list("checked_at", flat=True))
         assert len(times) == 4  # every result arrived, once
@@ -156,7 +157,7 @@ def system_log_text() -> str:
 
 
 def test_it_routes_the_spool_logger_to_the_system_log():
-    from opsportal.logconfig import build_logging
+    from core.logconfig import build_logging
 
     config = build_logging(__import__("pathlib").Path("/tmp"))
     assert config["loggers"]["opsportal.spool"]["handlers"] == ["system_file"]
@@ -183,11 +184,11 @@ def test_it_counts_logs_shows_and_raises_once_what_a_full_spool_drops(tcp_server
     marker = f"durE-{__import__('uuid').uuid4().hex}"
     logging_before = len(system_log_text())
     outage.start()
-    run_round([web, api], recover=False)
+    run_round([web, api])
     spool = default_spool()
     settings.SPOOL_MAX_BYTES = spool.size() + 100  # a real, tiny bound: the next round does not fit
     for _ in range(2):
-        run_round([web, api], recover=False)
+        run_round([web, api])
     assert create_or_spool("health.Event", kind="test", title=marker) is None  # dropped too: the spool is full
     status = spool.status()
     assert status["records"] == 1 and status["dropped"] == 3
@@ -215,8 +216,8 @@ def test_it_counts_logs_shows_and_raises_once_what_a_full_spool_drops(tcp_server
 
     # The database back: the spooled round is replayed and the outage's drops become ONE event.
     outage.end()
-    run_round([web, api], recover=False)
-    run_round([web, api], recover=False)
+    run_round([web, api])
+    run_round([web, api])
     (event,) = Event.objects.filter(kind="spool_dropped")
     assert event.data["dropped"] == 3
     assert event.data["kinds"] == {"probe_round": 2, "create": 1}
@@ -229,9 +230,9 @@ def test_it_counts_logs_shows_and_raises_once_what_a_full_spool_drops(tcp_server
     # A second outage with drops is a second event.
     with unwritable():
         for _ in range(2):
-            run_round([web, api], recover=False)
+            run_round([web, api])
     db.reset_breaker()
-    run_round([web, api], recover=False)
+    run_round([web, api])
     assert Event.objects.filter(kind="spool_dropped").count() == 2
     assert spool.dropped() == 4
 
@@ -247,7 +248,7 @@ import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 import django
 django.setup()
-from opsportal.spool import Spool
+from core.spool import Spool
 resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600))
 spool = Spool(sys.argv[1], max_bytes=10**6)
 print([spool.append("create", {"model": "health.Event", "fields": {"title": "x" * 150}}) for _ in range(6)])

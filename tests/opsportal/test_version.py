@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from opsportal import version
+from core import version
 
 
 def git(repo: Path, *args: str) -> str:

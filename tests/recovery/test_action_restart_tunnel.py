@@ -23,7 +23,7 @@ def test_it_restarts_the_tunnel_and_is_verified_by_the_reprobe(make_tunnel, make
     svc = make_service("edge-svc", url=fake.tunnel.ready_url)
     add_action(svc, "restart_tunnel", {"tunnel": "edge"})
     os.kill(old, signal.SIGKILL)
-    run_round([svc], recover=False)
+    run_round([svc])
     assert Service.objects.get(pk=svc.pk).status == "down"
 
     (result,) = recover_services(["edge-svc"], trigger="manual", via="test")
@@ -40,7 +40,7 @@ def test_it_restarts_the_tunnel_and_is_verified_by_the_reprobe(make_tunnel, make
 def test_it_fails_for_an_unknown_tunnel_without_starting_anything(make_service, add_action):
     svc = make_service("edge-svc")
     add_action(svc, "restart_tunnel", {"tunnel": "nope"})
-    run_round([svc], recover=False)
+    run_round([svc])
     (result,) = recover_services(["edge-svc"], trigger="manual", via="test")
     attempt = RecoveryAttempt.objects.get(pk=result["attempt"])
     assert result["success"] is False and attempt.action_ok is False

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.spec import ConfigError
 from health.models import Service
-from opsportal.spec import ConfigError
 from recovery.actions import ActionError
 from recovery.actions.http import HttpAction
 from tests.servers import Reply, free_port

@@ -11,8 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from core.procs import ProcRef
 from health.models import Service
-from opsportal.procs import ProcRef
 from recovery.actions.restart_process import RestartProcessAction
 from recovery.engine import recover_services
 from recovery.models import RecoveryAttempt

@@ -23,7 +23,7 @@ def test_it_succeeds_when_the_command_fixes_the_target_and_the_reprobe_is_up(fla
     server, flag = flag_target
     svc = make_service(url=server.url + "/health")
     add_action(svc, "command", {"argv": touch_argv(flag)})
-    run_round([svc], recover=False)
+    run_round([svc])
     assert Service.objects.get(pk=svc.pk).status == "down"
 
     (result,) = recover_services(["web"], trigger="manual", via="test")
@@ -155,7 +155,7 @@ def test_it_picks_the_services_that_need_it_when_none_are_named(flag_target, mak
     make_service("no-action", url=server.url)
     up = make_service("up-one", url=server.url)
     add_action(up, "command", {"argv": touch_argv(flag)})
-    run_round([down, Service.objects.get(name="no-action")], recover=False)
+    run_round([down, Service.objects.get(name="no-action")])
     Service.objects.filter(pk=up.pk).update(status="up")
 
     results = recover_services(None, trigger="api")

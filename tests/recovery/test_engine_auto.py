@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
+from dispatch import rounds
 from health.models import Incident, ProbeResult, Service
-from health.runner import run_round
 from recovery.models import RecoveryAttempt
 from tests.recovery.conftest import touch_argv
 
@@ -15,7 +15,7 @@ def test_it_recovers_a_critical_service_on_soft_down_within_the_round(flag_targe
     svc = make_service(url=server.url, failure_threshold=3)
     add_action(svc, "command", {"argv": touch_argv(flag)})
 
-    result = run_round([svc])
+    result = rounds.run([svc])
 
     # The probe found it SOFT down (no incident yet) and the repair ran in the same round;
     # the round reports the state the verified repair left.
@@ -37,7 +37,7 @@ def test_it_recovers_a_non_critical_service_only_when_its_action_says_auto(flag_
     opted = make_service("opted", url=server.url, critical=False)
     add_action(opted, "command", {"argv": touch_argv(flag)}, auto=True)
 
-    result = run_round([plain, opted])
+    result = rounds.run([plain, opted])
 
     assert [r["service"] for r in result.recovery] == ["opted"]
     assert not RecoveryAttempt.objects.filter(service=plain).exists()
@@ -48,7 +48,7 @@ def test_it_leaves_a_critical_service_alone_when_its_action_says_auto_false(flag
     server, flag = flag_target
     svc = make_service(url=server.url)
     add_action(svc, "command", {"argv": touch_argv(flag)}, auto=False)
-    assert run_round([svc]).recovery == []
+    assert rounds.run([svc]).recovery == []
     assert not flag.exists() and RecoveryAttempt.objects.count() == 0
 
 
@@ -61,7 +61,7 @@ def test_it_does_nothing_when_disabled_or_asked_not_to(flag_target, make_service
         call_command("runprobes", "web", "--no-recover")
     assert exit_info.value.code == 2
     settings.AUTO_RECOVERY_ENABLED = False
-    assert run_round([svc]).recovery == []
+    assert rounds.run([svc]).recovery == []
     assert not flag.exists() and RecoveryAttempt.objects.count() == 0
 
 
@@ -70,7 +70,7 @@ def test_it_does_nothing_for_a_healthy_round(http_server, make_service, add_acti
     flag = tmp_path / "ran"
     svc = make_service(url=http_server.url)
     add_action(svc, "command", {"argv": touch_argv(flag)})
-    result = run_round([svc])
+    result = rounds.run([svc])
     assert result.status == "healthy" and result.recovery == []
     assert not flag.exists()
 
@@ -82,8 +82,8 @@ def test_it_uses_the_next_action_after_a_failure(flag_target, make_service, add_
     add_action(svc, "command", {"argv": ["true"]}, cooldown=0)
     add_action(svc, "command", {"argv": touch_argv(flag)}, cooldown=0)
 
-    first = run_round([svc]).recovery
-    second = run_round(list(Service.objects.filter(pk=svc.pk))).recovery
+    first = rounds.run([svc]).recovery
+    second = rounds.run(list(Service.objects.filter(pk=svc.pk))).recovery
 
     assert first[0]["outcome"] == "failed"
     assert second[0]["outcome"] == "succeeded"
@@ -100,9 +100,9 @@ def test_it_climbs_the_action_ladder_after_a_repair_that_did_not_hold(flag_targe
     add_action(svc, "command", {"argv": touch_argv(flag)}, cooldown=0, escalate_after=5)
     add_action(svc, "command", {"argv": touch_argv(heavy)}, cooldown=0)
 
-    first = run_round([svc]).recovery
+    first = rounds.run([svc]).recovery
     flag.unlink()  # the repair did not hold
-    run_round(list(Service.objects.filter(pk=svc.pk)))
+    rounds.run(list(Service.objects.filter(pk=svc.pk)))
 
     assert first[0]["outcome"] == "succeeded"
     attempts = list(RecoveryAttempt.objects.exclude(outcome__startswith="skipped_").order_by("started_at", "pk"))

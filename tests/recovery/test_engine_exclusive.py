@@ -15,9 +15,9 @@ from django.core.exceptions import ValidationError
 from django.db import connections
 from django.utils import timezone
 
-from health.config import ConfigError, parse
-from health.models import SchedulerHeartbeat
-from opsportal import db
+from configfile.config import ConfigError, parse
+from core import db
+from core.models import SchedulerHeartbeat
 from recovery.actions.base import check_stale_bound
 from recovery.engine import abandon_stale, recover_services
 from recovery.models import RecoveryAction, RecoveryAttempt, RecoveryState
@@ -30,7 +30,7 @@ Outcome = RecoveryAttempt.Outcome
 
 @pytest.fixture(autouse=True)
 def _no_recent_db_error():
-    """Another test's outage must not hold back this file's heartbeat takeovers (opsportal.db is process-wide)."""
+    """Another test's outage must not hold back this file's heartbeat takeovers (core.db is process-wide)."""
     db.last_transient_at = None
 
 

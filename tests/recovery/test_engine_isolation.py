@@ -13,8 +13,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from dispatch import rounds
 from health.models import Service
-from health.runner import run_round
 from recovery.engine import _crashed
 from recovery.models import RecoveryAction, RecoveryAttempt, RecoveryState
 from recovery.owner import OwnerBeat
@@ -42,7 +42,7 @@ def test_it_recovers_the_next_service_when_one_crashes_mid_attempt(
     # A row the bounds would refuse today, as one imported before them still holds it.
     RecoveryAction.objects.filter(service=bad).update(verify_delay=float("inf"))
 
-    result = run_round([bad, good])  # no exception escapes the round
+    result = rounds.run([bad, good])  # no exception escapes the round
 
     assert flag_b.exists(), "the second critical service was never recovered"
     assert Service.objects.get(pk=good.pk).status == "up"
@@ -70,7 +70,7 @@ def test_it_records_a_crash_before_the_attempt_started_and_goes_on(
     # The value: a cooldown no timedelta holds.
     RecoveryAction.objects.filter(service=bad).update(cooldown=9223372036854775807)
 
-    result = run_round([bad, good])
+    result = rounds.run([bad, good])
 
     assert flag_b.exists() and Service.objects.get(pk=good.pk).status == "up"
     by_service = {r["service"]: r for r in result.recovery}

@@ -19,9 +19,9 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from health.models import SchedulerHeartbeat
-from opsportal import db
-from opsportal.procs import SUPERVISOR, SUPERVISOR_GRACE_SECONDS
+from core import db
+from core.models import SchedulerHeartbeat
+from core.procs import SUPERVISOR, SUPERVISOR_GRACE_SECONDS
 from recovery.engine import recover_services
 from recovery.models import RecoveryAttempt, RecoveryState
 from recovery.owner import OWNER_PREFIX
@@ -33,7 +33,7 @@ Outcome = RecoveryAttempt.Outcome
 
 @pytest.fixture(autouse=True)
 def _no_recent_db_error():
-    """Another test's outage must not hold back this file's heartbeat takeovers (opsportal.db is process-wide)."""
+    """Another test's outage must not hold back this file's heartbeat takeovers (core.db is process-wide)."""
     db.last_transient_at = None
 
 
@@ -53,7 +53,7 @@ def test_it_never_lets_a_child_outlive_its_timeout_when_the_runner_is_killed(tmp
     # before the fix the sleep ran on under PID 1 until its end.
     pid_file = tmp_path / "pid"
     code = (
-        "import sys; from opsportal.procs import run_argv; "
+        "import sys; from core.procs import run_argv; "
         "run_argv(['sh', '-c', 'echo $$ > ' + sys.argv[1] + '; exec sleep 600'], 2)"
     )
     runner = subprocess.Popen([sys.executable, "-c", code, str(pid_file)], cwd=BASE_DIR)

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from core.spool import default_spool, replay_pending
 from health.models import Event, Incident, ProbeResult, Service
 from health.runner import run_round
-from opsportal.spool import default_spool, replay_pending
 from recovery.engine import recover_services
 from recovery.models import RecoveryAttempt, RecoveryState
 from tests.opsportal.outage_support import Outage, quick_db_hardening
@@ -54,7 +54,7 @@ def test_it_replays_an_attempt_whose_final_writes_hit_an_outage_with_its_outcome
     hook_target(http_server, outage, fixes=True)
     svc = make_service(url=http_server.url + "/health")
     add_action(svc, "http", {"url": http_server.url + "/fix"})
-    run_round([svc], recover=False)
+    run_round([svc])
 
     (result,) = recover_services(["web"], trigger="manual", via="test")
 
@@ -90,7 +90,7 @@ def test_it_replays_the_failure_and_escalation_of_an_attempt_cut_off_by_an_outag
     hook_target(http_server, outage, fixes=False)
     svc = make_service(url=http_server.url + "/health")
     add_action(svc, "http", {"url": http_server.url + "/fix"}, escalate_after=1)
-    run_round([svc], recover=False)
+    run_round([svc])
     assert Incident.objects.filter(service=svc, resolved_at__isnull=True).count() == 1
 
     (result,) = recover_services(["web"], trigger="manual", via="test")

@@ -15,9 +15,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from health.models import SchedulerHeartbeat
-from health.scheduler import owner_dead_after
-from opsportal import db
+from core import db
+from core.liveness import owner_dead_after
+from core.models import SchedulerHeartbeat
 from recovery.engine import abandon_stale
 from recovery.models import RecoveryAttempt, RecoveryState
 from recovery.owner import OWNER_PREFIX, Liveness, OwnerBeat, this_host

@@ -7,8 +7,8 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from dispatch import rounds
 from health.models import Event, Incident, Service
-from health.runner import run_round
 from recovery.engine import recover_services
 from recovery.models import RecoveryAttempt, RecoveryState
 from recovery.policy import backoff_wait
@@ -78,7 +78,7 @@ def test_it_escalates_after_3_failures_then_leaves_the_service_alone_until_ackno
     action.cooldown = 0
     action.save()
     for _ in range(5):
-        run_round(list(Service.objects.filter(pk=svc.pk)))
+        rounds.run(list(Service.objects.filter(pk=svc.pk)))
 
     assert runs(log) == 3
     outcomes = list(RecoveryAttempt.objects.order_by("started_at", "pk").values_list("outcome", flat=True))
@@ -93,7 +93,7 @@ def test_it_escalates_after_3_failures_then_leaves_the_service_alone_until_ackno
 
     user = django_user_model.objects.create_user("oncall", password=None, is_staff=True)
     assert incident.acknowledge(user)
-    run_round(list(Service.objects.filter(pk=svc.pk)))
+    rounds.run(list(Service.objects.filter(pk=svc.pk)))
     assert runs(log) == 4
     assert RecoveryState.objects.get(service=svc).consecutive_failures == 1
 
@@ -127,18 +127,18 @@ def test_it_lifts_escalation_when_healthy_and_resets_counters_only_after_staying
         assert state.consecutive_failures == 2 and state.escalated_at is not None
 
         http_server.reply = Reply(200, "ok")
-        run_round(list(Service.objects.filter(pk=svc.pk)))
+        rounds.run(list(Service.objects.filter(pk=svc.pk)))
         state.refresh_from_db()
         assert state.escalated_at is None  # healthy again lifts the stop at once ...
         assert state.consecutive_failures == 2  # ... but the counters are sticky
 
         clock.shift(timedelta(seconds=300))
-        run_round(list(Service.objects.filter(pk=svc.pk)))
+        rounds.run(list(Service.objects.filter(pk=svc.pk)))
         state.refresh_from_db()
         assert state.consecutive_failures == 2
 
         clock.shift(timedelta(seconds=301))
-        run_round(list(Service.objects.filter(pk=svc.pk)))
+        rounds.run(list(Service.objects.filter(pk=svc.pk)))
         state.refresh_from_db()
         assert state.consecutive_failures == 0
 
@@ -153,7 +153,7 @@ def test_it_caps_automatic_attempts_per_hour_in_all(http_server, make_service, a
     for name in ("a", "b", "c"):
         add_action(make_service(name, url=http_server.url), "command", {"argv": counting_argv(log)})
 
-    results = run_round(list(Service.objects.order_by("name"))).recovery
+    results = rounds.run(list(Service.objects.order_by("name"))).recovery
 
     assert [r["outcome"] for r in results] == ["failed", "failed", "skipped_cooldown"]
     assert "global cap" in results[2]["reason"]
@@ -175,7 +175,7 @@ def test_it_lifts_escalation_for_a_manual_request_once_the_service_is_healthy(br
     assert RecoveryState.objects.get(service=svc).escalated_at is not None
     settings.AUTO_RECOVERY_ENABLED = False  # no round lifts it for us
     http_server.reply = Reply(200, "ok")
-    run_round(list(Service.objects.filter(pk=svc.pk)))
+    rounds.run(list(Service.objects.filter(pk=svc.pk)))
 
     (result,) = recover_services([svc.name], trigger="manual")
 

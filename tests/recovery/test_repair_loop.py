@@ -22,8 +22,8 @@ import time_machine
 from django.db import connection
 from django.utils import timezone
 
+from dispatch import rounds
 from health.models import Event, Incident, Service
-from health.runner import run_round
 from recovery import policy
 from recovery.models import RecoveryAction, RecoveryAttempt, RecoveryState
 from tests.recovery.conftest import PY, touch_argv
@@ -34,7 +34,7 @@ Outcome = RecoveryAttempt.Outcome
 
 
 def round_of(*services: Service) -> list[dict]:
-    return run_round(list(Service.objects.filter(pk__in=[s.pk for s in services]).order_by("name"))).recovery
+    return rounds.run(list(Service.objects.filter(pk__in=[s.pk for s in services]).order_by("name"))).recovery
 
 
 def attempts(service: Service) -> list[RecoveryAttempt]:

@@ -9,9 +9,9 @@ from typing import Any
 import psutil
 import pytest
 
-from opsportal import procs
+from core import procs
 from tests.servers import free_port
-from tunnels import watchdog
+from tunnels import check, watchdog
 from tunnels.models import Tunnel
 
 FAKE = Path(__file__).with_name("fake_cloudflared.py")
@@ -65,7 +65,7 @@ def connector_pids(tunnel: Tunnel) -> set[int]:
 def assert_clean(fake: FakeTunnel) -> None:
     """Stop the tunnel's connectors and assert none is left running, orphaned or a zombie."""
     procs.stop(fake.processes(), grace=3)
-    watchdog.reap_started()
+    check.reap_started()
     assert fake.processes() == []
     assert zombie_children(connector_pids(fake.reload())) == []
 
@@ -97,4 +97,4 @@ def make_tunnel(tmp_path: Path) -> Iterator[Callable[..., FakeTunnel]]:
     # Whatever a test leaves running is stopped here, even when it failed half-way.
     for fake in made:
         procs.stop(fake.processes(), grace=3)
-    watchdog.reap_started()
+    check.reap_started()

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from health.config import export_text
+from configfile.config import export_text
 from tests.tunnels.conftest import assert_clean
 from tunnels import watchdog
 from tunnels.models import Tunnel, TunnelEvent

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from opsportal.procs import PORTAL_ONLY_ENV
+from core.procs import PORTAL_ONLY_ENV
 from tests.tunnels.conftest import assert_clean
 from tunnels import watchdog
 

@@ -10,7 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from tests.conftest import requires_postgres
-from tunnels import watchdog
+from tunnels import claims, watchdog
 from tunnels.models import Tunnel, TunnelEvent
 
 
@@ -47,22 +47,22 @@ def test_it_never_claims_a_tunnel_twice_for_one_due_time():
     tunnel = quiet_tunnel()
     now = timezone.now()
     stale_copy = Tunnel.objects.get(pk=tunnel.pk)  # what a second process read before the first claimed
-    assert watchdog.claim(tunnel, now, due=True) == now
-    watchdog.release(tunnel, now, elapsed=0.1)
-    assert watchdog.claim(stale_copy, now, due=True) is None  # next_due_at moved on: that due time is taken
+    assert claims.claim(tunnel, now, due=True) == now
+    claims.release(tunnel, now, elapsed=0.1)
+    assert claims.claim(stale_copy, now, due=True) is None  # next_due_at moved on: that due time is taken
 
 
 @pytest.mark.django_db
 def test_it_does_not_overlap_a_slow_check_until_its_claim_is_stale():
     tunnel = quiet_tunnel()
     now = timezone.now()
-    assert watchdog.claim(tunnel, now, due=True) == now
+    assert claims.claim(tunnel, now, due=True) == now
     # The check is still running when its next due time passes: no second check of it.
     later = now + timedelta(seconds=45)
     assert watchdog.run_due(later) == []
     assert watchdog.check_now(Tunnel.objects.get(pk=tunnel.pk), later) is None
     # A claim older than its longest possible check was abandoned (its process died): taken over.
-    abandoned = now + watchdog.claim_ttl(tunnel) + timedelta(seconds=1)
+    abandoned = now + claims.claim_ttl(tunnel) + timedelta(seconds=1)
     assert [r.tunnel for r in watchdog.run_due(abandoned)] == ["edge"]
 
 
@@ -70,8 +70,8 @@ def test_it_does_not_overlap_a_slow_check_until_its_claim_is_stale():
 def test_it_pushes_the_next_check_past_the_end_of_a_slow_one():
     tunnel = quiet_tunnel(check_interval=10)
     now = timezone.now()
-    watchdog.claim(tunnel, now, due=True)
-    watchdog.release(tunnel, now, elapsed=25.0)
+    claims.claim(tunnel, now, due=True)
+    claims.release(tunnel, now, elapsed=25.0)
     tunnel.refresh_from_db()
     assert tunnel.next_due_at == now + timedelta(seconds=25) and tunnel.running_since is None
 

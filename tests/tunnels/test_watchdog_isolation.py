@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import pytest
 
-from tunnels import watchdog
+from tunnels import claims, watchdog
 from tunnels.models import Tunnel
 from tunnels.spec import TUNNEL_KEYS
 
@@ -55,6 +55,6 @@ def test_it_bounds_the_claim_of_a_tunnel_whose_stored_waits_are_past_their_bound
     Tunnel.objects.filter(pk=fake.tunnel.pk).update(startup_timeout=1e9, settle_seconds=float("inf"))
     row = fake.reload()
     most = TUNNEL_KEYS["startup_timeout"].maximum + TUNNEL_KEYS["settle_seconds"].maximum
-    waits = watchdog.STOP_GRACE_SECONDS * 2 + watchdog.READY_TIMEOUT + watchdog.PUBLIC_TIMEOUT
-    assert watchdog.claim_ttl(row) == timedelta(seconds=most + waits + 60)
-    assert (watchdog.bounded(row, "startup_timeout"), watchdog.bounded(row, "settle_seconds")) == (600, 300)
+    waits = claims.STOP_GRACE_SECONDS * 2 + claims.READY_TIMEOUT + claims.PUBLIC_TIMEOUT
+    assert claims.claim_ttl(row) == timedelta(seconds=most + waits + 60)
+    assert (claims.bounded(row, "startup_timeout"), claims.bounded(row, "settle_seconds")) == (600, 300)

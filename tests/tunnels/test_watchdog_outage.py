@@ -17,12 +17,13 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from health.models import Event, SpoolBatch
-from opsportal.spool import default_spool, replay_pending
+from core.models import SpoolBatch
+from core.spool import default_spool, replay_pending
+from health.models import Event
 from tests.opsportal.outage_support import quick_db_hardening
 from tests.servers import Reply
 from tests.tunnels.conftest import assert_clean
-from tunnels import watchdog
+from tunnels import memory, watchdog
 from tunnels.models import Tunnel, TunnelEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,10 +34,10 @@ Kind = TunnelEvent.Kind
 @pytest.fixture(autouse=True)
 def _outage_ready(settings, tmp_path) -> Iterator[None]:
     """A private var dir (spool, host claims), quick retries, a closed breaker, nothing remembered."""
-    watchdog.forget()
+    memory.forget()
     with quick_db_hardening(settings, tmp_path / "var"):
         yield
-    watchdog.forget()
+    memory.forget()
 
 
 def kill(pid: int) -> None:
@@ -118,7 +119,7 @@ def test_it_leaves_a_tunnel_to_another_process_of_the_host_that_holds_its_claim(
     t0 = timezone.now()
     watchdog.run_due(t0)
     kill(old)
-    lock = watchdog._ledger_dir() / f"{watchdog._identity(fake.tunnel)}.lock"
+    lock = memory.ledger_dir() / f"{memory.identity(fake.tunnel)}.lock"
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -140,7 +141,7 @@ def test_it_leaves_a_tunnel_to_another_process_of_the_host_that_holds_its_claim(
         holder.communicate("", timeout=10)
     # Another process of this host checked it a moment ago (its ledger says so): not checked twice.
     outage_clock = t0 + timedelta(seconds=70)
-    watchdog.Ledger(checked_at=outage_clock - timedelta(seconds=2)).write(fake.tunnel)
+    memory.Ledger(checked_at=outage_clock - timedelta(seconds=2)).write(fake.tunnel)
     assert watchdog.run_due_outage(outage_clock) == []
     (result,) = watchdog.run_due_outage(outage_clock + timedelta(seconds=30))
     assert result.restarted
@@ -180,5 +181,5 @@ def test_it_reads_the_rolling_hour_of_restarts_at_most_every_refresh_while_idle(
 
     assert event_queries() == 1  # a tunnel new to memory: its restarts are read at once
     assert [event_queries() for _ in range(3)] == [0, 0, 0]  # every pass after: the tunnel row only
-    watchdog._events_read_at -= watchdog.EVENTS_REFRESH_S
+    memory.events_read_at -= memory.EVENTS_REFRESH_S
     assert event_queries() == 1  # refreshed once the interval has passed

@@ -15,9 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from health.config import parse
-from opsportal.procs import ProcRef
-from opsportal.spec import ConfigError
+from configfile.config import parse
+from core.procs import ProcRef
+from core.spec import ConfigError
 from tests.opsportal.other_portal import OtherPortal, other_portal_fixture, status
 from tests.servers import wait_for
 from tests.tunnels.conftest import FAKE, assert_clean

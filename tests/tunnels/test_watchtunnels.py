@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from opsportal import procs
+from core import procs
 from tests.servers import free_port, wait_for
 from tests.tunnels.conftest import FAKE, assert_clean
 from tunnels.management.commands.watchtunnels import Command

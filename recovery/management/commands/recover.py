@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from health.models import Service
 from recovery.engine import recover_services
+from recovery.results import RecoveryResult
 
 
 class Command(BaseCommand):
@@ -26,7 +27,7 @@ class Command(BaseCommand):
         for line in self.lines(results):
             self.stdout.write(line)
         summary = self.summary(results)
-        if any(not r["success"] for r in results):
+        if any(not r.success for r in results):
             self.stdout.write(summary)
             raise SystemExit(1)
         return summary
@@ -35,19 +36,19 @@ class Command(BaseCommand):
         return recover_services(names, trigger="manual", via="manage.py recover", force=force)
 
     @staticmethod
-    def lines(results: list[dict[str, Any]]) -> list[str]:
+    def lines(results: list[RecoveryResult]) -> list[str]:
         out = []
         for r in results:
-            if r["skipped"]:
-                out.append(f"{r['service']}: {r['outcome']} - {r['reason']}")
+            if r.skipped:
+                out.append(f"{r.service}: {r.outcome} - {r.reason}")
             else:
-                out.append(f"{r['service']}: {r['outcome']} ({r['action']}) - {r['detail']}")
+                out.append(f"{r.service}: {r.outcome} ({r.action}) - {r.detail}")
         return out
 
     @staticmethod
-    def summary(results: list[dict[str, Any]]) -> str:
+    def summary(results: list[RecoveryResult]) -> str:
         if not results:
             return "nothing needs recovery"
-        ok = sum(r["success"] for r in results)
-        skipped = sum(r["skipped"] for r in results)
+        ok = sum(r.success for r in results)
+        skipped = sum(r.skipped for r in results)
         return f"{len(results)} service(s): {ok} recovered, {len(results) - ok - skipped} failed, {skipped} skipped"

@@ -16,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from tunnels import watchdog
+from tunnels.check import CheckResult
 from tunnels.models import Tunnel
 
 IDLE_SLEEP_MAX = 1.0  # how often the loop looks for due tunnels when following each check_interval
@@ -57,7 +58,7 @@ class Command(BaseCommand):
             raise CommandError("tunnel is disabled: " + ", ".join(disabled))
         return [found[n] for n in names]
 
-    def check_all(self, tunnels: list[Tunnel], *, quiet: bool = False) -> list[watchdog.CheckResult]:
+    def check_all(self, tunnels: list[Tunnel], *, quiet: bool = False) -> list[CheckResult]:
         results = []
         for tunnel in tunnels:
             result = watchdog.check_now(tunnel)
@@ -68,7 +69,7 @@ class Command(BaseCommand):
             self.report(result, quiet)
         return results
 
-    def report(self, result: watchdog.CheckResult, quiet: bool) -> None:
+    def report(self, result: CheckResult, quiet: bool) -> None:
         # In the loop a routine check prints nothing: the rows and the log have it.
         if not (quiet and result.routine):
             self.stdout.write(result.summary())

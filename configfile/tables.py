@@ -1,0 +1,209 @@
+"""The `[[channel]]` and `[[maintenance]]` tables of the TOML config (configfile.config calls these).
+
+```toml
+[[channel]]
+name = "ops-slack"
+url = "${SLACK_URL}"             # an apprise URL; secrets only as ${VAR}, expanded at send time
+events = ["incident_opened", "incident_resolved"]   # default: all
+services = ["backend"]           # default: all
+remind_every = 3600              # seconds; default 0 (off)
+
+[[maintenance]]
+name = "nightly-backup"
+service = "backend"              # default: every service
+cron = "0 3 * * *"               # or: weekdays = [6], start_time = 03:00:00; or starts_at/ends_at
+duration = 30                    # minutes
+timezone = "Europe/Berlin"
+```
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from core.spec import ConfigError, validate
+from health.models import Event, MaintenanceWindow, Service
+from health.spec import MAINTENANCE_KEYS
+from health.windows import validate_window, zone
+from notify.models import Channel
+from notify.spec import CHANNEL_KEYS
+
+# TOML dates and times, checked by hand (the key specs know no date type).
+WHEN_KEYS = ("starts_at", "ends_at", "start_time")
+
+
+def _names(tables: Any, what: str) -> list[dict[str, Any]]:
+    if not isinstance(tables, list):
+        raise ConfigError(what, f"must be an array of tables ([[{what}]])")
+    return tables
+
+
+def parse_channels(tables: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i, table in enumerate(_names(tables, "channel")):
+        where = f"channel[{i}]"
+        cleaned = validate(CHANNEL_KEYS, table, where)
+        for kind in cleaned.get("events", []):
+            if kind not in Event.Kind.values:
+                raise ConfigError(f"{where}.events", f"unknown event {kind!r} (one of {', '.join(Event.Kind.values)})")
+        if len(cleaned["url"]) > Channel._meta.get_field("url").max_length:
+            raise ConfigError(f"{where}.url", "must be at most 1000 characters")
+        if any(c["name"] == cleaned["name"] for c in out):
+            raise ConfigError(f"{where}.name", f"duplicate name {cleaned['name']!r}")
+        out.append(cleaned)
+    return out
+
+
+def _when(value: Any, where: str, tz: str) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=zone(tz))
+    raise ConfigError(where, "must be a TOML date-time (2026-03-29T02:00:00+02:00)")
+
+
+def parse_maintenance(tables: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i, table in enumerate(_names(tables, "maintenance")):
+        where = f"maintenance[{i}]"
+        cleaned = validate(MAINTENANCE_KEYS, table, where, ignore=WHEN_KEYS)
+        tz = cleaned.get("timezone", "UTC")
+        try:
+            zone(tz)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.timezone", exc.message) from None
+        for key in ("starts_at", "ends_at"):
+            if key in table:
+                cleaned[key] = _when(table[key], f"{where}.{key}", tz)
+        if "start_time" in table:
+            value = table["start_time"]
+            if not isinstance(value, dt.time) or value.tzinfo is not None:
+                raise ConfigError(f"{where}.start_time", "must be a TOML local time (03:00:00)")
+            cleaned["start_time"] = value
+        try:
+            validate_window(MaintenanceWindow(**_window_values(cleaned)))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.{exc.where}", exc.message) from None
+        if any(m["name"] == cleaned["name"] for m in out):
+            raise ConfigError(f"{where}.name", f"duplicate name {cleaned['name']!r}")
+        out.append(cleaned)
+    return out
+
+
+def check_references(channels: list[dict], windows: list[dict], names: set[str], *, prune: bool) -> None:
+    """Services named by channels and windows must be in the file (or, without --prune, in the database)."""
+
+    def known(name: str) -> bool:
+        return name in names or (not prune and Service.objects.filter(name=name).exists())
+
+    for i, channel in enumerate(channels):
+        for name in channel.get("services", []):
+            if not known(name):
+                raise ConfigError(f"channel[{i}].services", f"unknown service {name!r}")
+    for i, window in enumerate(windows):
+        if window.get("service") and not known(window["service"]):
+            raise ConfigError(f"maintenance[{i}].service", f"unknown service {window['service']!r}")
+
+
+def _window_values(cleaned: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "cron": cleaned.get("cron", ""),
+        "weekdays": cleaned.get("weekdays", []),
+        "start_time": cleaned.get("start_time"),
+        "starts_at": cleaned.get("starts_at"),
+        "ends_at": cleaned.get("ends_at"),
+        "duration": cleaned.get("duration", 60),
+        "timezone": cleaned.get("timezone", "UTC"),
+        "enabled": cleaned.get("enabled", True),
+        "reason": cleaned.get("reason", ""),
+    }
+
+
+def apply_channels(channels: list[dict[str, Any]], prune: bool, changes: Any) -> None:
+    existing = {c.name: c for c in Channel.objects.prefetch_related("services")}
+    for table in channels:
+        values = {k: table.get(k, CHANNEL_KEYS[k].default) for k in ("url", "events", "remind_every", "enabled")}
+        services = sorted(table.get("services", []))
+        row = existing.get(table["name"])
+        if row is None:
+            row = Channel.objects.create(name=table["name"], **values)
+            changes.created.append(row.name)
+        elif (
+            any(getattr(row, k) != v for k, v in values.items())
+            or sorted(s.name for s in row.services.all()) != services
+        ):
+            for k, v in values.items():
+                setattr(row, k, v)
+            row.save()
+            changes.updated.append(row.name)
+        else:
+            changes.unchanged.append(row.name)
+        row.services.set(Service.objects.filter(name__in=services))
+    if prune:
+        gone = Channel.objects.exclude(name__in=[c["name"] for c in channels])
+        changes.deleted.extend(gone.values_list("name", flat=True))
+        gone.delete()
+
+
+def apply_maintenance(windows: list[dict[str, Any]], prune: bool, changes: Any) -> None:
+    existing = {w.name: w for w in MaintenanceWindow.objects.select_related("service")}
+    for table in windows:
+        values = _window_values(table)
+        values["service"] = Service.objects.get(name=table["service"]) if table.get("service") else None
+        row = existing.get(table["name"])
+        if row is None:
+            MaintenanceWindow.objects.create(name=table["name"], **values)
+            changes.created.append(table["name"])
+        elif any(getattr(row, k) != v for k, v in values.items()):
+            for k, v in values.items():
+                setattr(row, k, v)
+            row.save()
+            changes.updated.append(row.name)
+        else:
+            changes.unchanged.append(row.name)
+    if prune:
+        gone = MaintenanceWindow.objects.exclude(name__in=[w["name"] for w in windows])
+        changes.deleted.extend(gone.values_list("name", flat=True))
+        gone.delete()
+
+
+def export_channels() -> list[dict[str, Any]]:
+    out = []
+    for c in Channel.objects.prefetch_related("services").order_by("name"):
+        table: dict[str, Any] = {"name": c.name, "url": c.url}  # the URL as written: secrets stay ${VAR}
+        if c.events:
+            table["events"] = list(c.events)
+        services = sorted(s.name for s in c.services.all())
+        if services:
+            table["services"] = services
+        if c.remind_every:
+            table["remind_every"] = c.remind_every
+        if not c.enabled:
+            table["enabled"] = False
+        out.append(table)
+    return out
+
+
+def export_maintenance() -> list[dict[str, Any]]:
+    out = []
+    for w in MaintenanceWindow.objects.select_related("service").order_by("name"):
+        table: dict[str, Any] = {"name": w.name}
+        if w.service:
+            table["service"] = w.service.name
+        if w.starts_at:
+            table["starts_at"], table["ends_at"] = w.starts_at, w.ends_at
+        else:
+            if w.cron:
+                table["cron"] = w.cron
+            else:
+                table["start_time"] = w.start_time
+                if w.weekdays:
+                    table["weekdays"] = list(w.weekdays)
+            table["duration"] = w.duration
+        if w.timezone != "UTC":
+            table["timezone"] = w.timezone
+        if not w.enabled:
+            table["enabled"] = False
+        if w.reason:
+            table["reason"] = w.reason
+        out.append(table)
+    return out

@@ -1,0 +1,28 @@
+"""The staff dashboard's URLs, included at the site root."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+
+from dashboard import views as dashboard
+
+app_name = "dashboard"
+
+urlpatterns = [
+    path("", dashboard.overview, name="overview"),
+    path("live/overview/", dashboard.overview_live, name="overview-live"),
+    path("incidents/", dashboard.incidents, name="incidents"),
+    path("incidents/<int:pk>/acknowledge/", dashboard.incident_ack, name="incident-ack"),
+    path("recovery/", dashboard.recovery_history, name="recovery"),
+    path("services/<slug:name>/", dashboard.service_detail, name="service"),
+    path("services/<slug:name>/live/", dashboard.service_live, name="service-live"),
+    path("services/<slug:name>/probe/", dashboard.service_probe, name="service-probe"),
+    path("services/<slug:name>/recover/", dashboard.service_recover, name="service-recover"),
+    path("services/<slug:name>/pause/", dashboard.service_pause, name="service-pause"),
+]
+
+# Admin ↔ dashboard: the admin's header names the portal and "View site" opens the dashboard.
+admin.site.site_header = "opsportal administration"
+admin.site.site_title = "opsportal admin"
+admin.site.site_url = "/"

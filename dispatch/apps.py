@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+class DispatchConfig(AppConfig):
+    name = "dispatch"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from core.signals import config_imported
+        from dispatch.scheduler import schedules_on_import, schedules_on_migrate
+
+        # Schedules exist once, by name, after every migrate and every config import.
+        post_migrate.connect(schedules_on_migrate, sender=self, dispatch_uid="opsportal-schedules-migrate")
+        config_imported.connect(schedules_on_import, dispatch_uid="opsportal-schedules-import")
