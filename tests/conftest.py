@@ -22,7 +22,7 @@ def _closed_breaker() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _status_read_per_request() -> Iterator[None]:
     """/health/status and /metrics read the database per request (STATUS_CACHE_SECONDS=0): tests write rows and
-    read them back within milliseconds, and the snapshot is process-wide. tests/health/test_snapshot.py turns
+    read them back within milliseconds, and the snapshot is process-wide. tests/api/test_snapshot.py turns
     it on; processes a test starts (tests/faults) keep the default, as a deployment would.
     override_settings, not pytest-django's `settings`: several tests take a parameter named `settings`."""
     from django.test import override_settings
@@ -34,7 +34,7 @@ def _status_read_per_request() -> Iterator[None]:
 @pytest.fixture
 def outage() -> Iterator:
     """A real outage of the portal's database that the test (or any thread) starts and that ends with the test."""
-    from tests.opsportal.outage_support import Outage
+    from tests.core.outage_support import Outage
 
     started = Outage()
     yield started

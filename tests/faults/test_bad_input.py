@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from health.models import Service
 from recovery.models import RecoveryAttempt
-from tests.health.api_support import make_service, staff_token
+from tests.api.api_support import make_service, staff_token
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db]
 

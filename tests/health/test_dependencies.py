@@ -16,7 +16,7 @@ from notify import outbox as notify
 from notify.models import Channel, Delivery
 from recovery.engine import auto_recover
 from recovery.models import RecoveryAction, RecoveryAttempt
-from tests.health.factories import ServiceFactory
+from tests.factories import ServiceFactory
 from tests.servers import Reply
 
 pytestmark = pytest.mark.django_db

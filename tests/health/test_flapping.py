@@ -12,7 +12,7 @@ from health.models import Event, Service
 from health.runner import run_round
 from notify import outbox as notify
 from notify.models import Channel
-from tests.health.factories import ServiceFactory
+from tests.factories import ServiceFactory
 from tests.servers import Reply
 
 pytestmark = pytest.mark.django_db

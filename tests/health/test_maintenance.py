@@ -19,7 +19,7 @@ from health.windows import parse_cron, window_active
 from notify import outbox as notify
 from notify.models import Channel
 from recovery.models import RecoveryAction, RecoveryAttempt
-from tests.health.factories import ServiceFactory
+from tests.factories import ServiceFactory
 from tests.servers import Reply
 
 pytestmark = pytest.mark.django_db

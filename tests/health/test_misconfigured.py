@@ -23,8 +23,8 @@ from health.models import Event, Incident, ProbeResult, Service
 from health.runner import probe_once
 from recovery.engine import recover_services
 from recovery.models import RecoveryAttempt
-from tests.health.dashboard_fixtures import staff_client  # noqa: F401 - a fixture
-from tests.health.factories import ProbeResultFactory, RecoveryActionFactory, ServiceFactory
+from tests.dashboard.dashboard_fixtures import staff_client  # noqa: F401 - a fixture
+from tests.factories import ProbeResultFactory, RecoveryActionFactory, ServiceFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ import pytest
 
 from health.probes.base import DOWN
 from health.runner import probe_once
-from tests.health.factories import ServiceFactory
+from tests.factories import ServiceFactory
 
 pytestmark = pytest.mark.django_db
 

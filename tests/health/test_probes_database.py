@@ -15,7 +15,7 @@ from health.probes import database as database_probe
 from health.probes.base import DEGRADED, DOWN, UP, ProbeConfigError
 from health.probes.database import DatabaseProbe
 from health.runner import probe_once, run_probes
-from tests.health.factories import ServiceFactory
+from tests.factories import ServiceFactory
 from tests.health.test_probes_postgres import needs_local_postgres
 from tests.servers import free_port
 

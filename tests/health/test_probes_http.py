@@ -9,7 +9,7 @@ from core.spec import ConfigError
 from health.probes.base import DEGRADED, DOWN, UP, ProbeConfigError, ProbeError, ProbeTimeout
 from health.probes.http import _MISSING, HttpProbe, json_lookup
 from health.runner import probe_once
-from tests.health.factories import ServiceFactory
+from tests.factories import ServiceFactory
 from tests.servers import Reply, free_port
 
 pytestmark = pytest.mark.django_db

@@ -16,8 +16,8 @@ from core.spec import ConfigError
 from health.probes.base import DOWN, UP, ProbeConfigError
 from health.probes.process import ProcessProbe
 from health.runner import probe_once
-from tests.health.factories import ServiceFactory
-from tests.opsportal.procs_decoys import Spawned
+from tests.core.procs_decoys import Spawned
+from tests.factories import ServiceFactory
 from tests.servers import wait_for
 
 pytestmark = pytest.mark.django_db

@@ -7,7 +7,7 @@ import pytest
 from health.probes.base import DEGRADED, DOWN, UP, ProbeConfigError
 from health.probes.system import SystemProbe
 from health.runner import probe_once
-from tests.health.factories import ServiceFactory
+from tests.factories import ServiceFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ import pytest
 from health.probes.base import DEGRADED, DOWN, UP, ProbeConfigError
 from health.probes.tcp import TcpProbe
 from health.runner import probe_once
-from tests.health.factories import ServiceFactory
+from tests.factories import ServiceFactory
 from tests.servers import free_port
 
 pytestmark = pytest.mark.django_db

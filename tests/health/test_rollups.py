@@ -11,7 +11,7 @@ from django.db.models import Count, Q
 from health import rollups
 from health.models import HourlyRollup, MaintenanceWindow, ProbeResult, Service
 from health.windows import window_active
-from tests.health.factories import ServiceFactory
+from tests.factories import ServiceFactory
 
 pytestmark = pytest.mark.django_db
 UTC = dt.UTC

@@ -18,7 +18,7 @@ from health.models import ProbeResult, Service
 from health.probes import registry
 from health.probes.base import DOWN, UP, Probe, ProbeOutcome
 from health.runner import record, run_probes, select_services
-from tests.health.factories import ServiceFactory
+from tests.factories import ServiceFactory
 from tests.servers import Reply, free_port
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,7 @@ from django.utils import timezone
 from health.models import HARD, HEALTHY, PAUSED, SOFT, UNKNOWN, Event, Incident, StateChange, overall_status
 from health.probes.base import DEGRADED, DOWN, UP, ProbeOutcome
 from health.runner import record
-from tests.health.factories import IncidentFactory, ServiceFactory
+from tests.factories import IncidentFactory, ServiceFactory
 
 pytestmark = pytest.mark.django_db
 

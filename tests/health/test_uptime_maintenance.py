@@ -14,7 +14,7 @@ from health import rollups
 from health.models import Incident, MaintenanceWindow, ProbeResult, Service
 from health.probes.base import DOWN, UP, ProbeOutcome
 from health.runner import record, replay_round
-from tests.health.factories import ServiceFactory
+from tests.factories import ServiceFactory
 
 pytestmark = pytest.mark.django_db
 UTC = dt.UTC

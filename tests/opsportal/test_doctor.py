@@ -23,7 +23,7 @@ from health.models import MaintenanceWindow, Service
 from notify.models import Channel
 from opsportal import doctor
 from recovery.models import RecoveryAction
-from tests.health.factories import RecoveryActionFactory, ServiceFactory, TunnelFactory
+from tests.factories import RecoveryActionFactory, ServiceFactory, TunnelFactory
 from tests.servers import free_port
 from tunnels.models import Tunnel
 
@@ -368,7 +368,7 @@ def test_it_reports_loose_modes_in_the_command_output(healthy, settings, tmp_pat
 
 def test_it_names_each_unset_variable_the_configuration_uses_and_the_fix(healthy, monkeypatch, capsys) -> None:
     from notify.models import Channel
-    from tests.health.factories import RecoveryActionFactory, ServiceFactory
+    from tests.factories import RecoveryActionFactory, ServiceFactory
 
     for name in ("DOCTOR_UNSET_DSN", "DOCTOR_UNSET_KEY", "DOCTOR_UNSET_HOOK", "DOCTOR_UNSET_TOKEN"):
         monkeypatch.delenv(name, raising=False)

@@ -16,9 +16,9 @@ from health.models import Service
 from recovery.actions.restart_process import RestartProcessAction
 from recovery.engine import recover_services
 from recovery.models import RecoveryAttempt
-from tests.health.api_support import bearer, staff_token
-from tests.opsportal.other_portal import OtherPortal, other_portal_fixture, status
-from tests.opsportal.procs_decoys import PRINT_ENV_TO_FILE, Spawned, running
+from tests.api.api_support import bearer, staff_token
+from tests.core.other_portal import OtherPortal, other_portal_fixture, status
+from tests.core.procs_decoys import PRINT_ENV_TO_FILE, Spawned, running
 from tests.recovery.conftest import PY
 from tests.servers import wait_for
 

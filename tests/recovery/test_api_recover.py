@@ -1,6 +1,6 @@
 """POST /health/recover through the real engine: what the results say about the policy.
 
-Auth and body validation (401/403/400/404/405) are covered in tests/health/test_api_recover.py.
+Auth and body validation (401/403/400/404/405) are covered in tests/api/test_api_recover.py.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import pytest
 
 from recovery.models import RecoveryAttempt
-from tests.health.api_support import bearer, staff_token
+from tests.api.api_support import bearer, staff_token
 from tests.recovery.conftest import touch_argv
 
 URL = "/health/recover"

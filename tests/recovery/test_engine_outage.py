@@ -12,7 +12,7 @@ from health.models import Event, Incident, ProbeResult, Service
 from health.runner import run_round
 from recovery.engine import recover_services
 from recovery.models import RecoveryAttempt, RecoveryState
-from tests.opsportal.outage_support import Outage, quick_db_hardening
+from tests.core.outage_support import Outage, quick_db_hardening
 from tests.servers import HttpServer, Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -21,7 +21,7 @@ from core.models import SchedulerHeartbeat
 from recovery.engine import abandon_stale
 from recovery.models import RecoveryAttempt, RecoveryState
 from recovery.owner import OWNER_PREFIX, Liveness, OwnerBeat, this_host
-from tests.opsportal.outage_support import unwritable
+from tests.core.outage_support import unwritable
 from tests.servers import wait_for
 
 Outcome = RecoveryAttempt.Outcome

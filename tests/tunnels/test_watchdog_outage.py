@@ -20,7 +20,7 @@ from django.utils import timezone
 from core.models import SpoolBatch
 from core.spool import default_spool, replay_pending
 from health.models import Event
-from tests.opsportal.outage_support import quick_db_hardening
+from tests.core.outage_support import quick_db_hardening
 from tests.servers import Reply
 from tests.tunnels.conftest import assert_clean
 from tunnels import memory, watchdog

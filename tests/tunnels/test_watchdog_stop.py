@@ -18,7 +18,7 @@ import pytest
 from configfile.config import parse
 from core.procs import ProcRef
 from core.spec import ConfigError
-from tests.opsportal.other_portal import OtherPortal, other_portal_fixture, status
+from tests.core.other_portal import OtherPortal, other_portal_fixture, status
 from tests.servers import wait_for
 from tests.tunnels.conftest import FAKE, assert_clean
 from tunnels import watchdog
