@@ -20,7 +20,7 @@ from core.spec import ConfigError, field_validators
 from core.spool import create_or_spool
 from health.probes import registry as probe_registry
 from health.probes.base import DEGRADED, DOWN, MISCONFIGURED, UP, ProbeOutcome
-from health.spec import MAINTENANCE_KEYS, REMIND_EVERY, SERVICE_KEYS
+from health.spec import MAINTENANCE_KEYS, SERVICE_KEYS
 from health.windows import validate_window, window_active
 
 UNKNOWN, PAUSED = "unknown", "paused"
@@ -67,7 +67,7 @@ class Service(models.Model):
     depends_on = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="dependents")
     remind_every = models.PositiveIntegerField(
         default=0,
-        validators=field_validators(REMIND_EVERY),
+        validators=field_validators(SERVICE_KEYS["remind_every"]),
         help_text="seconds between reminders while an incident stays open; 0: off",
     )
 

@@ -23,6 +23,7 @@ SERVICE_KEYS: dict[str, Key] = {
     "degraded_latency_ms": Key("int", default=2000, minimum=0, maximum=3_600_000, help="0 turns it off"),
     "enabled": Key("bool", default=True),
     "depends_on": Key("list[str]", default=[]),
+    "remind_every": REMIND_EVERY,
 }
 
 MAINTENANCE_KEYS: dict[str, Key] = {

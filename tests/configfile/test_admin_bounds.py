@@ -62,6 +62,8 @@ SERVICE = "[[service]]\nname = 'web'\nkind = 'database'\n"
 ACTION = SERVICE + "[[service.recovery]]\nkind = 'command'\nargv = ['true']\n"
 CASES = [
     ("service", "interval", "86401", SERVICE + "interval = 86401", "must be at most 86400"),
+    ("service", "interval", "90000", SERVICE + "interval = 90000", "must be at most 86400"),
+    ("service", "remind_every", "2592001", SERVICE + "remind_every = 2592001", "must be at most 2592000"),
     ("service", "interval", "0", SERVICE + "interval = 0", "must be a positive integer"),
     ("service", "timeout", "0.05", SERVICE + "timeout = 0.05", "must be at least 0.1"),
     ("service", "timeout", "3601", SERVICE + "timeout = 3601", "must be at most 3600"),
