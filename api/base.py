@@ -204,12 +204,10 @@ def name_param(request: HttpRequest, name: str) -> str | None:
 
 def existing_services(names: list[str]) -> list[str]:
     """The names, deduplicated in order; 404 naming the first one that is not a service (so nothing runs)."""
-    wanted = list(dict.fromkeys(names))
-    known = set(Service.objects.filter(name__in=wanted).values_list("name", flat=True))
-    missing = [n for n in wanted if n not in known]
-    if missing:
-        raise ApiError(f"unknown service {missing[0]!r}", 404)
-    return wanted
+    try:
+        return [s.name for s in Service.objects.only("name").named(names)]
+    except Service.DoesNotExist as exc:
+        raise ApiError(f"unknown service {exc.missing[0]!r}", 404) from None
 
 
 # --- payloads --------------------------------------------------------------------

@@ -16,6 +16,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from core.named import NamedQuerySet
 from core.spec import ConfigError, field_validators
 from core.spool import create_or_spool
 from health.probes import registry as probe_registry
@@ -95,6 +96,8 @@ class Service(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = NamedQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

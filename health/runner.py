@@ -384,14 +384,7 @@ def replay_round(payload: dict) -> None:
 def select_services(names: Iterable[str] | None = None) -> list[Service]:
     """The services to probe: those named (unknown names raise), else every enabled one."""
     names = list(names or [])
-    qs = Service.objects.all()
-    if names:
-        found = {s.name: s for s in qs.filter(name__in=names)}
-        missing = [n for n in names if n not in found]
-        if missing:
-            raise Service.DoesNotExist("unknown service: " + ", ".join(missing))
-        return [found[n] for n in dict.fromkeys(names)]
-    return list(qs.filter(enabled=True))
+    return Service.objects.named(names) if names else list(Service.objects.filter(enabled=True))
 
 
 def run_round(services: list[Service] | None = None, *, deadline: float | None = None) -> RoundResult:

@@ -154,13 +154,7 @@ def recover_services(
 
 def select(names: list[str] | None) -> list[Service]:
     """The services named (all must exist), or those that need recovery."""
-    if names:
-        found = {s.name: s for s in Service.objects.filter(name__in=names)}
-        missing = [n for n in names if n not in found]
-        if missing:
-            raise Service.DoesNotExist("unknown service: " + ", ".join(missing))
-        return [found[n] for n in dict.fromkeys(names)]
-    return list(needing_recovery())
+    return Service.objects.named(names) if names else list(needing_recovery())
 
 
 def needing_recovery() -> Any:

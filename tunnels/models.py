@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.db import models
 from django.utils import timezone
 
+from core.named import NamedQuerySet
 from core.spec import field_validators
 from tunnels.spec import TUNNEL_KEYS
 
@@ -81,6 +82,8 @@ class Tunnel(models.Model):
 
     # The rolling window of the restart limit (max_restarts_per_hour).
     RESTART_WINDOW = timedelta(hours=1)
+
+    objects = NamedQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

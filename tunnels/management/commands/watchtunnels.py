@@ -49,14 +49,14 @@ class Command(BaseCommand):
     def tunnels(self, names: list[str]) -> list[Tunnel]:
         if not names:
             return list(Tunnel.objects.filter(enabled=True))
-        found = {t.name: t for t in Tunnel.objects.filter(name__in=names)}
-        unknown = [n for n in names if n not in found]
-        if unknown:
-            raise CommandError("unknown tunnel: " + ", ".join(unknown))
-        disabled = [n for n in names if not found[n].enabled]
+        try:
+            found = Tunnel.objects.named(names)
+        except Tunnel.DoesNotExist as exc:
+            raise CommandError(str(exc)) from None
+        disabled = [t.name for t in found if not t.enabled]
         if disabled:
             raise CommandError("tunnel is disabled: " + ", ".join(disabled))
-        return [found[n] for n in names]
+        return found
 
     def check_all(self, tunnels: list[Tunnel], *, quiet: bool = False) -> list[CheckResult]:
         results = []
