@@ -14,6 +14,7 @@ import tomli_w
 from django.db import models, transaction
 
 from configfile import tables as config_tables
+from configfile.upsert import Item, upsert
 from core.signals import config_imported
 from core.spec import MAX_DEPTH, ConfigError, Key, check_depth, env_refs, key_name, validate
 from health.models import Service
@@ -227,10 +228,6 @@ def _tunnel_values(tunnel: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _differs(row: Any, values: dict[str, Any]) -> bool:
-    return any(getattr(row, k) != v for k, v in values.items())
-
-
 def _action_rows(service: Service) -> list[dict[str, Any]]:
     return [
         {k: getattr(a, k) for k in (*RECOVERY_KEYS, "settings", "position")}
@@ -265,61 +262,28 @@ class _DryRun(Exception):
 
 
 def _apply(plan: Plan, prune: bool, report: ImportReport) -> None:
-    existing = {s.name: s for s in Service.objects.prefetch_related("depends_on", "recovery_actions")}
-    by_name: dict[str, Service] = {}
-    for svc in plan.services:
-        values = _service_values(svc)
-        actions = [_action_values(a, i) for i, a in enumerate(svc["recovery"])]
-        row = existing.get(svc["name"])
-        if row is None:
-            row = Service.objects.create(name=svc["name"], **values)
-            report.services.created.append(row.name)
-            changed = False
-        else:
-            changed = (
-                _differs(row, values)
-                or _action_rows(row) != actions
-                or sorted(d.name for d in row.depends_on.all()) != sorted(svc.get("depends_on", []))
-            )
-            if changed:
-                for k, v in values.items():
-                    setattr(row, k, v)
-                # Only configuration columns: a probe or claim running meanwhile owns the state ones.
-                row.save(update_fields=[*values, "updated_at"])
-                report.services.updated.append(row.name)
-            else:
-                report.services.unchanged.append(row.name)
-        by_name[row.name] = row
-        if row.name in report.services.created or changed:
-            row.recovery_actions.all().delete()
-            RecoveryAction.objects.bulk_create([RecoveryAction(service=row, **a) for a in actions])
-    for svc in plan.services:
-        row = by_name[svc["name"]]
-        deps = [by_name.get(d) or Service.objects.get(name=d) for d in svc.get("depends_on", [])]
-        row.depends_on.set(deps)
-    if prune:
-        gone = Service.objects.exclude(name__in=list(by_name))
-        report.services.deleted.extend(gone.values_list("name", flat=True))
-        gone.delete()
+    actions = {svc["name"]: [_action_values(a, i) for i, a in enumerate(svc["recovery"])] for svc in plan.services}
 
-    tunnels = {t.name: t for t in Tunnel.objects.all()}
-    for tunnel in plan.tunnels:
-        values = _tunnel_values(tunnel)
-        row = tunnels.get(tunnel["name"])
-        if row is None:
-            Tunnel.objects.create(name=tunnel["name"], **values)
-            report.tunnels.created.append(tunnel["name"])
-        elif _differs(row, values):
-            for k, v in values.items():
-                setattr(row, k, v)
-            row.save(update_fields=[*values, "updated_at"])
-            report.tunnels.updated.append(row.name)
-        else:
-            report.tunnels.unchanged.append(row.name)
-    if prune:
-        gone_t = Tunnel.objects.exclude(name__in=[t["name"] for t in plan.tunnels])
-        report.tunnels.deleted.extend(gone_t.values_list("name", flat=True))
-        gone_t.delete()
+    def services_differ(row: Service) -> bool:
+        wanted = next(svc for svc in plan.services if svc["name"] == row.name)
+        depends = sorted(d.name for d in row.depends_on.all())
+        return _action_rows(row) != actions[row.name] or depends != sorted(wanted.get("depends_on", []))
+
+    by_name, touched = upsert(
+        Service,
+        [Item(svc["name"], _service_values(svc), services_differ) for svc in plan.services],
+        report.services,
+        prune=prune,
+        existing=Service.objects.prefetch_related("depends_on", "recovery_actions"),
+    )
+    for name in touched:
+        row = by_name[name]
+        row.recovery_actions.all().delete()
+        RecoveryAction.objects.bulk_create([RecoveryAction(service=row, **a) for a in actions[name]])
+    for svc in plan.services:
+        deps = [by_name.get(d) or Service.objects.get(name=d) for d in svc.get("depends_on", [])]
+        by_name[svc["name"]].depends_on.set(deps)
+    upsert(Tunnel, [Item(t["name"], _tunnel_values(t)) for t in plan.tunnels], report.tunnels, prune=prune)
     config_tables.apply_channels(plan.channels, prune, report.channels)
     config_tables.apply_maintenance(plan.maintenance, prune, report.maintenance)
 

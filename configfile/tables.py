@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from configfile.upsert import Item, upsert
 from core.spec import ConfigError, validate
 from health.models import Event, MaintenanceWindow, Service
 from health.spec import MAINTENANCE_KEYS
@@ -119,51 +120,32 @@ def _window_values(cleaned: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_channels(channels: list[dict[str, Any]], prune: bool, changes: Any) -> None:
-    existing = {c.name: c for c in Channel.objects.prefetch_related("services")}
-    for table in channels:
-        values = {k: table.get(k, CHANNEL_KEYS[k].default) for k in ("url", "events", "remind_every", "enabled")}
-        services = sorted(table.get("services", []))
-        row = existing.get(table["name"])
-        if row is None:
-            row = Channel.objects.create(name=table["name"], **values)
-            changes.created.append(row.name)
-        elif (
-            any(getattr(row, k) != v for k, v in values.items())
-            or sorted(s.name for s in row.services.all()) != services
-        ):
-            for k, v in values.items():
-                setattr(row, k, v)
-            row.save()
-            changes.updated.append(row.name)
-        else:
-            changes.unchanged.append(row.name)
-        row.services.set(Service.objects.filter(name__in=services))
-    if prune:
-        gone = Channel.objects.exclude(name__in=[c["name"] for c in channels])
-        changes.deleted.extend(gone.values_list("name", flat=True))
-        gone.delete()
+    wanted = {c["name"]: sorted(c.get("services", [])) for c in channels}
+    rows, _ = upsert(
+        Channel,
+        [
+            Item(
+                table["name"],
+                {k: table.get(k, CHANNEL_KEYS[k].default) for k in ("url", "events", "remind_every", "enabled")},
+                lambda row: sorted(s.name for s in row.services.all()) != wanted[row.name],
+            )
+            for table in channels
+        ],
+        changes,
+        prune=prune,
+        existing=Channel.objects.prefetch_related("services"),
+    )
+    for name, row in rows.items():
+        row.services.set(Service.objects.filter(name__in=wanted[name]))
 
 
 def apply_maintenance(windows: list[dict[str, Any]], prune: bool, changes: Any) -> None:
-    existing = {w.name: w for w in MaintenanceWindow.objects.select_related("service")}
+    items = []
     for table in windows:
         values = _window_values(table)
         values["service"] = Service.objects.get(name=table["service"]) if table.get("service") else None
-        row = existing.get(table["name"])
-        if row is None:
-            MaintenanceWindow.objects.create(name=table["name"], **values)
-            changes.created.append(table["name"])
-        elif any(getattr(row, k) != v for k, v in values.items()):
-            for k, v in values.items():
-                setattr(row, k, v)
-            row.save()
-            changes.updated.append(row.name)
-        else:
-            changes.unchanged.append(row.name)
-    if prune:
-        gone = MaintenanceWindow.objects.exclude(name__in=[w["name"] for w in windows])
-        changes.deleted.extend(gone.values_list("name", flat=True))
-        gone.delete()
+        items.append(Item(table["name"], values))
+    upsert(MaintenanceWindow, items, changes, prune=prune, existing=MaintenanceWindow.objects.select_related("service"))
 
 
 def export_channels() -> list[dict[str, Any]]:
