@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from core.envcheck import unset_fix
-from core.spec import ConfigError, Key, validate, with_defaults
+from core.kinds import Configured
 
 UP, DEGRADED, DOWN = "up", "degraded", "down"
 # The probe could not run as configured (an unset variable, a bad setting): no verdict on the target,
@@ -51,22 +51,12 @@ def fix_of(detail: str) -> str:
     return detail.partition(FIX_MARK)[2]
 
 
-class Probe:
-    kind: ClassVar[str] = ""
-    keys: ClassVar[dict[str, Key]] = {}
+class Probe(Configured):
+    config_error = ProbeConfigError
 
     def __init__(self, settings: dict[str, Any], *, timeout: float, service_name: str = "") -> None:
-        try:
-            self.cfg = with_defaults(self.keys, validate(self.keys, settings, "settings"))
-        except ConfigError as exc:
-            raise ProbeConfigError(f"config error: {exc}") from exc
-        self.timeout = timeout
+        super().__init__(settings, timeout=timeout)
         self.service_name = service_name
-        self.secrets: list[str] = []
-
-    @classmethod
-    def validate_settings(cls, settings: Any, where: str) -> dict[str, Any]:
-        return validate(cls.keys, settings, where)
 
     def run(self) -> ProbeOutcome:  # pragma: no cover - the contract
         raise NotImplementedError

@@ -6,11 +6,12 @@ An action never writes state; the engine records its result and verifies by re-p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings as django_settings
 
-from core.spec import ConfigError, Key, validate, with_defaults
+from core.kinds import Configured
+from core.spec import ConfigError, Key
 from recovery.spec import RECOVERY_KEYS
 
 if TYPE_CHECKING:
@@ -38,27 +39,16 @@ class ActionError(Exception):
     """The action could not be carried out; recorded as a failed attempt."""
 
 
-class Action:
-    kind: ClassVar[str] = ""
-    keys: ClassVar[dict[str, Key]] = {}
+class Action(Configured):
+    config_error = ActionError
 
     def __init__(self, settings: dict[str, Any], *, service: Service, timeout: float) -> None:
-        try:
-            spec = self.all_keys()
-            self.cfg = with_defaults(spec, validate(spec, settings, "settings"))
-        except ConfigError as exc:
-            raise ActionError(f"config error: {exc}") from exc
+        super().__init__(settings, timeout=timeout)
         self.service = service
-        self.timeout = timeout
-        self.secrets: list[str] = []
 
     @classmethod
     def all_keys(cls) -> dict[str, Key]:
         return {**cls.keys, **COMMON_KEYS}
-
-    @classmethod
-    def validate_settings(cls, settings: Any, where: str) -> dict[str, Any]:
-        return validate(cls.all_keys(), settings, where)
 
     def run(self) -> ActionResult:  # pragma: no cover - the contract
         raise NotImplementedError
