@@ -3,13 +3,15 @@ from __future__ import annotations
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
+from core.signals import config_imported
+
 
 class DispatchConfig(AppConfig):
     name = "dispatch"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from core.signals import config_imported
+        # Here, not at the top: apps.py is imported before the models are; these modules import models.
         from dispatch.scheduler import schedules_on_import, schedules_on_migrate
 
         # Schedules exist once, by name, after every migrate and every config import.

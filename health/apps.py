@@ -8,6 +8,7 @@ class HealthConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Here, not at the top: apps.py is imported before the models are; these modules import models.
         from core import db, spool
         from health import events, runner
 

@@ -8,6 +8,7 @@ class OpsportalConfig(AppConfig):
     verbose_name = "opsportal"
 
     def ready(self) -> None:
+        # Here, not at the top: apps.py is imported before the models are; these modules import models.
         from axes.signals import user_locked_out
         from django.contrib.auth.signals import user_login_failed
 
