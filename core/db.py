@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, NotRequired, TypedDict, TypeVar
 
 import pybreaker
 from django.conf import settings
@@ -227,7 +227,22 @@ def configure_breaker() -> None:
     breaker.reset_timeout = settings.DB_BREAKER_RESET_S
 
 
-def breaker_status() -> dict[str, Any]:
+class BreakerStatus(TypedDict):
+    state: str  # closed | open | half-open
+    consecutiveFailures: int
+
+
+class DatabaseStatus(TypedDict):
+    """`database` of /health/status (the API adds `spool`)."""
+
+    status: str  # up | down
+    vendor: str
+    latencyMs: float | None
+    circuitBreaker: BreakerStatus
+    detail: NotRequired[str]
+
+
+def breaker_status() -> BreakerStatus:
     return {"state": breaker.current_state, "consecutiveFailures": breaker.fail_counter}
 
 
@@ -351,7 +366,7 @@ def db_unit(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 # --- status ----------------------------------------------------------------------------
-def database_status(using: str = "default") -> dict[str, Any]:
+def database_status(using: str = "default") -> DatabaseStatus:
     """`database` of /health/status: {"status", "vendor", "latencyMs", "circuitBreaker": {...}}.
 
     One try through the breaker, no retry: a status answer must be quick, and while the breaker
@@ -377,7 +392,7 @@ def database_status(using: str = "default") -> dict[str, Any]:
         close_connections(using)
     if status == "up" and _pending_events:
         flush_breaker_events()
-    answer: dict[str, Any] = {
+    answer: DatabaseStatus = {
         "status": status,
         "vendor": conn.vendor,
         "latencyMs": latency,

@@ -54,7 +54,7 @@ from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.db import DatabaseError, connections
@@ -503,7 +503,15 @@ def start_resident(stopping: Callable[[], bool]) -> threading.Thread:
 
 
 # --- liveness --------------------------------------------------------------------------
-def scheduler_status(now: datetime | None = None) -> dict[str, Any]:
+class SchedulerStatus(TypedDict):
+    """`scheduler` of /health/status."""
+
+    status: str  # ok | late | unknown
+    lastRunAt: str | None
+    lagSeconds: float | None
+
+
+def scheduler_status(now: datetime | None = None) -> SchedulerStatus:
     """`scheduler` of /health/status: {"status": "ok|late|unknown", "lastRunAt", "lagSeconds"}."""
     now = now or timezone.now()
     row = SchedulerHeartbeat.objects.filter(name=HEARTBEAT).first()
@@ -517,7 +525,7 @@ def scheduler_status(now: datetime | None = None) -> dict[str, Any]:
     }
 
 
-def apply_scheduler_status(overall: str, scheduler: dict[str, Any] | None = None) -> str:
+def apply_scheduler_status(overall: str, scheduler: SchedulerStatus | dict[str, Any] | None = None) -> str:
     """The overall status with the scheduler's liveness applied: late makes `healthy` `degraded`."""
     scheduler = scheduler if scheduler is not None else scheduler_status()
     if scheduler.get("status") == "late" and overall == HEALTHY:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -31,6 +31,21 @@ HEALTHY = "healthy"
 
 def probe_kinds() -> list[tuple[str, str]]:
     return probe_registry.choices()
+
+
+class ServiceStatus(TypedDict):
+    """One service in /health/status `services` and `runprobes --json`."""
+
+    kind: str
+    status: str
+    stateType: str
+    critical: bool
+    latencyMs: float | None
+    lastCheckedAt: str | None
+    consecutiveFailures: int
+    detail: str
+    flapping: bool
+    maintenance: bool
 
 
 class Service(models.Model):
@@ -197,7 +212,7 @@ class Service(models.Model):
             )
         return True
 
-    def status_dict(self) -> dict[str, Any]:
+    def status_dict(self) -> ServiceStatus:
         """This service as `/health/status` and `runprobes --json` show it."""
         return {
             "kind": self.kind,
