@@ -12,7 +12,7 @@ import functools
 import hmac
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -27,6 +27,13 @@ log = logging.getLogger("opsportal.health.auth")
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="opsportal"'}
 INVALID = {"WWW-Authenticate": 'Bearer realm="opsportal", error="invalid_token"'}
+
+
+class ApiRequest(HttpRequest):
+    """A request the API's decorators have authenticated: who asks (None while reads are public)."""
+
+    api_user: Any
+    api_token: ApiToken | None
 
 
 class _CsrfCheck(CsrfViewMiddleware):
@@ -80,7 +87,8 @@ def authenticate(request: HttpRequest, *, staff: bool) -> None:
         if staff and not row.user.is_staff:
             raise ApiError("this token's user is not staff", 403)
         row.touch()
-        request.api_user, request.api_token = row.user, row  # type: ignore[attr-defined]
+        authed = cast(ApiRequest, request)
+        authed.api_user, authed.api_token = row.user, row
         return
     user = request.user
     if not user.is_authenticated:
@@ -89,7 +97,8 @@ def authenticate(request: HttpRequest, *, staff: bool) -> None:
         raise ApiError("staff only", 403)
     if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE"):
         _enforce_csrf(request)
-    request.api_user, request.api_token = user, None  # type: ignore[attr-defined]
+    authed = cast(ApiRequest, request)
+    authed.api_user, authed.api_token = user, None
 
 
 def via(request: HttpRequest) -> str:
@@ -108,7 +117,7 @@ def permission_required(permission: str) -> Callable[[Callable[..., HttpResponse
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             authenticate(request, staff=True)
-            if not allowed(request.api_user, permission):  # type: ignore[attr-defined]
+            if not allowed(cast(ApiRequest, request).api_user, permission):
                 raise ApiError(denied(permission), 403)
             return view(request, *args, **kwargs)
 
@@ -122,7 +131,8 @@ def readable(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        request.api_user = request.api_token = None  # type: ignore[attr-defined]
+        authed = cast(ApiRequest, request)
+        authed.api_user = authed.api_token = None
         if not public_setting():
             authenticate(request, staff=False)
         return view(request, *args, **kwargs)
@@ -139,7 +149,8 @@ def metrics_readable(view: Callable[..., HttpResponse]) -> Callable[..., HttpRes
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        request.api_user = request.api_token = None  # type: ignore[attr-defined]
+        authed = cast(ApiRequest, request)
+        authed.api_user = authed.api_token = None
         metrics_token = getattr(settings, "METRICS_TOKEN", "")
         if metrics_token or not public_setting():
             token = bearer_token(request)

@@ -7,7 +7,7 @@ from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api import base as api
-from api.auth import metrics_readable, permission_required, readable, via
+from api.auth import ApiRequest, metrics_readable, permission_required, readable, via
 from api.base import api_view, json_response
 from api.metrics import cached_exposition
 from api.openapi import build_openapi
@@ -69,7 +69,7 @@ def uptime(request: HttpRequest) -> HttpResponse:
 
 @api_view("POST")
 @permission_required(RUN_RECOVERY)
-def recover(request: HttpRequest) -> HttpResponse:
+def recover(request: ApiRequest) -> HttpResponse:
     body = api.parse_object(request, {"services": api.SERVICES_FIELD, "force": api.BOOL_FIELD})
     return json_response(api.recover_payload(body, request.api_user, via(request)))
 
