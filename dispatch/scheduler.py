@@ -237,7 +237,7 @@ def beat(now: datetime | None = None, owner: str = "") -> None:
 
 
 def resident_loops(now: datetime | None = None) -> int:
-    """How many resident loops (health's qcluster) are alive: the fallback task then has nothing to do."""
+    """How many resident loops (dispatch's qcluster) are alive: the fallback task then has nothing to do."""
     now = now or timezone.now()
     return sum(1 for owner in live_owners(now) if owner.startswith("resident@"))
 
@@ -485,7 +485,7 @@ def run_dispatcher(seconds: float | None = None, tick: float | None = None) -> s
 
 
 def start_resident(stopping: Callable[[], bool]) -> threading.Thread:
-    """Start the resident claim loop (health's `qcluster`, in its main process) until `stopping()` is true.
+    """Start the resident claim loop (dispatch's `qcluster`, in its main process) until `stopping()` is true.
 
     Not a daemon thread: at exit the interpreter waits for it, so the round in flight finishes and its
     claims are released (rounds are bounded by probe_timeout()).
