@@ -1,16 +1,18 @@
 from __future__ import annotations
 
 import time
+import tomllib
 from collections.abc import Iterator
 
 import dns.name
 import pytest
 
-from configfile.config import parse
+from configfile.config import export_text, import_text, parse
 from core.spec import ConfigError
+from health.models import Service
 from health.probes.base import DOWN, MISCONFIGURED, UP, ProbeConfigError
 from health.probes.dns import DnsProbe
-from health.runner import probe_once
+from health.runner import probe_once, run_round
 from tests.factories import ServiceFactory
 from tests.health.dns_server import DnsServer
 from tests.servers import free_port
@@ -156,3 +158,20 @@ def test_it_names_the_bad_key_on_import():
         parse(toml)
     with pytest.raises(ProbeConfigError):
         DnsProbe({"query": "web.test", "record_type": "ANY"}, timeout=1)
+
+
+def test_it_runs_from_the_config_file_and_round_trips_through_export(dns_server):
+    toml = (
+        '[[service]]\nname = "names"\nkind = "dns"\nquery = "web.test"\nrecord_type = "MX"\n'
+        f'server = "127.0.0.1"\nport = {dns_server.port}\nexpect = ["mail.web.test"]\n'
+    )
+    import_text(toml)
+    run_round([Service.objects.get(name="names")])
+    service = Service.objects.get(name="names")
+    assert service.status == UP
+    assert service.last_detail == "MX web.test: 10 mail.web.test., 20 backup.web.test."
+    exported = export_text()
+    assert tomllib.loads(exported)["service"][0]["expect"] == ["mail.web.test"]
+    Service.objects.all().delete()
+    import_text(exported)
+    assert Service.objects.get(name="names").settings == service.settings
