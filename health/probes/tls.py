@@ -216,27 +216,35 @@ class TlsProbe(Probe):
         host, port = self.cfg["host"], self.cfg["port"]
         raw = socket.create_connection((host, port), timeout=self._remaining(deadline))
         try:
-            if self.cfg["starttls"]:
-                self._starttls(raw, deadline)
-            raw.setblocking(False)
-            # A name that is an IP address is checked against the IP SANs and not sent as SNI.
-            tls = ctx.wrap_socket(raw, server_hostname=server_name, do_handshake_on_connect=False)
-            try:
-                while True:
-                    try:
-                        tls.do_handshake()
-                        break
-                    except ssl.SSLWantReadError:
-                        select.select([tls], [], [], self._remaining(deadline))
-                    except ssl.SSLWantWriteError:
-                        select.select([], [tls], [], self._remaining(deadline))
-                der = tls.getpeercert(binary_form=True)
-            finally:
-                tls.close()
+            return self._after_connect(raw, ctx, server_name, deadline)
+        except ConnectionError as exc:  # reset once connected: the handshake was refused, not the connect
+            raise ProbeError(
+                f"TLS handshake with {host}:{port} failed: the peer closed the connection during the handshake"
+                f" ({exc.strerror or type(exc).__name__})"
+            ) from None
         finally:
             raw.close()
+
+    def _after_connect(self, raw: socket.socket, ctx: ssl.SSLContext, server_name: str, deadline: float) -> bytes:
+        if self.cfg["starttls"]:
+            self._starttls(raw, deadline)
+        raw.setblocking(False)
+        # A name that is an IP address is checked against the IP SANs and not sent as SNI.
+        tls = ctx.wrap_socket(raw, server_hostname=server_name, do_handshake_on_connect=False)
+        try:
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    select.select([tls], [], [], self._remaining(deadline))
+                except ssl.SSLWantWriteError:
+                    select.select([], [tls], [], self._remaining(deadline))
+            der = tls.getpeercert(binary_form=True)
+        finally:
+            tls.close()
         if not der:
-            raise ProbeError(f"{host}:{port} sent no certificate")
+            raise ProbeError(f"{self._where()} sent no certificate")
         return der
 
     def run(self) -> ProbeOutcome:
