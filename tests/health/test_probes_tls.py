@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 import tomllib
 from collections.abc import Iterator
@@ -11,7 +14,7 @@ from configfile.config import export_text, import_text, parse
 from core.spec import ConfigError
 from health.models import Service
 from health.probes.base import DEGRADED, DOWN, MISCONFIGURED, UP, ProbeConfigError
-from health.probes.tls import TlsProbe
+from health.probes.tls import MAX_PREAMBLE, TlsProbe
 from health.runner import probe_once, run_round
 from tests.factories import ServiceFactory
 from tests.health.tls_server import Authority, Pem, TlsServer
@@ -234,3 +237,28 @@ def test_it_runs_from_the_config_file_and_round_trips_through_export(ca, serve):
     Service.objects.all().delete()
     import_text(exported)
     assert Service.objects.get(name="cert").settings == service.settings
+
+
+def test_it_reads_a_starttls_preamble_only_so_far():
+    # An "SMTP server" whose banner never ends: the probe stops at MAX_PREAMBLE bytes, not at the timeout.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def babble() -> None:
+        conn, _ = listener.accept()
+        with conn, contextlib.suppress(OSError):
+            while True:
+                conn.sendall(b"220-still talking\r\n" * 64)
+
+    thread = threading.Thread(target=babble, daemon=True)
+    thread.start()
+    try:
+        start = time.monotonic()
+        outcome = probe_once(tls_service(port, timeout=5, starttls="smtp"))
+        elapsed = time.monotonic() - start
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+    assert outcome.status == DOWN
+    assert outcome.detail == f"smtp server at 127.0.0.1:{port} sent more than {MAX_PREAMBLE} bytes"
+    assert elapsed < 2
