@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from typing import Any
 
@@ -10,7 +11,8 @@ from django.conf import settings
 
 from core.http import MAX_REDIRECTS, RedirectRefused, check_headers, request_from_cfg
 from core.spec import ConfigError, Key, scrub
-from health.probes.base import UP, Probe, ProbeConfigError, ProbeError, ProbeOutcome, ProbeTimeout
+from health.probes.base import DOWN, UP, Probe, ProbeConfigError, ProbeError, ProbeOutcome, ProbeTimeout
+from health.probes.tls import CERT_KEYS, ca_file_error, check_cert_keys, judge, read_cert
 
 _MISSING = object()
 
@@ -46,12 +48,15 @@ class HttpProbe(Probe):
             default=True,
             help='true (configured headers dropped on a redirect to another origin), false, or "same-origin"',
         ),
+        # An https:// answer's certificate: days left judged by these; ca_file trusted instead of certifi's bundle.
+        **CERT_KEYS,
     }
 
     @classmethod
     def validate_settings(cls, settings: Any, where: str) -> dict[str, Any]:
         cleaned = super().validate_settings(settings, where)
         check_headers(cleaned.get("headers"), where)
+        check_cert_keys(cleaned, where)
         return cleaned
 
     def _read_body(self, response: requests.Response, deadline: float) -> bytes:
@@ -83,9 +88,17 @@ class HttpProbe(Probe):
         start = time.perf_counter()
         deadline = time.monotonic() + self.timeout
         try:
-            with request_from_cfg(
-                cfg, self.secrets, timeout=self.timeout, verify=cfg["verify_tls"], stream=True
-            ) as response:
+            check_cert_keys(cfg, "settings")
+        except ConfigError as exc:
+            raise ProbeConfigError(f"config error: {exc}") from None
+        problem = ca_file_error(cfg["ca_file"])
+        if problem:
+            raise ProbeConfigError(problem)
+        verify = cfg["ca_file"] if cfg["verify_tls"] and cfg["ca_file"] else cfg["verify_tls"]
+        try:
+            with request_from_cfg(cfg, self.secrets, timeout=self.timeout, verify=verify, stream=True) as response:
+                # Read before the body: once it is read the connection goes back to the pool.
+                der = _peer_cert(response)
                 body = b"" if cfg["method"] == "HEAD" else self._read_body(response, deadline)
                 status = response.status_code
         except ConfigError as exc:
@@ -121,7 +134,22 @@ class HttpProbe(Probe):
                 raise ProbeError(f"HTTP {status}, JSON has no {cfg['json_path']}")
             if cfg["json_equals"] is not None and value != cfg["json_equals"]:
                 raise ProbeError(f"HTTP {status}, {cfg['json_path']} is {value!r}, expected {cfg['json_equals']!r}")
-        return ProbeOutcome(UP, latency, f"HTTP {status}")
+        if der is None:
+            return ProbeOutcome(UP, latency, f"HTTP {status}")
+        cert_status, text = judge(read_cert(der), cfg["cert_warn_days"], cfg["cert_down_days"])
+        if cert_status == DOWN:
+            raise ProbeError(f"HTTP {status}; {text}")
+        return ProbeOutcome(cert_status, latency, f"HTTP {status}; {text}")
+
+
+def _peer_cert(response: requests.Response) -> bytes | None:
+    """The DER certificate of the connection an https:// answer came on (after redirects: the last one)."""
+    if not response.url.lower().startswith("https://"):
+        return None
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if not isinstance(sock, ssl.SSLSocket):
+        return None  # e.g. through a TLS-in-TLS proxy tunnel: the certificate is not ours to read
+    return sock.getpeercert(binary_form=True) or None
 
 
 def _reason(exc: Exception, secrets: list[str]) -> str:
