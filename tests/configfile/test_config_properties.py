@@ -58,6 +58,8 @@ PROBE_BASE: dict[str, dict[str, Any]] = {
     "command": {"argv": ["true"]},
     "system": {},
     "database": {},
+    "dns": {"query": "web.test", "server": "127.0.0.1", "port": CLOSED},
+    "tls": {"host": "127.0.0.1", "port": CLOSED},
 }
 ACTION_BASE: dict[str, dict[str, Any]] = {
     "command": {"argv": ["true"]},
@@ -104,8 +106,10 @@ SAFE_TEXT: dict[str, Any] = {
     "host": st.sampled_from(["127.0.0.1", "localhost", "", "a\x00", "127.0.0.1\n"]),
     "argv": st.sampled_from([*SAFE_ARGV, [], [""], ["true", "\x00"]]),
     "command": st.sampled_from([*SAFE_ARGV, [], [""], ["true\x00"]]),
+    # A resolver's address: loopback only (a valid non-loopback IP would send a query off the machine).
+    "server": st.sampled_from(["127.0.0.1", "::1", "", "dns.example", "127.0.0.1\n", "a\x00"]),
 }
-PATH_KEYS = ("log_file", "pid_file", "disk_path", "cwd", "exe")
+PATH_KEYS = ("log_file", "pid_file", "disk_path", "cwd", "exe", "ca_file")
 
 
 def value_for(key: str, tmp: Path) -> st.SearchStrategy[Any]:
