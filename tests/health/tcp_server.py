@@ -70,3 +70,9 @@ def read_line(conn: socket.socket, limit: int = 4096) -> bytes:
             break
         data += chunk
     return data
+
+
+def hold(conn: socket.socket) -> None:
+    """Read and drop whatever the client sends, answering nothing, until it closes (or 5 s pass)."""
+    while conn.recv(4096):
+        pass

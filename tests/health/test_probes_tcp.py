@@ -15,7 +15,7 @@ from health.probes.base import DEGRADED, DOWN, UP, ProbeConfigError
 from health.probes.tcp import MAX_READ, TcpProbe
 from health.runner import probe_once
 from tests.factories import ServiceFactory
-from tests.health.tcp_server import read_line, scripted
+from tests.health.tcp_server import hold, read_line, scripted
 from tests.servers import free_port, wait_for
 
 pytestmark = pytest.mark.django_db
@@ -193,7 +193,7 @@ def test_it_is_down_when_the_server_closes_without_the_text():
 
 
 def test_it_times_out_when_the_server_says_nothing():
-    with scripted(lambda conn: conn.recv(1)) as server:
+    with scripted(hold) as server:
         start = time.monotonic()
         outcome = probe_once(exchange_service(server.port, timeout=0.5, expect="SSH-2.0-"))
         elapsed = time.monotonic() - start
