@@ -103,7 +103,7 @@ class MysqlProbe(Probe):
             )
             try:
                 with conn.cursor() as cursor:
-                    self._limit_statement_time(conn, cursor)
+                    self._limit_statement_time(conn, cursor, start)
                     cursor.execute(self.cfg["query"])
                     cursor.fetchone()
                 # MariaDB prefixes "5.5.5-" for old MySQL clients: not its version.
@@ -115,12 +115,14 @@ class MysqlProbe(Probe):
         latency = (time.perf_counter() - start) * 1000
         return ProbeOutcome(UP, latency, f"{where} answered ({server})")
 
-    def _limit_statement_time(self, conn: pymysql.connections.Connection, cursor: Any) -> None:
-        """Ask the server to stop the query at the timeout too (the client's read timeout already gives up)."""
+    def _limit_statement_time(self, conn: pymysql.connections.Connection, cursor: Any, start: float) -> None:
+        """Ask the server to stop the query before the timeout, so it stops working and says why; the client's
+        read timeout (the whole timeout) is the backstop. 80% of what is left after connecting."""
+        left = max(0.05, (self.timeout - (time.perf_counter() - start)) * 0.8)
         if "mariadb" in conn.get_server_info().lower():
-            statement = f"SET SESSION max_statement_time = {self.timeout:.3f}"
+            statement = f"SET SESSION max_statement_time = {left:.3f}"
         else:  # MySQL: milliseconds, SELECT only
-            statement = f"SET SESSION max_execution_time = {max(1, int(self.timeout * 1000))}"
+            statement = f"SET SESSION max_execution_time = {max(1, int(left * 1000))}"
         # An old or unusual server may refuse it: the read timeout still bounds the probe.
         with contextlib.suppress(pymysql.MySQLError):
             cursor.execute(statement)

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from configfile.config import export_text, import_text
+from health.models import Service
 from health.probes.base import DEGRADED, DOWN, UP, ProbeConfigError
 from health.probes.mysql import MysqlProbe
 from health.runner import probe_once
@@ -162,3 +164,27 @@ def test_it_names_the_bad_key_or_variable_in_a_config_error(monkeypatch, setting
     assert outcome.status == "misconfigured"  # a config error is no outage
     assert re.search(message, outcome.detail), outcome.detail
     assert "pw-secret-1" not in outcome.detail
+
+
+ROUND_TRIP = """
+[[service]]
+name = "legacy-db"
+kind = "mysql"
+dsn_env = "LEGACY_MYSQL_DSN"
+password_env = "LEGACY_MYSQL_PASSWORD"
+query = "SELECT 1 FROM DUAL"
+"""
+
+
+def test_it_round_trips_through_importconfig_and_exportconfig():
+    import_text(ROUND_TRIP)
+    before = {s.name: s.settings for s in Service.objects.filter(kind="mysql")}
+    exported = export_text()
+    Service.objects.all().delete()
+    import_text(exported)
+    assert {s.name: s.settings for s in Service.objects.filter(kind="mysql")} == before
+    assert next(iter(before.values())) == {
+        "dsn_env": "LEGACY_MYSQL_DSN",
+        "password_env": "LEGACY_MYSQL_PASSWORD",
+        "query": "SELECT 1 FROM DUAL",
+    }

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 import redis
 
+from configfile.config import export_text, import_text
 from core.spec import ConfigError
+from health.models import Service
 from health.probes.base import DEGRADED, DOWN, UP, ProbeConfigError
 from health.probes.redis import RedisProbe
 from health.runner import probe_once
@@ -206,3 +208,35 @@ def test_it_is_misconfigured_when_the_ca_file_cannot_be_read(tmp_path):
     outcome = probe_once(redis_service(port=free_port(), tls=True, ca_file=str(tmp_path / "missing.pem")))
     assert outcome.status == "misconfigured"
     assert f"settings.ca_file: cannot read {tmp_path / 'missing.pem'}" in outcome.detail
+
+
+ROUND_TRIP = """
+[[service]]
+name = "cache"
+kind = "redis"
+host = "127.0.0.1"
+port = 6380
+db = 2
+password_env = "REDIS_PASSWORD"
+tls = true
+ca_file = "/etc/ssl/certs/internal-ca.pem"
+max_memory_pct = 90
+"""
+
+
+def test_it_round_trips_through_importconfig_and_exportconfig():
+    import_text(ROUND_TRIP)
+    before = {s.name: s.settings for s in Service.objects.filter(kind="redis")}
+    exported = export_text()
+    Service.objects.all().delete()
+    import_text(exported)
+    assert {s.name: s.settings for s in Service.objects.filter(kind="redis")} == before
+    assert next(iter(before.values())) == {
+        "host": "127.0.0.1",
+        "port": 6380,
+        "db": 2,
+        "password_env": "REDIS_PASSWORD",
+        "tls": True,
+        "ca_file": "/etc/ssl/certs/internal-ca.pem",
+        "max_memory_pct": 90,
+    }

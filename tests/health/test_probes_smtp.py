@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from configfile.config import export_text, import_text
 from core.spec import ConfigError
+from health.models import Service
 from health.probes.base import DOWN, UP
 from health.probes.smtp import SmtpProbe
 from health.runner import probe_once
@@ -178,3 +180,31 @@ def test_it_is_misconfigured_when_the_ca_file_is_missing_or_not_a_bundle(tmp_pat
     assert f"settings.ca_file: cannot read {tmp_path / 'missing.pem'}" in missing.detail
     assert bad.status == "misconfigured"
     assert "settings.ca_file: not a CA bundle" in bad.detail
+
+
+ROUND_TRIP = """
+[[service]]
+name = "mail"
+kind = "smtp"
+host = "mail.example.org"
+port = 587
+starttls = true
+verify_tls = true
+helo = "ops.example.org"
+"""
+
+
+def test_it_round_trips_through_importconfig_and_exportconfig():
+    import_text(ROUND_TRIP)
+    before = {s.name: s.settings for s in Service.objects.filter(kind="smtp")}
+    exported = export_text()
+    Service.objects.all().delete()
+    import_text(exported)
+    assert {s.name: s.settings for s in Service.objects.filter(kind="smtp")} == before
+    assert next(iter(before.values())) == {
+        "host": "mail.example.org",
+        "port": 587,
+        "starttls": True,
+        "verify_tls": True,
+        "helo": "ops.example.org",
+    }

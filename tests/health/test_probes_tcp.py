@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from configfile.config import export_text, import_text
 from core.spec import ConfigError
+from health.models import Service
 from health.probes.base import DEGRADED, DOWN, UP, ProbeConfigError
 from health.probes.tcp import MAX_READ, TcpProbe
 from health.runner import probe_once
@@ -240,3 +242,31 @@ def test_it_names_the_bad_exchange_key(settings, message):
     outcome = probe_once(ServiceFactory.build(kind="tcp", settings=full))
     assert outcome.status == "misconfigured"
     assert re.search(message, outcome.detail), outcome.detail
+
+
+ROUND_TRIP = """
+[[service]]
+name = "sftp"
+kind = "tcp"
+host = "127.0.0.1"
+port = 22
+expect = "SSH-2.0-"
+
+[[service]]
+name = "memcached"
+kind = "tcp"
+host = "127.0.0.1"
+port = 11211
+send = "version\\r\\n"
+expect = "VERSION "
+"""
+
+
+def test_it_round_trips_through_importconfig_and_exportconfig():
+    import_text(ROUND_TRIP)
+    before = {s.name: s.settings for s in Service.objects.filter(kind="tcp")}
+    exported = export_text()
+    Service.objects.all().delete()
+    import_text(exported)
+    assert {s.name: s.settings for s in Service.objects.filter(kind="tcp")} == before
+    assert before["memcached"] == {"host": "127.0.0.1", "port": 11211, "send": "version\r\n", "expect": "VERSION "}
