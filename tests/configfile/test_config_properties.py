@@ -60,6 +60,9 @@ PROBE_BASE: dict[str, dict[str, Any]] = {
     "database": {},
     "dns": {"query": "web.test", "server": "127.0.0.1", "port": CLOSED},
     "tls": {"host": "127.0.0.1", "port": CLOSED},
+    "redis": {"host": "127.0.0.1", "port": CLOSED},
+    "mysql": {"dsn_env": "OPSPORTAL_TEST_UNSET_DSN"},
+    "smtp": {"host": "127.0.0.1", "port": CLOSED},
 }
 ACTION_BASE: dict[str, dict[str, Any]] = {
     "command": {"argv": ["true"]},
