@@ -1,9 +1,27 @@
-"""Test-run environment, set before Django reads its settings (loaded with `-p tests.testenv`)."""
+"""Test-run environment, set before Django reads its settings (loaded with `-p tests.testenv`).
+
+OPSPORTAL_VAR_DIR and LOG_DIR (default: var/test and var/test/logs) are the run's; each pytest-xdist worker
+takes a directory of its own inside them (gw0/, gw1/, …), and each test one inside its worker's (tests/tiers.py).
+"""
 
 import os
+import shutil
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
 
 # Tests get a throwaway key; real deployments must set SECRET_KEY (see README).
 os.environ.setdefault("SECRET_KEY", "test-only-not-secret-" + "x" * 30)
-os.environ.setdefault("OPSPORTAL_VAR_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), "var", "test"))
+os.environ.setdefault("OPSPORTAL_VAR_DIR", str(BASE_DIR / "var" / "test"))
 # Log files of test runs (tunnel-monitor.log, connector output) stay out of the repo's logs/.
-os.environ.setdefault("LOG_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), "var", "test", "logs"))
+os.environ.setdefault("LOG_DIR", str(BASE_DIR / "var" / "test" / "logs"))
+
+# A worker's own directories (once: processes a test starts inherit the worker's environment).
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+if os.environ.get("OPSPORTAL_TEST_DIRS_OF") != _worker:
+    os.environ["OPSPORTAL_TEST_DIRS_OF"] = _worker
+    for _name in ("OPSPORTAL_VAR_DIR", "LOG_DIR"):
+        _dir = Path(os.environ[_name]) / _worker
+        # What the worker's tests left last run (their logs were scanned then) goes.
+        shutil.rmtree(_dir / "t", ignore_errors=True)
+        os.environ[_name] = str(_dir)

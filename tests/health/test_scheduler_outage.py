@@ -24,8 +24,9 @@ from opsportal import db
 from opsportal.spool import default_spool, replay_pending
 from tests.opsportal.outage_support import Outage, quick_db_hardening
 from tests.servers import Reply
+from tests.tiers import worker_redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/12"  # a Redis database number nothing else in the suite uses
+REDIS_URL = worker_redis_url()  # a Redis database of this test process alone (tests/tiers.py)
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 INTERVAL = 10
 

@@ -23,6 +23,7 @@ from opsportal import doctor, procs
 from recovery.models import RecoveryAction
 from tests.health.factories import RecoveryActionFactory, ServiceFactory, TunnelFactory
 from tests.servers import free_port
+from tests.tiers import worker_redis_url
 from tunnels.models import Tunnel
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -30,7 +31,7 @@ GOOD_KEY = secrets.token_urlsafe(50)
 MANIFEST = "whitenoise.storage.CompressedManifestStaticFilesStorage"
 
 
-def redis_reachable(url: str = "redis://127.0.0.1:6379/9") -> bool:
+def redis_reachable(url: str = worker_redis_url()) -> bool:
     import redis
 
     try:
@@ -185,7 +186,7 @@ def test_it_reports_an_unreachable_redis_for_cache_and_broker(tmp_path: Path) ->
 
 @pytest.mark.skipif(not redis_reachable(), reason="needs Redis on 127.0.0.1:6379 (CI starts one)")
 def test_it_passes_a_reachable_redis_for_cache_and_broker(tmp_path: Path) -> None:
-    proc = run_doctor(tmp_path, REDIS_URL="redis://127.0.0.1:6379/9")
+    proc = run_doctor(tmp_path, REDIS_URL=worker_redis_url())
     assert "ok    cache       shared cache works (default: RedisCache)" in proc.stdout
     assert "ok    broker      Django-Q2 broker reachable (Redis)" in proc.stdout
 
