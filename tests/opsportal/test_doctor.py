@@ -288,6 +288,7 @@ def test_it_reports_a_file_handler_whose_directory_cannot_be_written(settings, t
         ("django-insecure-" + secrets.token_urlsafe(40), "placeholder"),
         ("change-me-" + secrets.token_urlsafe(50), "placeholder"),
     ],
+    ids=["empty", "short", "one-character", "django-insecure", "change-me"],  # keys are random: stable ids for xdist
 )
 def test_it_reports_a_weak_or_default_secret_key(settings, key: str, why: str) -> None:
     settings.SECRET_KEY = key
