@@ -115,6 +115,7 @@ def test_it_passes_the_database_when_reachable_and_migrated(db) -> None:
     assert "all migrations applied" in finding.detail
 
 
+@pytest.mark.system
 def test_it_reports_an_unmigrated_database_and_skips_what_needs_it(tmp_path: Path) -> None:
     proc = run_doctor(tmp_path)
     assert proc.returncode == 1
@@ -125,6 +126,7 @@ def test_it_reports_an_unmigrated_database_and_skips_what_needs_it(tmp_path: Pat
     assert "CommandError: doctor:" in proc.stderr
 
 
+@pytest.mark.system
 def test_it_reports_an_unreachable_database_without_leaking_its_password(tmp_path: Path) -> None:
     password = "hunter2-" + secrets.token_hex(8)
     proc = run_doctor(tmp_path, DATABASE_URL=f"postgres://opsportal:{password}@127.0.0.1:{free_port()}/opsportal")
@@ -169,6 +171,7 @@ def test_it_passes_the_orm_broker_when_its_table_exists(db) -> None:
     assert "ORM" in finding.detail
 
 
+@pytest.mark.system
 def test_it_reports_an_unreachable_redis_for_cache_and_broker(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v0"],
@@ -184,6 +187,7 @@ def test_it_reports_an_unreachable_redis_for_cache_and_broker(tmp_path: Path) ->
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not redis_reachable(), reason="needs Redis on 127.0.0.1:6379 (CI starts one)")
 def test_it_passes_a_reachable_redis_for_cache_and_broker(tmp_path: Path) -> None:
     proc = run_doctor(tmp_path, REDIS_URL=worker_redis_url())

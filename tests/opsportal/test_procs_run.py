@@ -170,6 +170,7 @@ def busybox_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
         procs.supervisor.cache_clear()
 
 
+@pytest.mark.system
 def test_it_runs_commands_unsupervised_in_a_portal_that_finds_a_busybox_timeout(busybox_path, tmp_path):
     # A fresh portal process (the supervisor is looked up once per process) on a BusyBox host.
     script = """

@@ -201,6 +201,7 @@ def test_it_writes_a_log_line():
 """
 
 
+@pytest.mark.system
 def test_it_fails_a_whole_run_whose_logs_carry_the_canary(pytester, monkeypatch):
     # The plugin (tests.secretscan) in a run of its own; a clean run is the whole suite's own.
     pytester.makepyfile(test_inner=INNER_TEST)

@@ -234,6 +234,7 @@ def test_it_stops_the_process_it_started_last_not_a_second_match(add_action, dec
     assert not running(ours) and running(by_hand)
 
 
+@pytest.mark.system
 @pytest.mark.django_db
 def test_a_match_on_the_portal_s_own_cluster_never_stops_it(add_action, decoyed, marker, tmp_path):
     main, worker, service = decoyed.fake_portal(marker, tmp_path)

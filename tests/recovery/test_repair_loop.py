@@ -180,6 +180,7 @@ def read_caps(**env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", show], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.system
 def test_it_reads_the_per_service_cap_and_refuses_one_not_below_the_global_cap():
     assert json.loads(read_caps().stdout) == [30, 6]
     assert json.loads(read_caps(RECOVERY_MAX_AUTO_PER_HOUR="6").stdout) == [6, 5]  # below the global one

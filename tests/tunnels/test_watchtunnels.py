@@ -156,6 +156,7 @@ def test_it_logs_a_suppressed_crash_loop_once_not_on_every_check(make_tunnel, tm
     assert_clean(fake)
 
 
+@pytest.mark.system
 def test_it_runs_as_a_real_process_replaces_a_killed_connector_and_stops_on_sigterm(tmp_path):
     # The whole path as an operator runs it: manage.py in its own process, a file database,
     # kill -9 of the connector, SIGTERM of the watchdog.
