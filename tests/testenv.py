@@ -1,7 +1,9 @@
 """Test-run environment, set before Django reads its settings (loaded with `-p tests.testenv`).
 
-OPSPORTAL_VAR_DIR and LOG_DIR (default: var/test and var/test/logs) are the run's; each pytest-xdist worker
-takes a directory of its own inside them (gw0/, gw1/, …), and each test one inside its worker's (tests/tiers.py).
+OPSPORTAL_VAR_DIR and LOG_DIR (default: var/test and var/test/logs) are the run's; inside them the run takes a
+directory named for its database and process (sqlite-main/, test-main/ for DATABASE_URL=…/test), each pytest-xdist
+worker one inside that (sqlite-gw0/, …), and each test one inside its worker's (tests/tiers.py). So two runs on
+different databases (CI's two legs at once) never share one.
 """
 
 import os
@@ -17,7 +19,9 @@ os.environ.setdefault("OPSPORTAL_VAR_DIR", str(BASE_DIR / "var" / "test"))
 os.environ.setdefault("LOG_DIR", str(BASE_DIR / "var" / "test" / "logs"))
 
 # A worker's own directories (once: processes a test starts inherit the worker's environment).
-_worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+_url = os.environ.get("DATABASE_URL", "")
+_database = _url.rsplit("/", 1)[-1].split("?")[0] if "://" in _url and not _url.startswith("sqlite") else "sqlite"
+_worker = f"{_database}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 if os.environ.get("OPSPORTAL_TEST_DIRS_OF") != _worker:
     os.environ["OPSPORTAL_TEST_DIRS_OF"] = _worker
     for _name in ("OPSPORTAL_VAR_DIR", "LOG_DIR"):

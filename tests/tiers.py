@@ -14,8 +14,9 @@ database 0, across concurrent runs too). PostgreSQL: pytest-django names each wo
 (test_<name>_gw0, …); `worker_tag()` names the databases a test makes itself. Passwords: MD5 in this process (fast;
 the processes a test starts keep the real hashers).
 
-Budget: at the end of a run, every unit-tier test slower than `slow_budget` seconds (setup + call) that is not
-marked `slow` is listed (never failed), so the list stays short.
+Budget: at the end of a run, every unit-tier test slower than `slow_budget` seconds (its call plus the set-up of
+its function-scoped fixtures; not the test database a worker builds once) that is not marked `slow` is listed,
+never failed, so the list stays short.
 
 Legs: `--db-tests=only` runs only the tests that use the suite's database (a second leg on another database
 engine); `--db-tests=none` only those that do not. A test uses it when it asks for pytest-django's database
@@ -47,7 +48,6 @@ DB_FIXTURES = {
     "django_db_reset_sequences",
     "django_db_serialized_rollback",
     "live_server",
-    "django_db_blocker",
 }
 # Names in a test module that mean its tests reach the suite's database server on their own.
 DB_MODULE_NAMES = ("own_database", "server_url", "postgres_configured", "requires_postgres")
@@ -256,30 +256,48 @@ def _fast_password_hasher() -> Iterator[None]:
 
 
 # --- the budget ------------------------------------------------------------------------------------------------
+# A test's own cost: its call plus the set-up of its function-scoped fixtures. Not what it shares with others
+# (the test database a worker's first database test would otherwise carry, a module's server, …).
+_own_setup: dict[str, float] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    started = time.perf_counter()
+    yield
+    if fixturedef.scope == "function":
+        nodeid = request.node.nodeid
+        _own_setup[nodeid] = _own_setup.get(nodeid, 0.0) + time.perf_counter() - started
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
+    if call.when == "call":
+        # user_properties travel with the report to the xdist controller.
+        item.user_properties.append(("own_setup_s", round(_own_setup.pop(item.nodeid, 0.0), 3)))
+
+
 class Budget:
     def __init__(self, limit: float) -> None:
         self.limit = limit
-        self.took: dict[str, float] = {}
-        self.listed: dict[str, bool] = {}  # nodeid -> a unit test not marked slow
+        self.over: list[tuple[float, str]] = []
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when not in ("setup", "call") or report.skipped:
+        if report.when != "call" or report.skipped:
             return
-        self.took[report.nodeid] = self.took.get(report.nodeid, 0.0) + report.duration
-        self.listed[report.nodeid] = ("budget", True) in report.user_properties
+        props = dict(report.user_properties)
+        took = report.duration + props.get("own_setup_s", 0.0)
+        if props.get("budget") and took > self.limit:
+            self.over.append((took, report.nodeid))
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        over = sorted(
-            ((took, nodeid) for nodeid, took in self.took.items() if took > self.limit and self.listed.get(nodeid)),
-            reverse=True,
-        )
-        if not over:
+        if not self.over:
             return
-        title = f"slow-test budget: {len(over)} unit test(s) over {self.limit:g} s, not marked slow"
+        title = f"slow-test budget: {len(self.over)} unit test(s) over {self.limit:g} s, not marked slow"
         terminalreporter.write_sep("=", title)
-        for took, nodeid in over:
+        for took, nodeid in sorted(self.over, reverse=True):
             terminalreporter.write_line(f"{took:6.2f}s  {nodeid}")
         terminalreporter.write_line('(mark it @pytest.mark.slow("why") or make it faster; the list never fails a run)')
 
