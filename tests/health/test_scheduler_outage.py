@@ -154,6 +154,7 @@ def test_it_re_takes_its_own_claims_at_once_when_the_database_returns(http_serve
         assert Service.objects.get(pk=service.pk).running_since is None and not loop.unreleased
 
 
+@pytest.mark.slow("a round held by retries to the end of its slot")
 @pytest.mark.django_db(transaction=True)
 def test_it_spools_a_round_at_the_end_of_its_slot_instead_of_retrying_into_the_next(
     http_server, settings, tmp_path, outage

@@ -33,6 +33,7 @@ def pids(found: list[psutil.Process]) -> set[int]:
     return {p.pid for p in found}
 
 
+@pytest.mark.slow("starts a real worker and decoy processes")
 def test_it_finds_the_worker_and_not_a_tail_of_its_log_or_a_pgrep_loop(spawned, marker, tmp_path):
     worker = spawned.worker(marker)
     spawned.decoys(marker, tmp_path)
@@ -41,6 +42,7 @@ def test_it_finds_the_worker_and_not_a_tail_of_its_log_or_a_pgrep_loop(spawned, 
         settle()
 
 
+@pytest.mark.slow("starts real decoy processes to match against")
 def test_it_finds_nothing_when_only_decoys_run(spawned, marker, tmp_path):
     spawned.decoys(marker, tmp_path)
     for _ in range(20):

@@ -150,6 +150,7 @@ def _pages(client: Client) -> dict[str, str]:
     return pages
 
 
+@pytest.mark.slow("scans every page, log and row for every form of each secret")
 def test_it_shows_and_keeps_no_form_of_any_secret_anywhere(leaky):
     result = run_round(recover=False)
     assert result is not None
