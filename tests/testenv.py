@@ -8,6 +8,7 @@ different databases (CI's two legs at once) never share one.
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -29,3 +30,9 @@ if os.environ.get("OPSPORTAL_TEST_DIRS_OF") != _worker:
         # What the worker's tests left last run (their logs were scanned then) goes.
         shutil.rmtree(_dir / "t", ignore_errors=True)
         os.environ[_name] = str(_dir)
+
+# Started as a background job of a non-interactive shell (`make test &`, CI's concurrent legs), this process finds
+# SIGINT ignored, and every process a test starts would inherit that (an ignored signal stays ignored across exec):
+# a child a test stops with SIGINT would run on. Tests get the default, as from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -6,13 +6,14 @@ Tiers, by marker (registered in pyproject.toml, `--strict-markers`):
 - `faults`: fault injection against a whole portal; `browser`: a real headless Chromium.
 `slow("why")` marks a test that is slow on purpose; the reason is required.
 
-Isolation (every test, autouse): its own VAR_DIR and LOG_DIR, in settings, in the environment (for the processes
-it starts) and for the portal's file log handlers (system-monitor.log, tunnel-monitor.log), under this worker's
-directories (tests/testenv.py). Its log directory is kept for tests.secretscan's end-of-run scan; its var directory
-is removed after it. Redis: `worker_redis_url()` is a database number this process holds alone (leased in Redis
-database 0, across concurrent runs too). PostgreSQL: pytest-django names each worker's test database
-(test_<name>_gw0, …); `worker_tag()` names the databases a test makes itself. Passwords: MD5 in this process (fast;
-the processes a test starts keep the real hashers).
+Isolation (every test, autouse): the signal handlers the process had before it (restored after it); its own
+VAR_DIR and LOG_DIR, in settings, in the environment (for the processes it starts) and for the portal's file log
+handlers (system-monitor.log, tunnel-monitor.log), under this worker's directories (tests/testenv.py). Its log
+directory is kept for tests.secretscan's end-of-run scan; its var directory is removed after it. Redis:
+`worker_redis_url()` is a database number this process holds alone (leased in Redis database 0, across concurrent
+runs too). PostgreSQL: pytest-django names each worker's test database (test_<name>_gw0, …); `worker_tag()` names
+the databases a test makes itself. Passwords: MD5 in this process (fast; the processes a test starts keep the real
+hashers).
 
 Budget: at the end of a run, every unit-tier test slower than `slow_budget` seconds (its call plus the set-up of
 its function-scoped fixtures; not the test database a worker builds once) that is not marked `slow` is listed,
@@ -33,7 +34,9 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,6 +247,28 @@ def _private_dirs(request: pytest.FixtureRequest) -> Iterator[None]:
         shutil.rmtree(var, ignore_errors=True)
         with contextlib.suppress(OSError):
             log.rmdir()  # only when empty: a log is kept for the secret scan at the end of the run
+
+
+# Dispositions a test may change in this process (a signal handler of the code under test, a library that ignores
+# SIGINT) and that every later test in the same worker, and every process it starts, would inherit: an ignored
+# signal stays ignored across exec, so a child told to stop with SIGINT would run on.
+SIGNALS = tuple(
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGCHLD", "SIGPIPE", "SIGXFSZ")
+    if hasattr(signal, name)
+)
+
+
+@pytest.fixture(autouse=True)
+def _signal_dispositions() -> Iterator[None]:
+    """Each test starts with the signal handlers the test process had (restored after it)."""
+    saved = {number: signal.getsignal(number) for number in SIGNALS}
+    yield
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for number, handler in saved.items():
+        if handler is not None and signal.getsignal(number) != handler:
+            signal.signal(number, handler)
 
 
 @pytest.fixture(autouse=True, scope="session")
