@@ -6,9 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 # Tests run in parallel (pytest-xdist): JOBS workers (more than cores: most tests wait on sockets and processes).
 JOBS ?= 4
-# Two tests at a time to each worker, the next as one finishes: the long fault tests (1-2 min, mostly waiting) start
-# on different workers instead of queueing behind each other in one worker's share.
-PYTEST := $(VENV)/bin/pytest -n $(JOBS) --dist load --maxschedchunk 2
+PYTEST := $(VENV)/bin/pytest -n $(JOBS) --dist worksteal
 # The unit tier: everything but the tests that start processes, inject faults or drive a browser (tests/tiers.py).
 UNIT := not system and not faults and not browser
 
