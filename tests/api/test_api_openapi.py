@@ -48,6 +48,7 @@ def test_it_serves_the_document_with_every_endpoint(client):
     }
 
 
+@pytest.mark.slow("schemathesis calls every endpoint with generated requests")
 def test_it_matches_what_the_endpoints_answer(live_server, populated):
     schema = schemathesis.openapi.from_url(f"{live_server.url}/health/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]

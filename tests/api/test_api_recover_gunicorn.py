@@ -7,6 +7,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.gunicorn_portal import gunicorn_portal
 from tests.servers import free_port
 
@@ -52,6 +54,7 @@ def attempts(database: Path) -> list[str]:
         ]
 
 
+@pytest.mark.system
 def test_it_refuses_a_chunked_recover_body_instead_of_recovering_every_service(tmp_path) -> None:
     with gunicorn_portal(tmp_path, config=config()) as portal:
         portal.sql("UPDATE health_service SET status = 'down', state_type = 'hard' WHERE name = 'other'")

@@ -203,6 +203,7 @@ print("counted", caches["default"].get(throttle._key("10.9.10.1", throttle._wind
 """
 
 
+@pytest.mark.system
 def test_it_counts_concurrent_failures_exactly_in_the_database_cache(tmp_path):
     # SQLite: a file in WAL mode as deployed (the suite's in-memory database cannot take concurrent
     # writers); PostgreSQL: the suite's own test database.

@@ -7,6 +7,8 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from tests.gunicorn_portal import Portal, gunicorn_portal
 from tests.servers import free_port
 
@@ -45,6 +47,7 @@ def commit_state(portal: Portal, at: datetime, state: str, failures: int) -> Non
     )
 
 
+@pytest.mark.system
 def test_it_shows_a_committed_change_in_every_next_answer_of_every_worker_and_never_goes_back(tmp_path) -> None:
     with (
         gunicorn_portal(tmp_path, workers=2, config=config(), STATUS_CACHE_SECONDS="5") as portal,

@@ -221,6 +221,7 @@ def test_it_refuses_by_name_or_runs_a_round(table, kind, key, tmp_path_factory):
     check()
 
 
+@pytest.mark.slow("imports generated configs and renders the overview for each")
 @settings(PROPERTY, max_examples=60)
 @given(
     name=st.one_of(

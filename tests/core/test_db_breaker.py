@@ -53,6 +53,7 @@ def select_one() -> int:
         return cursor.fetchone()[0]
 
 
+@pytest.mark.slow("waits out the circuit breaker's reset")
 @pytest.mark.django_db(transaction=True)
 def test_it_opens_after_five_failures_fails_fast_and_closes_once_reachable(unreachable, db_log, settings):
     settings.DB_BREAKER_RESET_S = 1
@@ -86,6 +87,7 @@ def test_it_opens_after_five_failures_fails_fast_and_closes_once_reachable(unrea
     ]
 
 
+@pytest.mark.slow("waits out the circuit breaker's reset")
 @pytest.mark.django_db(transaction=True)
 def test_it_reopens_when_the_half_open_trial_fails(unreachable, settings):
     settings.DB_BREAKER_RESET_S = 1

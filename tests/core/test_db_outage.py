@@ -21,6 +21,7 @@ def outage() -> contextlib.AbstractContextManager[None]:
     return unwritable("EXCLUSIVE")
 
 
+@pytest.mark.slow("a real database outage, probed through and caught up")
 @pytest.mark.django_db(transaction=True)
 def test_it_keeps_probing_from_memory_during_an_outage_and_catches_up(tcp_server):
     service = Service.objects.create(

@@ -119,6 +119,7 @@ def test_it_never_retries_inside_atomic():
     assert calls == [1]
 
 
+@pytest.mark.slow("holds a SQLite lock for the retries to wait on")
 @pytest.mark.django_db(transaction=True)
 def test_it_retries_a_sqlite_lock_until_it_is_released(db_log, settings):
     if connection.vendor != "sqlite":

@@ -87,6 +87,7 @@ def portal_paths(home: Path) -> list[Path]:
     return sorted(p for top in (home / "var", home / "logs") for p in [top, *top.rglob("*")])
 
 
+@pytest.mark.system
 def test_it_creates_var_dir_database_spool_tunnel_state_and_logs_owner_only(home: Path) -> None:
     migrate_and_write_state(home)
     var, logs = home / "var", home / "logs"
@@ -108,6 +109,7 @@ def test_it_creates_var_dir_database_spool_tunnel_state_and_logs_owner_only(home
     assert {mode(f) for f in portal_paths(home) if f.is_file()} == {0o600}
 
 
+@pytest.mark.system
 def test_it_tightens_what_an_earlier_run_left_loose_at_start(home: Path) -> None:
     (home / "var" / "spool").mkdir(parents=True)
     (home / "logs").mkdir()
@@ -128,6 +130,7 @@ def test_it_tightens_what_an_earlier_run_left_loose_at_start(home: Path) -> None
     assert {str(p.relative_to(home)): oct(mode(p)) for p in portal_paths(home) if mode(p) & 0o077} == {}
 
 
+@pytest.mark.system
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a command as a second local user (runuser)")
 def test_it_keeps_another_local_user_out_of_the_database_and_logs(home: Path) -> None:
     if shutil.which("runuser") is None:
@@ -149,6 +152,7 @@ def test_it_keeps_another_local_user_out_of_the_database_and_logs(home: Path) ->
     assert listing.returncode != 0 and "Permission denied" in listing.stderr
 
 
+@pytest.mark.system
 def test_it_leaves_collectstatic_output_public(home: Path) -> None:
     # Static files are public by nature and nginx (another user) may serve them: collectstatic keeps the umask.
     # Even in the var dir (a deploy may put it there): the start-up tightening leaves STATIC_ROOT alone.
@@ -188,6 +192,7 @@ print(out.read_text().strip())
 """
 
 
+@pytest.mark.system
 def test_it_starts_service_processes_with_the_umask_the_portal_was_given(home: Path) -> None:
     # Both ways the portal starts a process: run_argv (probes, command actions) and start_detached (restarts).
     env = {**portal_env(home), "DJANGO_SETTINGS_MODULE": "opsportal.settings"}
@@ -198,6 +203,7 @@ def test_it_starts_service_processes_with_the_umask_the_portal_was_given(home: P
 FOREIGN_UID = 65534  # nobody
 
 
+@pytest.mark.system
 def test_it_tightens_only_the_portal_s_own_files_and_leaves_what_else_shares_the_log_dir(home: Path) -> None:
     # LOG_DIR=/var/log: every start (any manage.py command, as root) must leave other services' logs alone.
     var, logs = home / "var", home / "logs"
@@ -240,6 +246,7 @@ print(finding.ok, finding.detail, finding.fix)
 """
 
 
+@pytest.mark.system
 def test_doctor_reports_the_same_files_the_start_tightens(home: Path) -> None:
     logs = home / "logs"
     logs.mkdir()

@@ -61,6 +61,7 @@ def python(tmp_path: Path, code: str, **env: str) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.system
 def test_it_writes_the_old_human_format_to_the_console_and_the_two_files(tmp_path):
     done = python(tmp_path, LOG_SOME, LOG_FORMAT="human")
     assert done.returncode == 0, done.stderr
@@ -77,6 +78,7 @@ def test_it_writes_the_old_human_format_to_the_console_and_the_two_files(tmp_pat
     assert len(tunnel) == 1 and tunnel[0].endswith("] [INFO] Tunnel main: ready")
 
 
+@pytest.mark.system
 def test_it_writes_one_json_object_per_line_on_every_handler_with_log_format_json(tmp_path):
     done = python(tmp_path, LOG_SOME, LOG_FORMAT="json")
     assert done.returncode == 0, done.stderr
@@ -93,6 +95,7 @@ def test_it_writes_one_json_object_per_line_on_every_handler_with_log_format_jso
     assert dt.datetime.fromisoformat(first["time"]).tzinfo is not None
 
 
+@pytest.mark.system
 def test_it_refuses_an_unknown_log_format_naming_the_variable(tmp_path):
     done = python(tmp_path, "import django; django.setup()", LOG_FORMAT="xml")
     assert done.returncode != 0
@@ -138,6 +141,7 @@ def test_it_rotates_daily_and_keeps_the_retention_days(tmp_path):
     assert (tmp_path / "system-monitor.log.2026-03-06").read_text().endswith("] [WARNING] day 5\n")
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("log_format", ["human", "json"])
 def test_it_keeps_secrets_out_of_every_log_of_a_real_run(tmp_path, make_http_server, log_format):
     api_secret, hook_secret = "api-Zq8-sEcReT-1", "hook-Yp7-sEcReT-2"

@@ -33,6 +33,7 @@ def pids(found: list[psutil.Process]) -> set[int]:
     return {p.pid for p in found}
 
 
+@pytest.mark.slow("starts a real worker and decoy processes")
 def test_it_finds_the_worker_and_not_a_tail_of_its_log_or_a_pgrep_loop(spawned, marker, tmp_path):
     worker = spawned.worker(marker)
     spawned.decoys(marker, tmp_path)
@@ -41,6 +42,7 @@ def test_it_finds_the_worker_and_not_a_tail_of_its_log_or_a_pgrep_loop(spawned, 
         settle()
 
 
+@pytest.mark.slow("starts real decoy processes to match against")
 def test_it_finds_nothing_when_only_decoys_run(spawned, marker, tmp_path):
     spawned.decoys(marker, tmp_path)
     for _ in range(20):
@@ -125,6 +127,7 @@ def test_a_match_from_a_child_never_finds_the_child_or_its_ancestors(spawned, ma
     assert running(intermediate)
 
 
+@pytest.mark.system
 def test_it_never_matches_or_stops_the_portal_cluster_but_keeps_what_it_started_matchable(spawned, marker, tmp_path):
     main, worker, service = spawned.fake_portal(marker, tmp_path)
     assert procs.find_processes(cmdline_contains=f"manage.py qcluster {marker}") == []
@@ -156,6 +159,7 @@ def test_stop_never_signals_the_calling_process_or_an_ancestor(spawned, tmp_path
     assert running(intermediate)
 
 
+@pytest.mark.system
 def test_it_keeps_the_pid_file_match_and_refuses_a_pid_file_naming_the_portal(spawned, marker, tmp_path):
     worker = spawned.worker(marker)
     pid_file = tmp_path / "w.pid"

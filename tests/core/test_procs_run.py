@@ -68,6 +68,7 @@ def test_it_runs_in_the_given_directory(tmp_path):
     assert done.stdout.decode().strip() == str(tmp_path.resolve())
 
 
+@pytest.mark.slow("waits out the timeout")
 def test_it_kills_the_whole_group_on_timeout(pid_file):
     code = (
         "import subprocess, sys, time\n"
@@ -83,6 +84,7 @@ def test_it_kills_the_whole_group_on_timeout(pid_file):
     assert wait_for(lambda: gone(int(pid_file.read_text())), timeout=5)
 
 
+@pytest.mark.slow("waits out the timeout a backgrounded descendant outlives")
 def test_it_kills_a_backgrounded_descendant_that_holds_the_pipe_after_the_child_exits(pid_file):
     # `sh -c 'sleep 60 &'`: the child exits at once, the sleep (same group) keeps stdout open.
     done = run_argv(["sh", "-c", f"sleep 60 & echo $! > {pid_file}"], 1)
@@ -91,6 +93,7 @@ def test_it_kills_a_backgrounded_descendant_that_holds_the_pipe_after_the_child_
     assert wait_for(lambda: gone(int(pid_file.read_text())), timeout=5)
 
 
+@pytest.mark.slow("waits out the timeout of a child that runs on")
 def test_it_bounds_a_child_that_closed_its_pipes_but_runs_on():
     started = time.monotonic()
     done = run_argv(["sh", "-c", "exec >&- 2>&-; sleep 60"], 1)
@@ -98,6 +101,7 @@ def test_it_bounds_a_child_that_closed_its_pipes_but_runs_on():
     assert time.monotonic() - started < 1 + PIPE_GRACE_SECONDS + 5  # the timeout, not the 60 s sleep
 
 
+@pytest.mark.slow("waits out the timeout a descendant process outlives")
 def test_it_is_not_held_by_a_descendant_that_left_the_group(pid_file):
     # The grandchild setsid()s: the group kill misses it and it keeps stdout open for 60 s.
     code = (
@@ -170,6 +174,7 @@ def busybox_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
         procs.supervisor.cache_clear()
 
 
+@pytest.mark.system
 def test_it_runs_commands_unsupervised_in_a_portal_that_finds_a_busybox_timeout(busybox_path, tmp_path):
     # A fresh portal process (the supervisor is looked up once per process) on a BusyBox host.
     script = """

@@ -150,6 +150,7 @@ def _pages(client: Client) -> dict[str, str]:
     return pages
 
 
+@pytest.mark.slow("scans every page, log and row for every form of each secret")
 def test_it_shows_and_keeps_no_form_of_any_secret_anywhere(leaky):
     result = run_round()
     assert result is not None
@@ -201,6 +202,7 @@ def test_it_writes_a_log_line():
 """
 
 
+@pytest.mark.system
 def test_it_fails_a_whole_run_whose_logs_carry_the_canary(pytester, monkeypatch):
     # The plugin (tests.secretscan) in a run of its own; a clean run is the whole suite's own.
     pytester.makepyfile(test_inner=INNER_TEST)

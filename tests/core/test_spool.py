@@ -237,6 +237,7 @@ def test_it_counts_logs_shows_and_raises_once_what_a_full_spool_drops(tcp_server
     assert spool.dropped() == 4
 
 
+@pytest.mark.system
 def test_it_counts_a_record_the_disk_refuses_as_dropped_and_leaves_no_half_line(tmp_path):
     # A real refusal: the child may write files of at most 600 bytes (RLIMIT_FSIZE; EFBIG past it).
     import os

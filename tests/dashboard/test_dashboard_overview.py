@@ -52,6 +52,7 @@ def test_it_shows_a_down_service_with_its_error_and_since_when(staff_client):
     assert "50.00%" in body
 
 
+@pytest.mark.slow("renders 200 services")
 def test_it_renders_200_services_in_a_bounded_number_of_queries(staff_client, django_assert_max_num_queries):
     make_world(1)
     with django_assert_max_num_queries(20) as small:

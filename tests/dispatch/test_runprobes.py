@@ -227,6 +227,7 @@ def cli(tmp_path, tcp_server):
     return manage
 
 
+@pytest.mark.system
 def test_it_exits_with_nagios_codes_as_a_real_process(cli):
     ok = cli("runprobes", "--json")
     assert ok.returncode == 0, ok.stderr
@@ -237,6 +238,7 @@ def test_it_exits_with_nagios_codes_as_a_real_process(cli):
     assert "Traceback" not in unknown.stderr
 
 
+@pytest.mark.system
 def test_it_loops_until_sigint_as_a_real_process(cli):
     child = subprocess.Popen(
         [sys.executable, "manage.py", "runprobes", "--loop", "--interval", "0.2"],

@@ -116,6 +116,7 @@ def test_it_does_not_probe_disabled_services(tcp_server):
     assert claim_due() == []
 
 
+@pytest.mark.slow("a probe that hangs for its whole timeout")
 @pytest.mark.django_db(transaction=True)
 def test_it_does_not_overlap_when_a_probe_hangs(http_server):
     http_server.reply = Reply(hang=True)
@@ -195,6 +196,7 @@ def test_it_removes_a_duplicated_schedule():
     assert Schedule.objects.filter(name="opsportal-dispatch").count() == 1
 
 
+@pytest.mark.slow("runs the loop, then stops it with SIGTERM")
 @pytest.mark.django_db(transaction=True)
 def test_it_stops_the_loop_promptly_on_sigterm(tcp_server):
     import os
@@ -283,6 +285,7 @@ def test_it_probes_the_current_slot_when_the_outage_clock_is_due_too(tcp_server)
     assert ProbeResult.objects.count() == 2
 
 
+@pytest.mark.slow("a resident loop beating for a few ticks")
 @pytest.mark.django_db(transaction=True)
 def test_it_leaves_the_fallback_task_idle_while_a_resident_loop_beats(tcp_server):
     tcp_service(tcp_server.port)

@@ -25,8 +25,9 @@ from dispatch.scheduler import OUTAGE_CLAIM_PREFIX, Dispatcher
 from health.models import ProbeResult, Service
 from tests.core.outage_support import Outage, quick_db_hardening
 from tests.servers import Reply
+from tests.tiers import worker_redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/12"  # a Redis database number nothing else in the suite uses
+REDIS_URL = worker_redis_url()  # a Redis database of this test process alone (tests/tiers.py)
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 INTERVAL = 10
 
@@ -154,6 +155,7 @@ def test_it_re_takes_its_own_claims_at_once_when_the_database_returns(http_serve
         assert Service.objects.get(pk=service.pk).running_since is None and not loop.unreleased
 
 
+@pytest.mark.slow("a round held by retries to the end of its slot")
 @pytest.mark.django_db(transaction=True)
 def test_it_spools_a_round_at_the_end_of_its_slot_instead_of_retrying_into_the_next(
     http_server, settings, tmp_path, outage

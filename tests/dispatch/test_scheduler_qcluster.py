@@ -84,6 +84,7 @@ def stop(proc: subprocess.Popen) -> float:
     return took
 
 
+@pytest.mark.system
 def test_it_probes_at_the_interval_under_a_real_qcluster_and_stops_on_sigterm(tmp_path, portal_env, tcp_server):
     config = tmp_path / "portal.toml"
     config.write_text(

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SHOW = (
     "import json, django; django.setup(); from django.conf import settings as s; "
@@ -23,6 +25,7 @@ def read_settings(**env: str) -> dict:
     return json.loads(done.stdout)
 
 
+@pytest.mark.system
 def test_it_uses_the_orm_broker_and_the_database_cache_by_default():
     found = read_settings()
     assert found["q"]["orm"] == "default"
@@ -30,6 +33,7 @@ def test_it_uses_the_orm_broker_and_the_database_cache_by_default():
     assert found["cache"] == "django.core.cache.backends.db.DatabaseCache"  # shared between processes
 
 
+@pytest.mark.system
 def test_it_uses_redis_for_broker_and_cache_when_redis_url_is_set():
     found = read_settings(REDIS_URL="redis://127.0.0.1:6379/0")
     assert found["q"]["redis"] == "redis://127.0.0.1:6379/0"
@@ -37,6 +41,7 @@ def test_it_uses_redis_for_broker_and_cache_when_redis_url_is_set():
     assert found["cache"] == "django.core.cache.backends.redis.RedisCache"
 
 
+@pytest.mark.system
 def test_it_never_redelivers_a_task_forever():
     q = read_settings(DISPATCH_LOOP_SECONDS="85")["q"]
     assert q["timeout"] < q["retry"]  # a running task is never handed out again while it runs

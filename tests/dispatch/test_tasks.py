@@ -43,6 +43,7 @@ def test_it_prunes_results_older_than_the_retention(settings):
     assert ProbeResult.objects.count() == 1
 
 
+@pytest.mark.slow("runs the dispatcher loop for its configured seconds")
 @pytest.mark.django_db(transaction=True)
 def test_it_dispatches_for_the_configured_loop_and_returns_a_summary(settings, tcp_server):
     settings.DISPATCH_LOOP_SECONDS = 2

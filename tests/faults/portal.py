@@ -29,6 +29,7 @@ import requests
 
 from tests.conftest import postgres_configured
 from tests.servers import free_port
+from tests.tiers import worker_tag
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -56,6 +57,7 @@ def own_database(tmp_path: Path, name: str) -> Iterator[str]:
         return
     import psycopg
 
+    name = f"{name}_{worker_tag()}"  # no other worker or run on this server has it (tests/tiers.py)
     admin = server_url("postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

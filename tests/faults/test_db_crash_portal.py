@@ -33,8 +33,9 @@ from tests.conftest import requires_postgres
 from tests.faults.portal import Poller, Portal, needs_redis, slot_numbers, spooled_results
 from tests.faults.private_pg import PrivatePostgres, needs_private_postgres
 from tests.servers import TcpServer, wait_for
+from tests.tiers import worker_redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/13"  # a Redis database number nothing else in the suite uses
+REDIS_URL = worker_redis_url()  # a Redis database of this test process alone (tests/tiers.py)
 INTERVAL = 5
 OUTAGE_S = 20
 SLOW_PROBE_S = 3  # the round the crash interrupts is this long

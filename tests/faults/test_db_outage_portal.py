@@ -32,8 +32,9 @@ from tests.conftest import requires_postgres
 from tests.faults.portal import Poller, Portal, needs_redis, slot_numbers, spooled_results
 from tests.faults.private_pg import PrivatePostgres, needs_private_postgres
 from tests.servers import TcpServer, wait_for
+from tests.tiers import worker_redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/11"  # a Redis database number nothing else in the suite uses
+REDIS_URL = worker_redis_url()  # a Redis database of this test process alone (tests/tiers.py)
 OUTAGE_S = 60
 INTERVAL = 10
 TOLERANCE = 5  # the scheduler's cadence promise: within ±5 s of due

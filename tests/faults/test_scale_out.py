@@ -29,10 +29,11 @@ import redis
 from tests.conftest import requires_postgres
 from tests.faults.portal import needs_redis, own_database
 from tests.servers import HttpServer, Reply, wait_for
+from tests.tiers import worker_redis_url
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 SCALE_DB = "test_h10_scale"
-REDIS_URL = "redis://127.0.0.1:6379/9"  # a Redis database number nothing else in the suite uses
+REDIS_URL = worker_redis_url()  # a Redis database of this test process alone (tests/tiers.py)
 SERVICES = 4
 INTERVAL = 10  # seconds: the shortest interval the scheduler promises (10 s … 24 h)
 TOLERANCE = 5  # the scheduler's cadence promise: within ±5 s of due

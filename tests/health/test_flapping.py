@@ -39,6 +39,7 @@ def test_it_reads_the_thresholds_from_settings(settings):
     assert service.flapping is False
 
 
+@pytest.mark.slow("probe rounds enough to start and stop flapping")
 def test_it_starts_and_stops_flapping_and_sends_one_notice(http_server, settings):
     settings.AUTO_RECOVERY_ENABLED = False
     settings.NOTIFY_RETRY_SECONDS = 0

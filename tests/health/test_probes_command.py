@@ -60,6 +60,7 @@ def test_it_is_degraded_when_slower_than_degraded_latency():
     assert outcome.detail.startswith("slow: ")
 
 
+@pytest.mark.slow("waits out the timeout")
 def test_it_kills_the_command_and_its_children_on_timeout(tmp_path):
     pid_file = tmp_path / "grandchild.pid"
     code = (
@@ -134,6 +135,7 @@ def test_it_names_an_unset_env_variable(monkeypatch):
     assert outcome.detail.startswith("config error: environment variable OPS_TEST_CMD_UNSET is not set" + "; fix: ")
 
 
+@pytest.mark.slow("waits out the timeout a descendant process outlives")
 def test_it_is_not_held_by_a_descendant_that_left_the_group(tmp_path):
     # A grandchild in its own session survives the group kill and keeps stdout open.
     pid_file = tmp_path / "escaped.pid"

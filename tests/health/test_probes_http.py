@@ -120,6 +120,7 @@ def test_it_is_degraded_when_slower_than_degraded_latency(http_server):
     assert outcome.latency_ms >= 250
 
 
+@pytest.mark.slow("waits out the read timeout")
 def test_it_times_out_on_a_hanging_server(http_server):
     http_server.reply = Reply(hang=True)
     start = time.monotonic()
@@ -129,6 +130,7 @@ def test_it_times_out_on_a_hanging_server(http_server):
     assert time.monotonic() - start < 5  # generous: bounded by the timeout, not by the server
 
 
+@pytest.mark.slow("a slowloris target trickling until the time bound")
 def test_it_bounds_a_slowloris_trickle_in_time(http_server):
     http_server.reply = Reply(body="x" * 200, trickle=0.1)  # 20 s to send it all
     probe = HttpProbe({"url": http_server.url}, timeout=1.0)
@@ -194,6 +196,7 @@ def test_it_names_the_bad_key_in_a_config_error(settings, message):
     assert outcome.detail.startswith("config error: " + message)
 
 
+@pytest.mark.slow("waits out the read timeout")
 def test_it_times_out_when_the_body_stalls(http_server):
     http_server.reply = Reply(body="ab", trickle=5)  # headers at once, then silence longer than the timeout
     start = time.monotonic()

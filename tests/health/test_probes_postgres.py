@@ -58,6 +58,7 @@ def test_it_is_degraded_when_the_query_is_slow(monkeypatch):
     assert outcome.latency_ms >= 300
 
 
+@pytest.mark.slow("waits out the statement timeout")
 @needs_local_postgres
 def test_it_times_out_a_slow_query_with_the_statement_timeout(monkeypatch):
     monkeypatch.setenv("OPS_TEST_PG_DSN", LOCAL_DSN)
@@ -97,6 +98,7 @@ def test_it_is_down_on_a_closed_port_and_never_shows_the_password(monkeypatch):
     assert password not in outcome.detail
 
 
+@pytest.mark.slow("waits out the connect timeout")
 def test_it_times_out_when_the_server_never_answers(monkeypatch):
     # Accepts the connection and then says nothing: the connect timeout must end it.
     listener = socket.socket()

@@ -170,6 +170,7 @@ def spawned() -> Iterator[Spawned]:
     s.cleanup()
 
 
+@pytest.mark.slow("starts real decoy processes to match against")
 def test_it_is_down_when_only_a_tail_of_the_log_and_a_pgrep_loop_mention_the_worker(spawned, marker, tmp_path):
     # The operator's decoys: `tail -f /tmp/x/<marker>.log` and `while pgrep -f <marker>` (its pgrep runs often).
     spawned.decoys(marker, tmp_path)

@@ -91,6 +91,7 @@ def test_it_is_down_when_the_port_is_closed():
     assert outcome.detail == f"connect to 127.0.0.1:{port} failed: Connection refused"
 
 
+@pytest.mark.slow("waits out the connect timeout")
 def test_it_times_out_when_the_connect_hangs():
     with full_backlog() as port:
         start = time.monotonic()
@@ -101,6 +102,7 @@ def test_it_times_out_when_the_connect_hangs():
     assert elapsed < 3
 
 
+@pytest.mark.slow("a connect slowed past the degraded latency")
 def test_it_is_degraded_when_the_connect_is_slow():
     with full_backlog(drain_after=0.3) as port:
         outcome = probe_once(tcp_service(port, timeout=5, degraded_latency_ms=500))

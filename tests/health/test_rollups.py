@@ -121,6 +121,7 @@ def test_it_prunes_in_batches_and_keeps_uptime_right_across_rollups_and_raw_rows
     assert list(HourlyRollup.objects.order_by("pk").values()) == snapshot
 
 
+@pytest.mark.slow("rolls up and prunes weeks of probe results")
 def test_it_keeps_uptime_right_across_rollups_and_raw_rows_with_maintenance_windows(settings):
     """Windows that start and end mid-hour, in a non-UTC zone, per service and global: after pruning, the
     figures read from rollups + raw rows equal the direct computation over the raw rows, which leaves out

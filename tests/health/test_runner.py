@@ -28,6 +28,7 @@ def http(server, path: str, name: str, **kw) -> Service:
     return ServiceFactory(name=name, kind="http", settings={"url": server.url + path}, **kw)
 
 
+@pytest.mark.slow("ten targets that each answer slowly")
 def test_it_probes_ten_slow_targets_concurrently(make_http_server):
     servers = [make_http_server() for _ in range(10)]
     for server in servers:
@@ -42,6 +43,7 @@ def test_it_probes_ten_slow_targets_concurrently(make_http_server):
     assert all(len(server.requests) == 1 for server in servers)
 
 
+@pytest.mark.slow("a target that hangs for its whole timeout")
 def test_it_does_not_let_a_hanging_target_delay_the_others(make_http_server):
     hanging, fast = make_http_server(), make_http_server()
     hanging.reply = Reply(hang=True)
@@ -65,6 +67,7 @@ class StuckProbe(Probe):
         return ProbeOutcome(UP, 1.0, "finally")
 
 
+@pytest.mark.slow("a probe that runs past its timeout")
 def test_it_reports_a_probe_that_ignores_its_timeout_as_hung(monkeypatch, tcp_server):
     monkeypatch.setitem(registry._load(), "stuck", StuckProbe)
     monkeypatch.setattr(runner, "GRACE_SECONDS", 0.3)

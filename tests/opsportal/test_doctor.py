@@ -25,6 +25,7 @@ from opsportal import doctor
 from recovery.models import RecoveryAction
 from tests.factories import RecoveryActionFactory, ServiceFactory, TunnelFactory
 from tests.servers import free_port
+from tests.tiers import worker_redis_url
 from tunnels.models import Tunnel
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -32,7 +33,7 @@ GOOD_KEY = secrets.token_urlsafe(50)
 MANIFEST = "whitenoise.storage.CompressedManifestStaticFilesStorage"
 
 
-def redis_reachable(url: str = "redis://127.0.0.1:6379/9") -> bool:
+def redis_reachable(url: str = worker_redis_url()) -> bool:
     import redis
 
     try:
@@ -116,6 +117,7 @@ def test_it_passes_the_database_when_reachable_and_migrated(db) -> None:
     assert "all migrations applied" in finding.detail
 
 
+@pytest.mark.system
 def test_it_reports_an_unmigrated_database_and_skips_what_needs_it(tmp_path: Path) -> None:
     proc = run_doctor(tmp_path)
     assert proc.returncode == 1
@@ -126,6 +128,7 @@ def test_it_reports_an_unmigrated_database_and_skips_what_needs_it(tmp_path: Pat
     assert "CommandError: doctor:" in proc.stderr
 
 
+@pytest.mark.system
 def test_it_reports_an_unreachable_database_without_leaking_its_password(tmp_path: Path) -> None:
     password = "hunter2-" + secrets.token_hex(8)
     proc = run_doctor(tmp_path, DATABASE_URL=f"postgres://opsportal:{password}@127.0.0.1:{free_port()}/opsportal")
@@ -170,6 +173,7 @@ def test_it_passes_the_orm_broker_when_its_table_exists(db) -> None:
     assert "ORM" in finding.detail
 
 
+@pytest.mark.system
 def test_it_reports_an_unreachable_redis_for_cache_and_broker(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v0"],
@@ -185,9 +189,10 @@ def test_it_reports_an_unreachable_redis_for_cache_and_broker(tmp_path: Path) ->
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not redis_reachable(), reason="needs Redis on 127.0.0.1:6379 (CI starts one)")
 def test_it_passes_a_reachable_redis_for_cache_and_broker(tmp_path: Path) -> None:
-    proc = run_doctor(tmp_path, REDIS_URL="redis://127.0.0.1:6379/9")
+    proc = run_doctor(tmp_path, REDIS_URL=worker_redis_url())
     assert "ok    cache       shared cache works (default: RedisCache)" in proc.stdout
     assert "ok    broker      Django-Q2 broker reachable (Redis)" in proc.stdout
 
@@ -289,6 +294,7 @@ def test_it_reports_a_file_handler_whose_directory_cannot_be_written(settings, t
         ("django-insecure-" + secrets.token_urlsafe(40), "placeholder"),
         ("change-me-" + secrets.token_urlsafe(50), "placeholder"),
     ],
+    ids=["empty", "short", "one-character", "django-insecure", "change-me"],  # keys are random: stable ids for xdist
 )
 def test_it_reports_a_weak_or_default_secret_key(settings, key: str, why: str) -> None:
     settings.SECRET_KEY = key

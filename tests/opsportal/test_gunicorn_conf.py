@@ -47,6 +47,7 @@ def messages(sock: socket.socket, want: str, timeout: float) -> list[str]:
     return got
 
 
+@pytest.mark.system
 def test_it_notifies_systemd_pings_the_watchdog_and_stops_gracefully(
     tmp_path: Path, notify_socket: socket.socket
 ) -> None:
@@ -147,6 +148,7 @@ def access_lines(log: Path, marker: str) -> list[str]:
     return [line for line in log.read_text().splitlines() if marker in line]
 
 
+@pytest.mark.system
 def test_it_logs_the_user_the_portal_authenticated_never_a_basic_auth_claim(portal) -> None:
     port, token, log = portal
     claim = "Basic " + base64.b64encode(b"admin:x").decode()
@@ -164,6 +166,7 @@ def test_it_logs_the_user_the_portal_authenticated_never_a_basic_auth_claim(port
     assert anonymous.split(" ")[2] == "-", anonymous
 
 
+@pytest.mark.system
 def test_it_sends_no_server_header(portal) -> None:
     port, _, _ = portal
     for path in ("/health/live", "/no-such-page"):
@@ -176,6 +179,7 @@ def test_it_reads_the_environ_key_the_middleware_sets() -> None:
     assert load_conf().ACCESS_LOG_USER == ACCESS_LOG_USER
 
 
+@pytest.mark.system
 def test_it_creates_the_var_dir_database_and_logs_owner_only_under_umask_022(tmp_path: Path) -> None:
     # gunicorn's master never imports the settings: each worker sets the owner-only umask itself.
     port = free_port()

@@ -143,6 +143,7 @@ def test_it_logs_failures_and_the_lockout_without_the_password(ops):
     assert secret_guess not in str(list(AccessAttempt.objects.values()))
 
 
+@pytest.mark.system
 def test_it_creates_the_cache_table_on_a_plain_migrate(tmp_path):
     var = tmp_path / "var"
     done = subprocess.run(

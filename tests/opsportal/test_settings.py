@@ -47,6 +47,7 @@ def value(tmp_path: Path, expr: str, **env: str):
     return json.loads(done.stdout)
 
 
+@pytest.mark.system
 def test_it_refuses_to_start_without_secret_key_when_debug_is_off(tmp_path):
     done = load(tmp_path, "s.SECRET_KEY", SECRET_KEY="", DEBUG="false")
     assert done.returncode != 0
@@ -54,6 +55,7 @@ def test_it_refuses_to_start_without_secret_key_when_debug_is_off(tmp_path):
     assert not (tmp_path / "var" / "secret_key").exists()
 
 
+@pytest.mark.system
 def test_it_generates_and_keeps_a_development_key_when_debug_is_on(tmp_path):
     first = value(tmp_path, "s.SECRET_KEY", SECRET_KEY="", DEBUG="true")
     second = value(tmp_path, "s.SECRET_KEY", SECRET_KEY="", DEBUG="true")
@@ -64,10 +66,12 @@ def test_it_generates_and_keeps_a_development_key_when_debug_is_on(tmp_path):
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
 
 
+@pytest.mark.system
 def test_it_uses_the_given_secret_key(tmp_path):
     assert value(tmp_path, "s.SECRET_KEY", SECRET_KEY="given-" + "x" * 40) == "given-" + "x" * 40
 
 
+@pytest.mark.system
 @pytest.mark.parametrize(
     ("name", "raw", "message"),
     [
@@ -89,6 +93,7 @@ def test_it_fails_loudly_naming_the_variable(tmp_path, name, raw, message):
     assert "hunter2" not in done.stderr  # a database URL's password is not echoed
 
 
+@pytest.mark.system
 def test_it_reads_booleans_lists_and_numbers(tmp_path):
     got = value(
         tmp_path,
@@ -102,11 +107,13 @@ def test_it_reads_booleans_lists_and_numbers(tmp_path):
     assert got == [True, False, ["ops.example.org", "portal.internal"], 8, ["https://ops.example.org"]]
 
 
+@pytest.mark.system
 def test_it_has_safe_defaults(tmp_path):
     got = value(tmp_path, "[s.DEBUG, s.AUTO_RECOVERY_ENABLED, s.ALLOWED_HOSTS, s.CACHES['default']['BACKEND']]")
     assert got == [False, True, ["localhost", "127.0.0.1", "[::1]"], "django.core.cache.backends.db.DatabaseCache"]
 
 
+@pytest.mark.system
 def test_it_defaults_to_sqlite_with_wal_busy_timeout_and_immediate_transactions(tmp_path):
     db = value(tmp_path, "s.DATABASES['default']", SQLITE_BUSY_TIMEOUT_MS="7000")
     assert db["ENGINE"] == "django.db.backends.sqlite3"
@@ -116,6 +123,7 @@ def test_it_defaults_to_sqlite_with_wal_busy_timeout_and_immediate_transactions(
     assert "journal_mode=WAL" in db["OPTIONS"]["init_command"]
 
 
+@pytest.mark.system
 def test_it_configures_postgres_from_database_url(tmp_path):
     db = value(
         tmp_path,
@@ -130,11 +138,13 @@ def test_it_configures_postgres_from_database_url(tmp_path):
     assert db["TEST"]["NAME"] == "test_h2_settings"
 
 
+@pytest.mark.system
 def test_it_uses_redis_for_the_cache_when_redis_url_is_set(tmp_path):
     backend = value(tmp_path, "s.CACHES['default']['BACKEND']", REDIS_URL="redis://127.0.0.1:6379/3")
     assert backend == "django.core.cache.backends.redis.RedisCache"
 
 
+@pytest.mark.system
 def test_it_throttles_logins_by_default_per_user_and_address(tmp_path):
     expr = (
         "[s.AXES_ENABLED, s.AXES_FAILURE_LIMIT, s.AXES_COOLOFF_TIME.total_seconds(), s.AXES_LOCKOUT_PARAMETERS,"
@@ -149,6 +159,7 @@ def test_it_throttles_logins_by_default_per_user_and_address(tmp_path):
     assert "LOGIN_FAILURE_LIMIT: must be an integer >= 1, got '0'" in done.stderr
 
 
+@pytest.mark.system
 def test_it_sends_a_strict_content_security_policy(tmp_path):
     got = value(tmp_path, "[s.CONTENT_SECURITY_POLICY['DIRECTIVES'], 'csp.middleware.CSPMiddleware' in s.MIDDLEWARE]")
     directives, installed = got

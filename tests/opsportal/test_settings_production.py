@@ -78,6 +78,7 @@ def production_env() -> dict[str, str]:
     }
 
 
+@pytest.mark.system
 def test_it_refuses_to_start_without_secret_key_when_debug_is_off(tmp_path: Path) -> None:
     proc = run(tmp_path, ["-c", SHOW], DEBUG="false")
     assert proc.returncode != 0
@@ -85,17 +86,20 @@ def test_it_refuses_to_start_without_secret_key_when_debug_is_off(tmp_path: Path
     assert not (tmp_path / "secret_key").exists()
 
 
+@pytest.mark.system
 def test_it_keeps_debug_off_by_default(tmp_path: Path) -> None:
     got = show(tmp_path, SECRET_KEY=secrets.token_urlsafe(50))
     assert got["DEBUG"] is False
 
 
+@pytest.mark.system
 def test_it_generates_a_local_key_only_in_debug(tmp_path: Path) -> None:
     got = show(tmp_path, DEBUG="true")
     assert got["DEBUG"] is True
     assert len((tmp_path / "secret_key").read_text().strip()) >= 50
 
 
+@pytest.mark.system
 def test_it_keeps_cookies_plain_and_no_hsts_without_https(tmp_path: Path) -> None:
     got = show(tmp_path, SECRET_KEY=secrets.token_urlsafe(50))
     assert got["SESSION_COOKIE_SECURE"] is False
@@ -105,6 +109,7 @@ def test_it_keeps_cookies_plain_and_no_hsts_without_https(tmp_path: Path) -> Non
     assert got["SECURE_PROXY_SSL_HEADER"] is None
 
 
+@pytest.mark.system
 def test_it_turns_on_secure_cookies_redirect_and_hsts_with_https(tmp_path: Path) -> None:
     got = show(tmp_path, **production_env())
     assert got["SESSION_COOKIE_SECURE"] is True
@@ -116,6 +121,7 @@ def test_it_turns_on_secure_cookies_redirect_and_hsts_with_https(tmp_path: Path)
     assert got["CSRF_TRUSTED_ORIGINS"] == ["https://ops.example.org"]
 
 
+@pytest.mark.system
 def test_it_lets_each_https_setting_be_overridden(tmp_path: Path) -> None:
     got = show(tmp_path, **production_env(), SECURE_SSL_REDIRECT="false", SECURE_HSTS_SECONDS="3600")
     assert got["SECURE_SSL_REDIRECT"] is False
@@ -123,12 +129,14 @@ def test_it_lets_each_https_setting_be_overridden(tmp_path: Path) -> None:
     assert got["SESSION_COOKIE_SECURE"] is True
 
 
+@pytest.mark.system
 def test_it_names_the_variable_of_a_bad_value(tmp_path: Path) -> None:
     proc = run(tmp_path, ["-c", SHOW], **production_env(), SECURE_HSTS_SECONDS="a year")
     assert proc.returncode != 0
     assert "SECURE_HSTS_SECONDS: must be an integer >= 0, got 'a year'" in proc.stderr
 
 
+@pytest.mark.system
 def test_it_serves_hashed_compressed_static_files_in_production(tmp_path: Path) -> None:
     production = show(tmp_path, **production_env())
     assert production["staticfiles"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
@@ -143,6 +151,7 @@ def test_it_uses_plain_static_files_under_the_test_suite() -> None:
     assert settings.STORAGES["staticfiles"]["BACKEND"] == "django.contrib.staticfiles.storage.StaticFilesStorage"
 
 
+@pytest.mark.system
 def test_it_passes_check_deploy_with_a_production_env(tmp_path: Path) -> None:
     proc = run(tmp_path, ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], **production_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -150,6 +159,7 @@ def test_it_passes_check_deploy_with_a_production_env(tmp_path: Path) -> None:
     assert "WARNINGS" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.system
 def test_it_warns_in_check_deploy_without_https(tmp_path: Path) -> None:
     env = {**production_env(), "HTTPS": "false"}
     proc = run(tmp_path, ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], **env)
@@ -158,6 +168,7 @@ def test_it_warns_in_check_deploy_without_https(tmp_path: Path) -> None:
         assert warning in proc.stderr
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("key", ["short", "django-insecure-" + "k" * 50, "a" * 60])
 def test_it_warns_in_check_deploy_about_a_weak_secret_key(tmp_path: Path, key: str) -> None:
     env = {**production_env(), "SECRET_KEY": key}

@@ -17,6 +17,7 @@ from tunnels.models import TunnelEvent
 pytestmark = pytest.mark.django_db
 
 
+@pytest.mark.slow("restarts a fake connector and waits for the reprobe")
 def test_it_restarts_the_tunnel_and_is_verified_by_the_reprobe(make_tunnel, make_service, add_action):  # noqa: F811
     fake = make_tunnel()
     old = fake.start()

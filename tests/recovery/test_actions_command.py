@@ -43,6 +43,7 @@ def test_it_passes_the_service_name_and_the_configured_environment(monkeypatch):
     assert result.detail == "exit 0; output: svc hello ***"
 
 
+@pytest.mark.slow("waits out the timeout")
 def test_it_kills_a_command_that_runs_past_its_timeout():
     started = time.monotonic()
     with pytest.raises(ActionError, match="did not finish within 0.5 s"):
@@ -64,6 +65,7 @@ def test_it_rejects_bad_settings_naming_the_key():
         action({"argv": ["true"], "shell": True})
 
 
+@pytest.mark.slow("waits out the timeout a descendant process outlives")
 def test_it_is_not_held_past_its_timeout_by_a_descendant_that_left_the_group(tmp_path):
     # The grandchild setsid()s, so the group kill misses it, and it keeps the output pipe open.
     pid_file = tmp_path / "escaped.pid"

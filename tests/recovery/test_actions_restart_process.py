@@ -129,6 +129,7 @@ def test_it_names_the_real_config_error_of_the_match(add_action, match, reason):
     assert "needs a service of kind process" not in detail
 
 
+@pytest.mark.slow("waits out the action timeout on a real worker")
 def test_it_stays_within_the_action_timeout_when_stop_grace_and_settle_are_longer(spawned, marker, tmp_path):
     # The old process ignores SIGTERM, so only the SIGKILL after the (cut) grace stops it.
     ready = tmp_path / "ready"
@@ -217,6 +218,7 @@ def test_it_refuses_to_stop_more_than_max_matches_and_records_what_it_would_have
     assert not running(first) and not running(second)
 
 
+@pytest.mark.slow("starts and stops real worker processes")
 @pytest.mark.django_db
 def test_it_stops_the_process_it_started_last_not_a_second_match(add_action, decoyed, marker):
     svc = process_service("worker", cmdline_contains=marker)
@@ -234,6 +236,7 @@ def test_it_stops_the_process_it_started_last_not_a_second_match(add_action, dec
     assert not running(ours) and running(by_hand)
 
 
+@pytest.mark.system
 @pytest.mark.django_db
 def test_a_match_on_the_portal_s_own_cluster_never_stops_it(add_action, decoyed, marker, tmp_path):
     main, worker, service = decoyed.fake_portal(marker, tmp_path)
@@ -276,6 +279,7 @@ def other_portal(tmp_path: Path) -> Iterator[OtherPortal]:
     yield from other_portal_fixture(tmp_path)
 
 
+@pytest.mark.slow("waits out a real worker's stop grace and settle time")
 @pytest.mark.django_db
 def test_a_forced_recovery_of_a_worker_started_earlier_by_this_process_takes_its_stop_and_settle_time(
     add_action, decoyed, marker
@@ -298,6 +302,7 @@ def test_a_forced_recovery_of_a_worker_started_earlier_by_this_process_takes_its
     assert wait_for(lambda: status(ours.pid) == "gone", timeout=1.0), status(ours.pid)  # reaped, no zombie
 
 
+@pytest.mark.slow("real worker processes started by another process, stopped through the API")
 @pytest.mark.django_db
 def test_a_forced_recovery_through_the_api_of_a_worker_another_portal_process_started_never_waits_on_a_zombie(
     client, add_action, decoyed, marker, other_portal

@@ -52,6 +52,7 @@ def _in_thread(out: list, errors: list, **kwargs: object) -> None:
         connections.close_all()
 
 
+@pytest.mark.slow("an action that runs past the stale bound")
 @pytest.mark.django_db(transaction=True)
 def test_it_never_runs_a_second_copy_while_an_action_longer_than_the_stale_bound_runs(
     settings, flag_target, make_service, add_action, tmp_path

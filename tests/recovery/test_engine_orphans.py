@@ -47,6 +47,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow("waits out an action's timeout after killing its runner")
 @pytest.mark.skipif(SUPERVISOR is None, reason="needs coreutils `timeout` (Linux)")
 def test_it_never_lets_a_child_outlive_its_timeout_when_the_runner_is_killed(tmp_path):
     # The runner (standing in for a qcluster) starts `sleep 600` with a 2 s timeout and is SIGKILLed at once:
@@ -71,6 +72,7 @@ def test_it_never_lets_a_child_outlive_its_timeout_when_the_runner_is_killed(tmp
             os.kill(sleeper, signal.SIGKILL)
 
 
+@pytest.mark.slow("a real action process group, watched while it runs")
 @pytest.mark.django_db(transaction=True)
 def test_it_records_the_actions_process_group_with_the_attempt_while_it_runs(
     flag_target, make_service, add_action, tmp_path

@@ -46,6 +46,7 @@ def _claim(svc, owner: str) -> RecoveryAttempt:
     )
 
 
+@pytest.mark.slow("a real database outage across several heartbeat intervals")
 @pytest.mark.django_db(transaction=True)
 def test_it_keeps_beating_after_a_database_outage_and_no_checker_takes_the_live_claim(
     outage, settings, tmp_path, make_service

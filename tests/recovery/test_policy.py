@@ -72,6 +72,7 @@ def test_it_lets_force_bypass_the_cooldown(broken):
     assert forced["outcome"] == "failed" and runs(log) == 2
 
 
+@pytest.mark.slow("five recovery rounds through backoff")
 @pytest.mark.django_db
 def test_it_escalates_after_3_failures_then_leaves_the_service_alone_until_acknowledged(broken, django_user_model):
     svc, action, log = broken

@@ -60,6 +60,7 @@ def looping(make_service, add_action, flags, name: str, **action):
     return svc, root / name
 
 
+@pytest.mark.slow("recovery attempts through backoff to escalation")
 @pytest.mark.django_db
 def test_it_backs_off_and_escalates_a_repair_loop(make_service, add_action, flags, settings):
     settings.RECOVERY_RESET_AFTER = 600
@@ -180,6 +181,7 @@ def read_caps(**env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", show], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.system
 def test_it_reads_the_per_service_cap_and_refuses_one_not_below_the_global_cap():
     assert json.loads(read_caps().stdout) == [30, 6]
     assert json.loads(read_caps(RECOVERY_MAX_AUTO_PER_HOUR="6").stdout) == [6, 5]  # below the global one
@@ -194,6 +196,7 @@ def test_it_reads_the_per_service_cap_and_refuses_one_not_below_the_global_cap()
         )
 
 
+@pytest.mark.slow("a real process that dies 2 s after each restart, restarted until escalation")
 @pytest.mark.django_db
 def test_it_escalates_a_real_process_that_dies_two_seconds_after_each_restart(add_action, settings, tmp_path):
     """restart_process starts a worker that is verified running and exits ~1.5 s later, every time."""

@@ -57,6 +57,7 @@ def test_it_needs_a_staff_login(client):
     assert page.status_code == 302 and "/login/" in page["Location"]
 
 
+@pytest.mark.slow("starts and restarts a fake connector")
 def test_it_checks_and_restarts_from_the_admin(admin_client, make_tunnel):
     fake = make_tunnel()
     old = fake.start()

@@ -64,6 +64,7 @@ def ended(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow("kills and restarts a fake connector")
 def test_it_restarts_a_killed_connector_with_a_new_pid(make_tunnel):
     fake = make_tunnel()
     old = fake.start()
@@ -91,6 +92,7 @@ def test_it_adopts_a_connector_it_did_not_start_by_process_match(make_tunnel):
     assert_clean(fake)
 
 
+@pytest.mark.slow("a fake connector unready for the threshold")
 def test_it_restarts_a_connector_that_stays_unready_for_the_threshold(make_tunnel):
     fake = make_tunnel(ready_failure_threshold=2)
     old = fake.start()
@@ -110,6 +112,7 @@ def test_it_restarts_a_connector_that_stays_unready_for_the_threshold(make_tunne
     assert_clean(fake)
 
 
+@pytest.mark.slow("a fake connector that recovers")
 def test_it_resets_the_ready_failure_count_when_the_connector_recovers(make_tunnel):
     fake = make_tunnel(ready_failure_threshold=2)
     pid = fake.start()
@@ -124,6 +127,7 @@ def test_it_resets_the_ready_failure_count_when_the_connector_recovers(make_tunn
     assert_clean(fake)
 
 
+@pytest.mark.slow("waits out the public URL check's timeout")
 def test_it_reports_an_unreachable_public_site_without_restarting(make_tunnel, http_server):
     fake = make_tunnel(public_url=http_server.url + "/")
     pid = fake.start()
@@ -141,6 +145,7 @@ def test_it_reports_an_unreachable_public_site_without_restarting(make_tunnel, h
     assert_clean(fake)
 
 
+@pytest.mark.slow("restarts a crash-looping fake connector up to the limit")
 def test_it_stops_restarting_a_crash_loop_after_max_restarts_per_hour(make_tunnel):
     fake = make_tunnel("--exit-at-once", max_restarts_per_hour=5, settle_seconds=0.3)
     results = [watchdog.check_now(fake.reload()) for _ in range(8)]
@@ -157,6 +162,7 @@ def test_it_stops_restarting_a_crash_loop_after_max_restarts_per_hour(make_tunne
     assert_clean(fake)
 
 
+@pytest.mark.slow("restarts a fake connector several times")
 def test_it_counts_restarts_in_a_rolling_hour(make_tunnel):
     fake = make_tunnel("--exit-at-once", max_restarts_per_hour=2, settle_seconds=0.2)
     start = timezone.now()
@@ -185,6 +191,7 @@ def test_it_counts_restarts_in_a_rolling_hour(make_tunnel):
     assert_clean(fake)
 
 
+@pytest.mark.slow("starts a fake connector")
 def test_it_honours_the_limit_recorded_by_earlier_processes(make_tunnel):
     fake = make_tunnel(max_restarts_per_hour=3)
     earlier = timezone.now() - timedelta(minutes=50)
@@ -197,6 +204,7 @@ def test_it_honours_the_limit_recorded_by_earlier_processes(make_tunnel):
     assert_clean(fake)
 
 
+@pytest.mark.slow("waits out a fake connector's readiness timeout")
 def test_it_records_a_restart_that_never_becomes_ready_as_failed(make_tunnel):
     fake = make_tunnel("--never-ready", startup_timeout=2)
     result = watchdog.check_now(fake.tunnel)
@@ -248,6 +256,7 @@ def test_it_checks_the_process_only_when_no_urls_are_set(make_tunnel):
     assert_clean(fake)
 
 
+@pytest.mark.slow("restarts a fake connector")
 def test_it_restarts_for_recovery_and_reports_the_outcome(make_tunnel):
     fake = make_tunnel()
     old = fake.start()
@@ -259,6 +268,7 @@ def test_it_restarts_for_recovery_and_reports_the_outcome(make_tunnel):
     assert_clean(fake)
 
 
+@pytest.mark.slow("restarts a fake connector up to the limit")
 def test_it_refuses_a_recovery_restart_past_the_limit_or_while_claimed(make_tunnel, monkeypatch):
     fake = make_tunnel(max_restarts_per_hour=1)
     fake.start()

@@ -21,6 +21,7 @@ from tunnels.spec import TUNNEL_KEYS
 pytestmark = pytest.mark.django_db
 
 
+@pytest.mark.slow("starts fake connectors")
 def test_it_checks_the_next_tunnel_when_one_crashes(make_tunnel):
     bad = make_tunnel(name="a-bad")
     good = make_tunnel(name="b-good")

@@ -51,6 +51,7 @@ def kinds(tunnel: Tunnel) -> list[str]:
     return list(tunnel.events.order_by("created_at", "pk").values_list("kind", flat=True))
 
 
+@pytest.mark.slow("restarts a fake connector during a database outage")
 def test_it_restarts_a_connector_killed_during_an_outage_and_replays_its_events_once(make_tunnel, outage):
     # No process_match: only the pid the outage restart recorded tells the next check which connector is its own.
     fake = make_tunnel(process_match="")
@@ -83,6 +84,7 @@ def test_it_restarts_a_connector_killed_during_an_outage_and_replays_its_events_
     assert_clean(fake)
 
 
+@pytest.mark.slow("restarts fake connectors during a database outage")
 def test_it_holds_the_restart_limit_during_an_outage_counting_the_known_restarts(make_tunnel, outage):
     fake = make_tunnel("--exit-at-once", max_restarts_per_hour=3)  # a crash loop
     first = watchdog.check_now(fake.tunnel)
@@ -113,6 +115,7 @@ def test_it_holds_the_restart_limit_during_an_outage_counting_the_known_restarts
     assert_clean(fake)
 
 
+@pytest.mark.slow("fake connectors and a second process holding the claim")
 def test_it_leaves_a_tunnel_to_another_process_of_the_host_that_holds_its_claim(make_tunnel, outage):
     fake = make_tunnel()
     old = fake.start()
@@ -149,6 +152,7 @@ def test_it_leaves_a_tunnel_to_another_process_of_the_host_that_holds_its_claim(
     assert_clean(fake)
 
 
+@pytest.mark.slow("starts a fake connector")
 def test_it_spools_an_event_whose_write_fails_mid_check_with_the_database_up(make_tunnel, http_server, outage):
     def fail_and_go_away(request: dict) -> Reply:
         outage.start()  # the database goes away while this check runs

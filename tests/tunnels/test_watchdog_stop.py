@@ -58,6 +58,7 @@ def alive(proc: psutil.Process) -> bool:
 pytestmark = pytest.mark.django_db
 
 
+@pytest.mark.slow("fake connectors started by another process")
 def test_a_restart_of_a_connector_another_portal_process_started_never_waits_on_a_zombie(make_tunnel, other_portal):
     fake = make_tunnel()
     # Another process's watchdog started it and recorded it on the row (pid + create time).
@@ -78,6 +79,7 @@ def test_a_restart_of_a_connector_another_portal_process_started_never_waits_on_
     assert_clean(fake)
 
 
+@pytest.mark.slow("starts and stops fake connectors")
 def test_a_restart_stops_the_connector_it_knows_and_leaves_other_matches_alone(make_tunnel, decoys):
     fake = make_tunnel()
     first = fake.start()

@@ -93,6 +93,7 @@ def connector_ready(port: int) -> bool:
         return False
 
 
+@pytest.mark.slow("kills a fake connector and waits for the loop to replace it")
 def test_it_replaces_a_killed_connector_within_one_interval_in_the_loop(make_tunnel):
     # The loop runs in this thread (the in-memory SQLite test database is not shared with threads);
     # a helper thread that touches only processes and HTTP kills the connector and stops the loop.
@@ -128,6 +129,7 @@ def test_it_replaces_a_killed_connector_within_one_interval_in_the_loop(make_tun
     assert_clean(fake)
 
 
+@pytest.mark.slow("runs the watch loop for several intervals")
 def test_it_loops_at_a_fixed_interval_when_given(make_tunnel):
     fake = make_tunnel()
     fake.start()
@@ -143,6 +145,7 @@ def test_it_loops_at_a_fixed_interval_when_given(make_tunnel):
     assert_clean(fake)
 
 
+@pytest.mark.slow("a crash-looping fake connector checked repeatedly")
 def test_it_logs_a_suppressed_crash_loop_once_not_on_every_check(make_tunnel, tmp_path):
     fake = make_tunnel("--exit-at-once", max_restarts_per_hour=2, settle_seconds=0.2)
     log_file = tmp_path / "tunnel.log"
@@ -156,6 +159,7 @@ def test_it_logs_a_suppressed_crash_loop_once_not_on_every_check(make_tunnel, tm
     assert_clean(fake)
 
 
+@pytest.mark.system
 def test_it_runs_as_a_real_process_replaces_a_killed_connector_and_stops_on_sigterm(tmp_path):
     # The whole path as an operator runs it: manage.py in its own process, a file database,
     # kill -9 of the connector, SIGTERM of the watchdog.
