@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import factory
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
@@ -77,3 +78,17 @@ def grant(user: Any, *permissions: str) -> Any:
         app_label, codename = name.split(".")
         user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
     return type(user).objects.get(pk=user.pk)
+
+
+def make_service(name: str, **fields: Any) -> Service:
+    """A saved service: a `tcp` one to a closed port unless `kind`/`settings` say otherwise."""
+    fields.setdefault("kind", "tcp")
+    fields.setdefault("settings", {"host": "127.0.0.1", "port": 9})
+    return Service.objects.create(name=name, **fields)
+
+
+def make_user(username: str = "ops", *, staff: bool = True, active: bool = True, perms: tuple[str, ...] = ()) -> Any:
+    """A user with the given permissions (health.permissions) and no others."""
+    # No password (an unusable one): these users log in by force_login or tokens, and hashing is slow.
+    user = get_user_model().objects.create_user(username=username, password=None, is_staff=staff, is_active=active)
+    return grant(user, *perms) if perms else user

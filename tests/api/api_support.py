@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.db import connections
 
 from api.models import ApiToken
-from health.models import Service
 from health.permissions import ACTIONS
-from tests.factories import grant
+from tests.factories import make_service, make_user
 from tests.servers import free_port
-
-
-def make_user(username: str = "ops", *, staff: bool = True, active: bool = True, perms: tuple[str, ...] = ()) -> Any:
-    """A user with the given permissions (health.permissions) and no others."""
-    # No password (an unusable one): these users log in by force_login or tokens, and hashing is slow.
-    user = get_user_model().objects.create_user(username=username, password=None, is_staff=staff, is_active=active)
-    return grant(user, *perms) if perms else user
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -30,12 +20,6 @@ def bearer(token: str) -> dict[str, str]:
 def staff_token(username: str = "ops", *, staff: bool = True, perms: tuple[str, ...] = ACTIONS) -> tuple[ApiToken, str]:
     """A token of an operator: staff with every action's permission (pass perms=() for bare staff)."""
     return ApiToken.issue(make_user(username, staff=staff, perms=perms), name="test")
-
-
-def make_service(name: str, **fields: Any) -> Service:
-    defaults: dict[str, Any] = {"kind": "tcp", "settings": {"host": "127.0.0.1", "port": 9}}
-    defaults.update(fields)
-    return Service.objects.create(name=name, **defaults)
 
 
 @contextlib.contextmanager
@@ -68,3 +52,6 @@ def _close_breaker() -> None:
     breaker = getattr(db, "breaker", None)
     if breaker is not None:
         breaker.close()
+
+
+__all__ = ["bearer", "make_service", "make_user", "staff_token", "unreachable_database"]

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from health.models import Incident, ProbeResult, Service
 from recovery.models import RecoveryAction, RecoveryAttempt
+from tests import factories
 from tests.factories import grant
 
 
@@ -33,9 +34,8 @@ def user_client(db) -> Client:
 
 
 def make_service(name: str, *, status: str = "up", **fields) -> Service:
-    fields.setdefault("kind", "tcp")
-    fields.setdefault("settings", {"host": "127.0.0.1", "port": 9})
-    return Service.objects.create(name=name, status=status, **fields)
+    """tests.factories.make_service, `up` unless said otherwise (the dashboard's pages show states)."""
+    return factories.make_service(name, status=status, **fields)
 
 
 def make_results(service: Service, statuses: list[str], *, end: dt.datetime | None = None, step_s: int = 60) -> None:
