@@ -6,6 +6,7 @@ are one query; every result and every change of state is also a row of its own.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypedDict
@@ -111,6 +112,9 @@ class Service(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # A `push` service's secret address (/ping/<uuid>): made on creation, never changed by importconfig
+    # (which updates rows by name and does not know this field).
+    ping_uuid = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
 
     objects = NamedQuerySet.as_manager()
 
@@ -274,6 +278,36 @@ class ProbeResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.service_id} {self.status} @ {self.checked_at:%Y-%m-%d %H:%M:%S}"
+
+
+# What a job reports through /ping/<uuid>[/start|/fail|/<exit status>|/log] (api.ping; the `push` kind reads them).
+PING_SUCCESS, PING_START, PING_FAIL, PING_LOG = "success", "start", "fail", "log"
+PING_BODY_MAX = 10 * 1024
+
+
+class Ping(models.Model):
+    # Keyed by the service's ping uuid, not its pk: a ping that arrives while the database is away is
+    # spooled with the uuid from its URL and replayed as is. No database constraint: a spooled ping whose
+    # uuid matches no service is kept as an orphan, never a refused row that sets a whole replay batch aside.
+    service = models.ForeignKey(
+        Service, to_field="ping_uuid", db_constraint=False, on_delete=models.CASCADE, related_name="pings"
+    )
+    received_at = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(
+        max_length=8,
+        choices=[(PING_SUCCESS, PING_SUCCESS), (PING_START, PING_START), (PING_FAIL, PING_FAIL), (PING_LOG, PING_LOG)],
+    )
+    exit_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    body = models.TextField(blank=True)
+    remote_addr = models.CharField(max_length=64, blank=True)
+    user_agent = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        indexes = [models.Index(fields=["service", "-received_at"], name="ping_service_time")]
+
+    def __str__(self) -> str:
+        return f"{self.service_id} {self.kind} @ {self.received_at:%Y-%m-%d %H:%M:%S}"
 
 
 class StateChange(models.Model):

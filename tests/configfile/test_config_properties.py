@@ -63,6 +63,7 @@ PROBE_BASE: dict[str, dict[str, Any]] = {
     "redis": {"host": "127.0.0.1", "port": CLOSED},
     "mysql": {"dsn_env": "OPSPORTAL_TEST_UNSET_DSN"},
     "smtp": {"host": "127.0.0.1", "port": CLOSED},
+    "push": {"period": 60},
 }
 ACTION_BASE: dict[str, dict[str, Any]] = {
     "command": {"argv": ["true"]},
