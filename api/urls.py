@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from django.urls import path, re_path
+from django.urls import path, re_path, register_converter
 
-from api import views
+from api import ping, views
 
 app_name = "health"
 
@@ -18,3 +18,25 @@ urlpatterns = [
     # Last: anything else under /health/ is a JSON 404.
     re_path(r"^.*$", views.not_found),
 ]
+
+
+class PingAction:
+    """`start`, `fail`, `log` or an exit status (digits; the view answers 400 past 255)."""
+
+    regex = "start|fail|log|[0-9]{1,9}"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(PingAction, "ping_action")
+
+# Heartbeat pings (api.ping), mounted at the site root by opsportal/urls.py: `path("ping/", include(ping_urls))`.
+ping_urlpatterns = [
+    path("<uuid:ping_uuid>", ping.ping, name="ping"),
+    path("<uuid:ping_uuid>/<ping_action:action>", ping.ping, name="ping-action"),
+]
+ping_urls = (ping_urlpatterns, "ping")
