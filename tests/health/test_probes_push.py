@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 from typing import Any
 
 import pytest
 import time_machine
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -180,3 +181,62 @@ def test_it_evaluates_a_push_service_now_with_runprobes(settings):
     assert service.status == DOWN
     assert service.last_detail.startswith("job reported failure (exit 2)")
     assert service.results.get().status == DOWN
+
+
+PUSH_TOML = """
+[[service]]
+name = "nightly-backup"
+kind = "push"
+cron = "0 3 * * *"
+timezone = "Europe/Berlin"
+grace = {grace}
+"""
+
+
+@pytest.mark.django_db
+def test_it_keeps_the_ping_uuid_across_a_re_import_and_never_exports_it(tmp_path):
+    config = tmp_path / "portal.toml"
+    config.write_text(PUSH_TOML.format(grace=600))
+    call_command("importconfig", str(config))
+    first = Service.objects.get(name="nightly-backup")
+    assert first.settings == {"cron": "0 3 * * *", "timezone": "Europe/Berlin", "grace": 600}
+    config.write_text(PUSH_TOML.format(grace=900))
+    call_command("importconfig", str(config))
+    again = Service.objects.get(name="nightly-backup")
+    assert again.settings["grace"] == 900
+    assert again.ping_uuid == first.ping_uuid
+    out = io.StringIO()
+    call_command("exportconfig", stdout=out)
+    text = out.getvalue()
+    exported = tmp_path / "exported.toml"
+    exported.write_text(text)
+    assert "nightly-backup" in text and str(first.ping_uuid) not in text and "ping_uuid" not in text
+    call_command("importconfig", str(exported))
+    assert Service.objects.get(name="nightly-backup").ping_uuid == first.ping_uuid
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_bad_push_schedule_by_name_at_import(tmp_path):
+    config = tmp_path / "portal.toml"
+    config.write_text(PUSH_TOML.format(grace=600).replace('"0 3 * * *"', '"0 25 * * *"'))
+    with pytest.raises(CommandError, match=r"service\[0\]\.cron: hour field '25' must lie within 0-23"):
+        call_command("importconfig", str(config))
+
+
+@pytest.mark.django_db
+def test_it_prints_the_whole_ping_url_from_public_url(settings, capsys):
+    settings.PUBLIC_URL = "https://ops.example.org/"
+    service = push()
+    call_command("pingurl", service.name)
+    assert capsys.readouterr().out.strip() == f"https://ops.example.org/ping/{service.ping_uuid}"
+    make_service("web")
+    with pytest.raises(CommandError, match="web is a tcp service, not push"):
+        call_command("pingurl", "web")
+    with pytest.raises(CommandError, match="unknown service: nope"):
+        call_command("pingurl", "nope")
+
+
+@pytest.mark.django_db
+def test_it_gives_each_service_its_own_ping_uuid():
+    uuids = {push(f"job-{k}").ping_uuid for k in range(5)}
+    assert len(uuids) == 5
