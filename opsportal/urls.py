@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from api.urls import ping_urls
 from api.views import metrics
 
 # Of django.contrib.auth's views only these: the password-reset ones would mail a link, and the portal
@@ -20,5 +21,7 @@ urlpatterns = [
     path("accounts/", include(account_urls)),
     path("health/", include("api.urls")),
     path("metrics", metrics, name="metrics"),
+    # Heartbeats from jobs (Healthchecks.io-style URLs; api.ping).
+    path("ping/", include(ping_urls)),
     path("", include("dashboard.urls")),
 ]

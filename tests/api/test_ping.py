@@ -11,20 +11,13 @@ import time_machine
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-from django.urls import include, path
 
-import opsportal.urls
-from api.urls import ping_urls
 from core.spool import replay_pending
 from health.models import PING_BODY_MAX, Ping, Service
 from health.probes.base import DOWN, UP
 from health.probes.push import PushProbe
 from tests.core.outage_support import quick_db_hardening
 from tests.factories import make_service
-
-# The portal's URLs with the ping routes at the root, as opsportal/urls.py mounts them.
-urlpatterns = [path("ping/", include(ping_urls)), *opsportal.urls.urlpatterns]
-pytestmark = pytest.mark.urls("tests.api.test_ping")
 
 T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 
