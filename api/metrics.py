@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from django.db import DatabaseError
 from django.db.models import Count, Q
+from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -72,7 +73,8 @@ class PortalCollector(Collector):
         return [db_up, *metrics], True
 
     def _from_database(self) -> Iterator[Metric]:
-        services = list(Service.objects.only(*STATUS_COLUMNS))
+        services = list(Service.objects.only(*STATUS_COLUMNS, "cert_expires_at"))
+        now = timezone.now()
         labels = ["service", "kind", "critical"]
         up = GaugeMetricFamily(
             "opsportal_service_up", "1 when the service answers (up or degraded), else 0", labels=labels
@@ -86,13 +88,20 @@ class PortalCollector(Collector):
         failures = GaugeMetricFamily(
             "opsportal_service_consecutive_failures", "Consecutive failed probes", labels=["service"]
         )
+        cert = GaugeMetricFamily(
+            "opsportal_cert_expiry_seconds",
+            "Seconds until the certificate the last tls/https probe read expires (negative: expired)",
+            labels=["service"],
+        )
         for s in services:
+            if s.cert_expires_at is not None:
+                cert.add_metric([s.name], (s.cert_expires_at - now).total_seconds())
             up.add_metric([s.name, s.kind, str(s.critical).lower()], 1 if s.status in (UP, DEGRADED) else 0)
             status.add_metric([s.name, s.status], 1)
             if s.last_latency_ms is not None:
                 latency.add_metric([s.name], s.last_latency_ms / 1000)
             failures.add_metric([s.name], s.consecutive_failures)
-        yield from (up, status, latency, failures)
+        yield from (up, status, latency, failures, cert)
 
         overall = GaugeMetricFamily("opsportal_status", "1 for the current overall status", labels=["status"])
         current = overall_status(services)

@@ -109,6 +109,8 @@ class Service(models.Model):
     flap_history = models.CharField(max_length=21, blank=True, editable=False)
     flap_percent = models.FloatField(default=0.0)
     flapping = models.BooleanField(default=False)
+    # When the certificate the last tls/https probe read expires (/metrics opsportal_cert_expiry_seconds).
+    cert_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -155,6 +157,8 @@ class Service(models.Model):
         self.last_checked_at = now
         self.last_latency_ms = outcome.latency_ms
         self.last_detail = outcome.detail[:500]
+        if outcome.cert_expires_at is not None:  # a probe that read no certificate leaves the last one known
+            self.cert_expires_at = outcome.cert_expires_at
         if outcome.status == MISCONFIGURED:
             # The probe could not run as configured: no failure counted (no SOFT/HARD, no incident).
             self.consecutive_failures = self.consecutive_successes = 0

@@ -86,7 +86,9 @@ def probe_once(service: Service) -> ProbeOutcome:
         message = scrub(str(exc), probe.secrets if probe is not None else [])
         outcome = ProbeOutcome(MISCONFIGURED, None, message[: 500 - len(fix)] + fix)
     except ProbeError as exc:
-        outcome = ProbeOutcome(DOWN, (time.perf_counter() - start) * 1000, str(exc))
+        outcome = ProbeOutcome(
+            DOWN, (time.perf_counter() - start) * 1000, str(exc), cert_expires_at=exc.cert_expires_at
+        )
     except Exception as exc:  # a bug in a probe must not stop the round
         log.exception("probe %s crashed", service.name)
         outcome = ProbeOutcome(DOWN, None, f"internal error: {type(exc).__name__}")
@@ -147,6 +149,7 @@ STATE_FIELDS = [
     "flap_history",
     "flap_percent",
     "flapping",
+    "cert_expires_at",
 ]
 
 

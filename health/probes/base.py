@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from core.envcheck import unset_fix
@@ -24,10 +25,16 @@ class ProbeOutcome:
     detail: str = ""
     # Secret values met while probing, scrubbed from the detail by the runner.
     secrets: list[str] = field(default_factory=list, repr=False)
+    # When the certificate the probe read expires (tls, https): kept on the Service for /metrics.
+    cert_expires_at: datetime | None = None
 
 
 class ProbeError(Exception):
     """The target failed; the runner records it as `down` with this message as detail."""
+
+    def __init__(self, message: str, *, cert_expires_at: datetime | None = None) -> None:
+        super().__init__(message)
+        self.cert_expires_at = cert_expires_at
 
 
 class ProbeTimeout(ProbeError):

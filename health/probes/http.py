@@ -136,10 +136,11 @@ class HttpProbe(Probe):
                 raise ProbeError(f"HTTP {status}, {cfg['json_path']} is {value!r}, expected {cfg['json_equals']!r}")
         if der is None:
             return ProbeOutcome(UP, latency, f"HTTP {status}")
-        cert_status, text = judge(read_cert(der), cfg["cert_warn_days"], cfg["cert_down_days"])
+        cert = read_cert(der)
+        cert_status, text = judge(cert, cfg["cert_warn_days"], cfg["cert_down_days"])
         if cert_status == DOWN:
-            raise ProbeError(f"HTTP {status}; {text}")
-        return ProbeOutcome(cert_status, latency, f"HTTP {status}; {text}")
+            raise ProbeError(f"HTTP {status}; {text}", cert_expires_at=cert.not_after)
+        return ProbeOutcome(cert_status, latency, f"HTTP {status}; {text}", cert_expires_at=cert.not_after)
 
 
 def _peer_cert(response: requests.Response) -> bytes | None:

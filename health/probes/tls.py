@@ -264,8 +264,10 @@ class TlsProbe(Probe):
                 der = self._handshake(self._context(cfg["verify_tls"]), name, deadline)
             except ssl.SSLCertVerificationError as exc:
                 reason = exc.verify_message or exc.reason or "verification failed"
+                info, described = self._describe_anyway(name, deadline)
                 raise ProbeError(
-                    f"certificate not trusted ({reason}); {self._describe_anyway(name, deadline)}"
+                    f"certificate not trusted ({reason}); {described}",
+                    cert_expires_at=info.not_after if info else None,
                 ) from None
         except ProbeError:
             raise
@@ -282,13 +284,14 @@ class TlsProbe(Probe):
         status, text = judge(info, cfg["cert_warn_days"], cfg["cert_down_days"])
         detail = f"{text}; {info.describe()}"
         if status == DOWN:
-            raise ProbeError(detail)
-        return ProbeOutcome(status, latency, detail)
+            raise ProbeError(detail, cert_expires_at=info.not_after)
+        return ProbeOutcome(status, latency, detail, cert_expires_at=info.not_after)
 
-    def _describe_anyway(self, name: str, deadline: float) -> str:
-        """The refused certificate's expiry and names, read by a second handshake that does not verify."""
+    def _describe_anyway(self, name: str, deadline: float) -> tuple[CertInfo | None, str]:
+        """The refused certificate (None when unreadable) and its expiry and names, read by a second
+        handshake that does not verify."""
         try:
             info = read_cert(self._handshake(self._context(False), name, deadline))
         except (ProbeError, OSError, ValueError):
-            return "certificate not readable"
-        return f"certificate {info.expiry()}; {info.describe()}"
+            return None, "certificate not readable"
+        return info, f"certificate {info.expiry()}; {info.describe()}"
