@@ -12,10 +12,13 @@ probe kind (health.probes.push) judges the pings; this view only records them.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 import uuid
+from typing import Any
 
+from django.conf import settings
 from django.core.cache import caches
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -23,7 +26,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from core import clients
 from core.db import DB_ERRORS, run_db, unavailable
-from core.spool import create_or_spool
+from core.spool import create_or_spool, write_or_spool
 from health.models import PING_BODY_MAX, PING_FAIL, PING_LOG, PING_START, PING_SUCCESS, Service
 
 log = logging.getLogger("opsportal.api.ping")
@@ -38,9 +41,9 @@ def _text(body: str, status: int = 200) -> HttpResponse:
     return HttpResponse(body, status=status, content_type="text/plain; charset=utf-8")
 
 
-def _allowed(ping_uuid: uuid.UUID) -> bool:
-    """Count this ping in its uuid's one-second window; False past the limit. Fails open."""
-    key = f"opsportal:ping:{ping_uuid.hex}:{int(time.time())}"
+def _allowed(who: str) -> bool:
+    """Count this ping in its check's one-second window; False past the limit. Fails open."""
+    key = f"opsportal:ping:{who}:{int(time.time())}"
     cache = caches["default"]
     try:
         if cache.add(key, 1, timeout=2):
@@ -60,9 +63,8 @@ def _kind_of(action: str) -> tuple[str, int | None] | None:
     return (PING_SUCCESS if code == 0 else PING_FAIL), code
 
 
-@csrf_exempt
-def ping(request: HttpRequest, ping_uuid: uuid.UUID, action: str = "") -> HttpResponse:
-    received_at = timezone.now()
+def _refusal(request: HttpRequest, action: str) -> HttpResponse | tuple[str, int | None]:
+    """The answer to a ping that is refused before any lookup, or its kind and exit status."""
     if request.method not in METHODS:
         response = _text("method not allowed", 405)
         response["Allow"] = ", ".join(METHODS)
@@ -70,15 +72,15 @@ def ping(request: HttpRequest, ping_uuid: uuid.UUID, action: str = "") -> HttpRe
     kind = _kind_of(action)
     if kind is None:
         return _text("exit status must be 0-255", 400)
-    if not _allowed(ping_uuid):
-        response = _text("rate limited", 429)
-        response["Retry-After"] = "1"
-        return response
+    return kind
+
+
+def _fields(request: HttpRequest, service_id: str, kind: tuple[str, int | None], received_at: Any) -> dict[str, Any]:
     body = ""
     if request.method == "POST":
         body = request.read(PING_BODY_MAX).decode("utf-8", errors="replace")
-    fields = {
-        "service_id": str(ping_uuid),
+    return {
+        "service_id": service_id,
         "received_at": received_at,
         "kind": kind[0],
         "exit_status": kind[1],
@@ -86,6 +88,26 @@ def ping(request: HttpRequest, ping_uuid: uuid.UUID, action: str = "") -> HttpRe
         "remote_addr": (clients.client_address(request) or "")[:64],
         "user_agent": request.headers.get("User-Agent", "")[:USER_AGENT_MAX],
     }
+
+
+def _limited(key: str) -> HttpResponse | None:
+    if _allowed(key):
+        return None
+    response = _text("rate limited", 429)
+    response["Retry-After"] = "1"
+    return response
+
+
+@csrf_exempt
+def ping(request: HttpRequest, ping_uuid: uuid.UUID, action: str = "") -> HttpResponse:
+    received_at = timezone.now()
+    kind = _refusal(request, action)
+    if isinstance(kind, HttpResponse):
+        return kind
+    limited = _limited(ping_uuid.hex)
+    if limited is not None:
+        return limited
+    fields = _fields(request, str(ping_uuid), kind, received_at)
     try:
         known = run_db(lambda: Service.objects.filter(ping_uuid=ping_uuid).exists())
     except DB_ERRORS as exc:
@@ -98,4 +120,33 @@ def ping(request: HttpRequest, ping_uuid: uuid.UUID, action: str = "") -> HttpRe
     if not known:
         return _text("not found", 404)
     create_or_spool("health.Ping", **fields)
+    return _text("OK")
+
+
+@csrf_exempt
+def ping_by_name(request: HttpRequest, ping_key: str, name: str, action: str = "") -> HttpResponse:
+    """/ping/<PING_KEY>/<service>[/…]: the same pings by the service's name, for cron lines written by hand.
+
+    404 unless PING_KEY is set and matches (compared in constant time). While the database is away the name
+    cannot be resolved: the ping is spooled by name (`named_ping`) and resolved when it is replayed."""
+    received_at = timezone.now()
+    secret = settings.PING_KEY
+    if not secret or not hmac.compare_digest(ping_key.encode(), secret.encode()):
+        return _text("not found", 404)
+    kind = _refusal(request, action)
+    if isinstance(kind, HttpResponse):
+        return kind
+    limited = _limited(f"name:{name}")
+    if limited is not None:
+        return limited
+    try:
+        found = run_db(lambda: Service.objects.filter(name=name).values_list("ping_uuid", flat=True).first())
+    except DB_ERRORS as exc:
+        if not unavailable(exc):
+            raise
+        write_or_spool("named_ping", {"name": name, **_fields(request, "", kind, received_at)}, retry=False)
+        return _text("OK")
+    if found is None:
+        return _text("not found", 404)
+    create_or_spool("health.Ping", **_fields(request, str(found), kind, received_at))
     return _text("OK")

@@ -38,5 +38,7 @@ register_converter(PingAction, "ping_action")
 ping_urlpatterns = [
     path("<uuid:ping_uuid>", ping.ping, name="ping"),
     path("<uuid:ping_uuid>/<ping_action:action>", ping.ping, name="ping-action"),
+    path("<str:ping_key>/<slug:name>", ping.ping_by_name, name="ping-by-name"),
+    path("<str:ping_key>/<slug:name>/<ping_action:action>", ping.ping_by_name, name="ping-by-name-action"),
 ]
 ping_urls = (ping_urlpatterns, "ping")

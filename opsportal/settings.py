@@ -50,6 +50,10 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # Where jobs reach the portal: `manage.py pingurl` prints PUBLIC_URL + /ping/<uuid>.
 PUBLIC_URL = env_str("PUBLIC_URL", "http://127.0.0.1:8000")
+# Pings by name (/ping/<PING_KEY>/<service>): off while empty; a secret like a token (at least 16 characters).
+PING_KEY = env_str("PING_KEY", "")
+if PING_KEY and len(PING_KEY) < 16:
+    raise ImproperlyConfigured("PING_KEY: at least 16 characters (it is the secret of every ping by name)")
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -12,7 +12,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from core.spool import replay_pending
+from core.spool import default_spool, replay_pending
 from health.models import PING_BODY_MAX, Ping, Service
 from health.probes.base import DOWN, UP
 from health.probes.push import PushProbe
@@ -135,3 +135,64 @@ def test_it_spools_pings_during_a_database_outage_and_replays_them_with_their_ar
         assert PushProbe(service.settings, timeout=1, service_name=service.name).run().status == UP
     with time_machine.travel(times[2] + dt.timedelta(seconds=3661), tick=False):
         assert PushProbe(service.settings, timeout=1, service_name=service.name).run().status == DOWN
+
+
+KEY = "k" * 8 + "-ping-key-for-tests"
+
+
+@pytest.mark.django_db
+def test_it_takes_pings_by_name_with_the_ping_key(client: Client, settings):
+    settings.PING_KEY = KEY
+    service = push_service("nightly")
+    assert client.get(f"/ping/{KEY}/nightly/start").content == b"OK"
+    assert client.post(f"/ping/{KEY}/nightly/3", data="boom", content_type="text/plain").status_code == 200
+    assert client.get(f"/ping/{KEY}/nightly").status_code == 200
+    assert kinds(service) == [("start", None), ("fail", 3), ("success", None)]
+    assert client.get(f"/ping/{KEY}/nobody").status_code == 404
+    assert client.get(f"/ping/{KEY}/nightly/256").status_code == 400
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("key", ["", KEY])
+def test_it_answers_404_to_pings_by_name_without_the_right_key(client: Client, settings, key):
+    settings.PING_KEY = key  # empty: pings by name are off
+    service = push_service("nightly")
+    assert client.get(f"/ping/{'x' * 24}/nightly").status_code == 404
+    assert client.get(f"/ping/{KEY[:-1]}X/nightly").status_code == 404
+    assert kinds(service) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_spools_a_ping_by_name_during_an_outage_with_its_arrival_time(client: Client, settings, outage, tmp_path):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.PING_KEY = KEY
+    service = push_service("nightly")
+    with quick_db_hardening(settings, tmp_path):
+        outage.start()
+        with time_machine.travel(T0, tick=False):
+            assert client.get(f"/ping/{KEY}/nightly").content == b"OK"
+            assert client.get(f"/ping/{KEY}/nightly/fail").content == b"OK"
+        outage.end()
+        assert replay_pending() == 2
+    assert list(service.pings.order_by("pk").values_list("kind", "received_at")) == [("success", T0), ("fail", T0)]
+
+
+@pytest.mark.django_db
+def test_it_resolves_a_spooled_ping_by_name_at_replay_and_drops_one_for_a_deleted_service(settings, tmp_path):
+    """What ping_by_name spools when the name cannot even be read (`named_ping`): resolved when replayed."""
+    settings.VAR_DIR = tmp_path
+    service = push_service("nightly")
+    record = {
+        "received_at": T0,
+        "kind": "success",
+        "exit_status": None,
+        "body": "",
+        "remote_addr": "",
+        "user_agent": "",
+    }
+    spool = default_spool()
+    assert spool.append("named_ping", {"name": "nightly", **record})
+    assert spool.append("named_ping", {"name": "deleted-meanwhile", **record})
+    assert replay_pending() == 2
+    assert list(service.pings.values_list("kind", "received_at")) == [("success", T0)]
+    assert Ping.objects.count() == 1

@@ -1,0 +1,23 @@
+"""Pings that arrived by name while the database was away (api.ping.ping_by_name): resolved at replay."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from health.models import Ping, Service
+
+log = logging.getLogger("opsportal.health")
+
+
+def replay_named(payload: dict[str, Any]) -> None:
+    """core.spool handler `named_ping`: the ping for the service of that name, with its own arrival time; a
+    name that no longer exists is dropped (logged), as a live ping to it would have been answered 404."""
+    fields = dict(payload)
+    name = fields.pop("name")
+    found = Service.objects.filter(name=name).values_list("ping_uuid", flat=True).first()
+    if found is None:
+        log.warning("Spooled ping for %s dropped: no such service", name)
+        return
+    fields["service_id"] = str(found)
+    Ping.objects.create(**fields)
