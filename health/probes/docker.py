@@ -57,9 +57,13 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 def check_container(cfg: dict[str, Any], where: str) -> None:
+    """`container` is one name or id (never a path onto another endpoint); `socket` an absolute path."""
     name = cfg.get("container")
     if isinstance(name, str) and not NAME.fullmatch(name.removeprefix("/")):
         raise ConfigError(f"{where}.container", "must be a container name or id (letters, digits, '_', '.', '-')")
+    path = cfg.get("socket")
+    if isinstance(path, str) and (not path.startswith("/") or "\x00" in path or len(path.encode()) > 107):
+        raise ConfigError(f"{where}.socket", "must be an absolute path of a unix socket (at most 107 bytes)")
 
 
 class Engine:
@@ -87,7 +91,7 @@ class Engine:
             raise EngineError(f"nothing listens on the Docker socket {self.path}") from None
         except TimeoutError:
             raise EngineTimeout(f"the Docker socket {self.path}: no answer within {self.timeout:g} s") from None
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             raise EngineError(f"the Docker socket {self.path}: {getattr(exc, 'strerror', None) or exc}") from None
         finally:
             connection.close()

@@ -84,6 +84,8 @@ class PingProbe(Probe):
             raise ProbeError(f"ping {host}: {exc or type(exc).__name__}") from None
         except OSError as exc:
             raise ProbeError(f"ping {host}: {exc.strerror or exc}") from None
+        except ValueError:  # a NUL or another character no address or name has
+            raise ProbeError(f"ping {host!r}: not an address or a host name") from None
         loss = result.packet_loss * 100
         summary = f"ping {host}"
         if result.address != host:

@@ -149,6 +149,8 @@ def test_it_demuxes_docker_frames_and_leaves_plain_text_alone():
     [
         ({}, r"settings\.container: is required"),
         ({"container": "../../info"}, r"settings\.container: must be a container name or id"),
+        ({"container": "web", "socket": "docker.sock"}, r"settings\.socket: must be an absolute path"),
+        ({"container": "web", "socket": "/tmp/a\x00b"}, r"settings\.socket: must not contain a NUL"),
         ({"container": "web", "log_lines": 500}, r"settings\.log_lines: must be at most 50"),
         ({"container": "web", "image": "x"}, r"settings\.image: unknown key"),
     ],
