@@ -188,6 +188,11 @@ class DockerProbe(Probe):
             if running and health == "starting":
                 return ProbeOutcome(DEGRADED, latency, f"{where}, health starting")
             detail = where + (f", health {health}" if health else "")
+            checks = (state.get("Health") or {}).get("Log") if health else None
+            if running and isinstance(checks, list) and checks and isinstance(checks[-1], dict):
+                said = last_lines(str(checks[-1].get("Output") or ""), self.secrets, 3)
+                if said:
+                    detail += f" (last check exit {checks[-1].get('ExitCode')}: {said})"
             if not running:
                 detail += f" (exit code {state.get('ExitCode')})"
             error = state.get("Error")

@@ -28,6 +28,7 @@ class Container:
     tty: bool = False
     logs: list[tuple[int, str]] = field(default_factory=list)  # (stream 1 stdout | 2 stderr, line)
     error: str = ""
+    check_output: str = ""  # the last healthcheck's output (State.Health.Log)
     restart_to: str = "running"  # the status a restart leaves
     restart_status: int = 204  # what POST /restart answers
     restarts: list[int] = field(default_factory=list)  # the t= of each restart
@@ -47,7 +48,17 @@ class Container:
             "FinishedAt": "0001-01-01T00:00:00Z",
         }
         if self.health is not None:
-            state["Health"] = {"Status": self.health, "FailingStreak": 0, "Log": []}
+            checks = []
+            if self.check_output:
+                checks = [
+                    {
+                        "Start": "2026-12-01T10:00:00Z",
+                        "End": "2026-12-01T10:00:01Z",
+                        "ExitCode": 0 if self.health == "healthy" else 1,
+                        "Output": self.check_output,
+                    }
+                ]
+            state["Health"] = {"Status": self.health, "FailingStreak": len(checks), "Log": checks}
         return {
             "Id": "4fa6e0f0c6786287e131c3852c58a2e01cc697a68231826813597e4994f1d6e2",
             "Name": f"/{name}",

@@ -55,6 +55,15 @@ def test_it_is_up_only_when_a_healthcheck_says_healthy(api):
         probe(api).run()
 
 
+def test_it_shows_what_the_failing_healthcheck_said(api):
+    api.containers["web"] = Container(health="unhealthy", check_output="curl: (7) Failed to connect\n")
+    with pytest.raises(ProbeError) as caught:
+        probe(api, log_lines=0).run()
+    assert str(caught.value) == (
+        "container web is running, health unhealthy (last check exit 1: curl: (7) Failed to connect)"
+    )
+
+
 def test_it_is_down_with_the_exit_code_and_the_last_log_lines(api):
     api.containers["web"] = Container(
         status="exited",
