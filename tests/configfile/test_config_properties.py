@@ -64,6 +64,8 @@ PROBE_BASE: dict[str, dict[str, Any]] = {
     "mysql": {"dsn_env": "OPSPORTAL_TEST_UNSET_DSN"},
     "smtp": {"host": "127.0.0.1", "port": CLOSED},
     "push": {"period": 60},
+    "ping": {"host": "127.0.0.1", "count": 1, "interval_ms": 0},
+    "docker": {"container": "web", "socket": "/tmp/opsportal-test-no-docker/docker.sock"},
 }
 ACTION_BASE: dict[str, dict[str, Any]] = {
     "command": {"argv": ["true"]},
@@ -71,6 +73,7 @@ ACTION_BASE: dict[str, dict[str, Any]] = {
     "restart_process": {"argv": ["true"], "settle_seconds": 0, "stop_grace": 0},
     "reconnect_database": {},
     "restart_tunnel": {"tunnel": "edge"},
+    "restart_container": {"container": "web", "socket": "/tmp/opsportal-test-no-docker/docker.sock", "stop_timeout": 0},
 }
 SERVICE_BASE = {"timeout": 0.5, "failure_threshold": 1, "critical": True}
 ACTION_COMMON = {"timeout": 2, "verify_delay": 0, "cooldown": 0}
