@@ -33,7 +33,7 @@ from django.utils.dateparse import parse_datetime
 from core import procs, spool
 from core.db import DB_ERRORS, CircuitBreakerError, run_db, unavailable
 from core.spec import scrub
-from health.models import DEGRADED, DOWN, HEALTHY, UP, Event, Incident, Service
+from health.models import DEGRADED, DOWN, HEALTHY, PING_SUCCESS, UP, Event, Incident, Ping, Service
 from health.runner import RoundResult, run_round
 from recovery import owner as owners
 from recovery import policy
@@ -46,6 +46,8 @@ log = logging.getLogger("opsportal.recovery")
 Outcome = RecoveryAttempt.Outcome
 Trigger = RecoveryAttempt.Trigger
 DETAIL_CHARS = 4000
+# How often a heartbeat's verification looks for the success ping.
+PING_POLL_SECONDS = 0.25
 
 
 class RecoveryNotAvailable(NotImplementedError):
@@ -319,7 +321,7 @@ def _run(
     with procs.on_child_start(lambda child: _record_child(attempt, child)):
         result, verify_degraded = run_action(action, service)
     time.sleep(action.verify_delay)
-    status, verify_detail = verify(service)
+    status, verify_detail = verify(service, since=attempt.started_at)
     verified = status == UP or (status == DEGRADED and verify_degraded)
     success = result.ok and verified
     now = timezone.now()
@@ -410,15 +412,39 @@ def run_action(action: RecoveryAction, service: Service) -> tuple[ActionResult, 
     return result, verify_degraded
 
 
-def verify(service: Service) -> tuple[str, str]:
-    """Probe the service again through the normal runner (recorded like any probe)."""
+def verify(service: Service, since: datetime | None = None) -> tuple[str, str]:
+    """Probe the service again through the normal runner (recorded like any probe).
+
+    A heartbeat (`push`) cannot be probed into answering: its repair is verified by a success ping that
+    arrives after the attempt started (`since`), waited for up to its `verify_timeout` (default its
+    `grace`); then the round judges the pings as usual."""
     try:
         fresh = run_db(Service.objects.get, pk=service.pk)
     except (DatabaseError, CircuitBreakerError):
         # The database went away mid-attempt: probe the service as read (the runner spools the result).
         fresh = copy.copy(service)
+    if fresh.kind == "push" and since is not None:
+        _wait_for_ping(fresh, since)
     run_round([fresh])
     return fresh.status, f"{fresh.status}: {fresh.last_detail}"
+
+
+def _wait_for_ping(service: Service, since: datetime) -> bool:
+    """Wait until a success ping of `service` received after `since` is stored, or its verify timeout ends."""
+    settings_ = service.settings or {}
+    wait = settings_.get("verify_timeout") or settings_.get("grace") or 60
+    deadline = time.monotonic() + float(wait)
+    while True:
+        pinged = Ping.objects.filter(service_id=service.ping_uuid, kind=PING_SUCCESS, received_at__gte=since)
+        try:
+            if run_db(pinged.exists, retry=False):
+                return True
+        except DB_ERRORS as exc:
+            if not unavailable(exc):
+                raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(PING_POLL_SECONDS)
 
 
 def _notify(kind: str, title: str, service: Service, body: str, **data: Any) -> None:

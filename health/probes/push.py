@@ -77,6 +77,9 @@ class PushProbe(Probe):
         "timezone": Key("str", help="the cron expression's IANA time zone (default UTC; DST is honoured)"),
         "grace": Key("int", default=60, minimum=1, help="seconds a ping may be late before the service is down"),
         "max_runtime": Key("int", minimum=1, help="seconds a start → success may take: longer is degraded"),
+        "verify_timeout": Key(
+            "int", minimum=1, maximum=3600, help="seconds a recovery waits for a success ping (default: grace)"
+        ),
     }
 
     @classmethod
