@@ -27,7 +27,7 @@ from core.version import build_info, version
 from dashboard import reports, svg
 from dispatch import rounds
 from dispatch.scheduler import scheduler_status
-from health.models import Incident, ProbeResult, Service
+from health.models import Incident, Ping, ProbeResult, Service
 from health.permissions import ACKNOWLEDGE_INCIDENT, PAUSE_SERVICE, PROBE_NOW, RUN_RECOVERY, allowed, denied
 from recovery import stats as recovery_stats
 from recovery.engine import RecoveryNotAvailable, recover_services
@@ -160,6 +160,10 @@ def service_detail(request: HttpRequest, name: str) -> HttpResponse:
         "config": reports.service_config(service),
         "actions": [(a, reports.action_config(a)) for a in service.recovery_actions.order_by("position")],
     }
+    if service.kind == "push":
+        # A heartbeat's address is its secret: shown to staff here, never on public answers.
+        context["ping_url"] = f"{settings.PUBLIC_URL.rstrip('/')}/ping/{service.ping_uuid}"
+        context["pings"] = Ping.objects.filter(service_id=service.ping_uuid).order_by("-received_at", "-pk")[:10]
     return render(request, "dashboard/service.html", context)
 
 

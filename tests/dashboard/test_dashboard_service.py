@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from health.models import Incident, ProbeResult
+from health.models import Incident, Ping, ProbeResult
 from recovery.models import RecoveryAction, RecoveryAttempt
 from tests.dashboard.dashboard_fixtures import make_results, make_service, make_world, staff_client, user_client
 
@@ -111,3 +111,14 @@ def test_it_serves_the_live_partial(staff_client):
     body = staff_client.get("/services/api/live/?range=1h").content.decode()
     assert "api: down" in body
     assert "<html" not in body
+
+
+def test_it_shows_a_heartbeats_ping_url_and_its_last_pings_escaped(staff_client, settings):
+    settings.PUBLIC_URL = "https://ops.example.org"
+    service = make_service("backup", kind="push", settings={"period": 60})
+    Ping.objects.create(service_id=service.ping_uuid, kind="fail", exit_status=3, body="<script>alert(1)</script>")
+    page = staff_client.get("/services/backup/").content.decode()
+    assert f"https://ops.example.org/ping/{service.ping_uuid}" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+    other = staff_client.get(f"/services/{make_service('web').name}/").content.decode()
+    assert "/ping/" not in other
