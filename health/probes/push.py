@@ -15,6 +15,7 @@ from typing import Any
 from django.utils import timezone
 
 from core.spec import ConfigError, Key
+from health.models import PING_LOG, Ping, Service
 from health.probes.base import DEGRADED, DOWN, UP, Probe, ProbeConfigError, ProbeOutcome
 from health.windows import UTC, cron_matches, parse_cron, zone
 
@@ -100,8 +101,6 @@ class PushProbe(Probe):
             check_schedule(self.cfg, "settings")
         except ConfigError as exc:
             raise ProbeConfigError(f"config error: {exc}") from None
-        from health.models import PING_LOG, Ping, Service  # here: the models import the probe registry
-
         now = timezone.now()
         grace = dt.timedelta(seconds=self.cfg["grace"])
         max_runtime = self.cfg.get("max_runtime")
