@@ -6,6 +6,7 @@ process that started a connector the way another portal process's watchdog would
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -48,7 +49,16 @@ def decoy(port: int, made: list[subprocess.Popen[bytes]]) -> psutil.Process:
         [sys.executable, "-c", SLEEP, FAKE.name, "--port", str(port)], stdin=subprocess.DEVNULL, start_new_session=True
     )
     made.append(child)
-    return psutil.Process(child.pid)
+    proc = psutil.Process(child.pid)
+
+    def matches() -> bool:
+        # Until the child has exec'd, its argv is still the test's own: a watchdog looking then would not see it.
+        with contextlib.suppress(psutil.Error):
+            return FAKE.name in proc.cmdline()
+        return False
+
+    assert wait_for(matches, timeout=10), "the decoy never showed its argv"
+    return proc
 
 
 def alive(proc: psutil.Process) -> bool:
