@@ -115,17 +115,17 @@ class HttpServer:
         self._thread.join(timeout=5)
 
 
-class TcpServer:
-    """Accepts TCP connections on loopback (and closes them at once)."""
+class LoopbackTcpServer:
+    """A TCP listener on a free loopback port whose accept loop runs in a thread; `handle(conn)` is the
+    subclass's (TcpServer, tests.health.tls_server.TlsServer, tests.health.tcp_server.ScriptedServer)."""
 
-    def __init__(self) -> None:
+    def __init__(self, backlog: int = 64) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
+        self.sock.listen(backlog)
         self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
+        self.port: int = self.sock.getsockname()[1]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -133,12 +133,14 @@ class TcpServer:
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
-            except (TimeoutError, OSError):
+            except OSError:  # the 0.1 s timeout, or the socket closed by stop()
                 continue
-            self.accepted += 1
-            conn.close()
+            self.handle(conn)
 
-    def start(self) -> TcpServer:
+    def handle(self, conn: socket.socket) -> None:
+        conn.close()
+
+    def start(self) -> Any:
         self._thread.start()
         return self
 
@@ -146,6 +148,18 @@ class TcpServer:
         self._stop.set()
         self._thread.join(timeout=5)
         self.sock.close()
+
+
+class TcpServer(LoopbackTcpServer):
+    """Accepts TCP connections on loopback (and closes them at once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.accepted = 0
+
+    def handle(self, conn: socket.socket) -> None:
+        self.accepted += 1
+        conn.close()
 
 
 def free_port() -> int:

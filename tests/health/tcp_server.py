@@ -7,30 +7,20 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 
+from tests.servers import LoopbackTcpServer
 
-class ScriptedServer:
+
+class ScriptedServer(LoopbackTcpServer):
     def __init__(self, handler: Callable[[socket.socket], None]) -> None:
+        super().__init__(backlog=16)
         self.handler = handler
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.1)
-        self.port: int = self.sock.getsockname()[1]
         self.received: list[bytes] = []
-        self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            worker = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self._threads.append(worker)
-            worker.start()
+    def handle(self, conn: socket.socket) -> None:
+        worker = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+        self._threads.append(worker)
+        worker.start()
 
     def _serve(self, conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError):
@@ -39,10 +29,6 @@ class ScriptedServer:
 
     def stopping(self) -> bool:
         return self._stop.is_set()
-
-    def start(self) -> ScriptedServer:
-        self._thread.start()
-        return self
 
     def stop(self) -> None:
         self._stop.set()

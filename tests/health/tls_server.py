@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.servers import HttpServer
+from tests.servers import HttpServer, LoopbackTcpServer
 
 
 @dataclass
@@ -109,7 +109,7 @@ def server_context(leaf: Pem) -> ssl.SSLContext:
     return ctx
 
 
-class TlsServer:
+class TlsServer(LoopbackTcpServer):
     """A loopback TLS server: accepts, speaks the STARTTLS preamble if any, handshakes, then closes.
 
     `starttls_offered = False` makes the SMTP server leave STARTTLS out of its EHLO answer;
@@ -117,24 +117,15 @@ class TlsServer:
     """
 
     def __init__(self, leaf: Pem, *, starttls: str | None = None, silent: bool = False) -> None:
+        super().__init__()
         self.ctx = server_context(leaf)
         self.starttls = starttls
         self.starttls_offered = True
         self.silent = silent
         self.handshakes = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def handle(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(5)
@@ -168,15 +159,6 @@ class TlsServer:
             pass  # the client refused our certificate: its side of the test says so
         finally:
             conn.close()
-
-    def start(self) -> TlsServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
 
 
 def https_server(leaf: Pem) -> HttpServer:
