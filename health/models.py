@@ -117,6 +117,16 @@ class Service(models.Model):
     # A `push` service's secret address (/ping/<uuid>): made on creation, never changed by importconfig
     # (which updates rows by name and does not know this field).
     ping_uuid = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    badge = models.BooleanField(default=False, help_text="Serve /badge/<name>.svg without a public status page.")
+    evidence_log = models.JSONField(
+        default=list, blank=True, help_text="Log files whose tail is kept before a restart."
+    )
+    evidence_lines = models.PositiveIntegerField(
+        default=100, validators=field_validators(SERVICE_KEYS["evidence_lines"]), help_text="lines kept per log file"
+    )
+    evidence_timeout = models.FloatField(
+        default=2.0, validators=field_validators(SERVICE_KEYS["evidence_timeout"]), help_text="seconds"
+    )
 
     objects = NamedQuerySet.as_manager()
 
@@ -357,6 +367,11 @@ class Incident(models.Model):
         related_name="children",
         help_text="The incident of the service this one depends on, when that caused it.",
     )
+    # Set when a person opened it (no probe failure, e.g. a degraded third party); only a person closes it.
+    declared_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    postmortem = models.TextField(blank=True, help_text="Written after resolution; shown on the incident page.")
 
     class Meta:
         ordering = ["-opened_at"]
@@ -367,7 +382,11 @@ class Incident(models.Model):
             )
         ]
         indexes = [models.Index(fields=["resolved_at", "-opened_at"], name="incident_open_time")]
-        permissions = [("acknowledge_incident", "Can acknowledge an incident")]
+        permissions = [
+            ("acknowledge_incident", "Can acknowledge an incident"),
+            ("post_incident_update", "Can post incident updates and postmortems"),
+            ("declare_incident", "Can open and close an incident by hand"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.service_id} incident opened {self.opened_at:%Y-%m-%d %H:%M}"
@@ -399,6 +418,32 @@ class Incident(models.Model):
         return True
 
 
+class IncidentUpdate(models.Model):
+    """A person's word on an incident (investigating … resolved); public ones appear on status pages."""
+
+    class Status(models.TextChoices):
+        INVESTIGATING = "investigating"
+        IDENTIFIED = "identified"
+        MONITORING = "monitoring"
+        RESOLVED = "resolved"
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="updates")
+    created_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    message = models.TextField()
+    public = models.BooleanField(default=True, help_text="Shown on the status pages that list the service.")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        indexes = [models.Index(fields=["incident", "created_at"], name="incident_update_time")]
+
+    def __str__(self) -> str:
+        return f"{self.incident_id} {self.status} {self.created_at:%Y-%m-%d %H:%M}"
+
+
 class Event(models.Model):
     """A notification-worthy event (an outbox row): recorded where it happens, sent elsewhere.
 
@@ -409,6 +454,7 @@ class Event(models.Model):
         INCIDENT_OPENED = "incident_opened"
         INCIDENT_ACKNOWLEDGED = "incident_acknowledged"
         INCIDENT_RESOLVED = "incident_resolved"
+        INCIDENT_UPDATE = "incident_update"
         RECOVERY_SUCCEEDED = "recovery_succeeded"
         RECOVERY_FAILED = "recovery_failed"
         RECOVERY_ESCALATED = "recovery_escalated"

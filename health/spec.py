@@ -24,7 +24,16 @@ SERVICE_KEYS: dict[str, Key] = {
     "enabled": Key("bool", default=True),
     "depends_on": Key("list[str]", default=[]),
     "remind_every": REMIND_EVERY,
+    # A state badge at /badge/<name>.svg even when no public status page lists the service.
+    "badge": Key("bool", default=False),
+    # Evidence kept before a restart (recovery.evidence): the tail of these files, bounded in lines and time.
+    "evidence_log": Key("list[str]", default=[]),
+    "evidence_lines": Key("int", default=100, minimum=1, maximum=10_000),
+    "evidence_timeout": Key("number", default=2, minimum=0.1, maximum=60),
 }
+
+# The states of an incident update, in the order an incident usually goes through them (Statuspage's words).
+UPDATE_STATUSES = ("investigating", "identified", "monitoring", "resolved")
 
 MAINTENANCE_KEYS: dict[str, Key] = {
     "name": Key("slug", required=True),

@@ -43,6 +43,7 @@ NOTIFY_TYPES = {
     Kind.INCIDENT_OPENED: apprise.NotifyType.FAILURE,
     Kind.INCIDENT_ACKNOWLEDGED: apprise.NotifyType.INFO,
     Kind.INCIDENT_RESOLVED: apprise.NotifyType.SUCCESS,
+    Kind.INCIDENT_UPDATE: apprise.NotifyType.INFO,
     Kind.RECOVERY_SUCCEEDED: apprise.NotifyType.SUCCESS,
     Kind.RECOVERY_FAILED: apprise.NotifyType.WARNING,
     Kind.RECOVERY_ESCALATED: apprise.NotifyType.FAILURE,

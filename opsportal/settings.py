@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "django_q",
     "api",
     "dashboard",
+    "status",
     "configfile",
     # The project itself: `doctor` and `quickstart`.
     "opsportal",

@@ -6,6 +6,7 @@ from django.urls import include, path
 
 from api.urls import ping_urls
 from api.views import metrics
+from status.urls import badge_urls, page_urls
 
 # Of django.contrib.auth's views only these: the password-reset ones would mail a link, and the portal
 # sends no mail (an operator resets a password with `manage.py changepassword` or in the admin).
@@ -20,8 +21,12 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include(account_urls)),
     path("health/", include("api.urls")),
+    path("api/v1/", include("api.write_urls")),
     path("metrics", metrics, name="metrics"),
     # Heartbeats from jobs (Healthchecks.io-style URLs; api.ping).
     path("ping/", include(ping_urls)),
+    # Public faces: status pages and badges (status app; no login unless a page is private).
+    path("status/", include(page_urls)),
+    path("badge/", include(badge_urls)),
     path("", include("dashboard.urls")),
 ]
