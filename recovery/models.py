@@ -96,6 +96,8 @@ class RecoveryAttempt(models.Model):
     action_ok = models.BooleanField(null=True, blank=True)
     action_detail = models.TextField(blank=True)
     action_data = models.JSONField(default=dict, blank=True, help_text="e.g. pids stopped and started")
+    # What the restart destroyed, captured before it (recovery.evidence): process tree, log tails, probe details.
+    evidence = models.JSONField(default=dict, blank=True)
     verified = models.BooleanField(null=True, blank=True)
     verify_detail = models.CharField(max_length=500, blank=True)
     detail = models.CharField(max_length=500, blank=True)
