@@ -163,6 +163,7 @@ def record(services: list[Service], outcomes: dict[str, ProbeOutcome], now: date
     maintenance.apply(services, now)  # a service in a window is paused: stored, no incident, no recovery
     for service in services:
         outcome = outcomes[service.name]
+        service.recheck_at = outcome.recheck_at  # read by dispatch.scheduler.finish
         results.append(
             ProbeResult(
                 service=service,
