@@ -108,7 +108,23 @@ SCHEMAS: dict[str, Any] = {
             "detail": {"type": "string"},
             "flapping": {"type": "boolean"},
             "maintenance": {"type": "boolean"},
-        }
+            "pingUrl": {
+                "type": "string",
+                "format": "uri",
+                "description": "a push service's ping URL; only in answers to staff (session or staff token)",
+            },
+        },
+        required=[
+            "kind",
+            "status",
+            "critical",
+            "latencyMs",
+            "lastCheckedAt",
+            "consecutiveFailures",
+            "detail",
+            "flapping",
+            "maintenance",
+        ],
     ),
     "RecoveryStats": _obj(
         {

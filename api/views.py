@@ -7,7 +7,7 @@ from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api import base as api
-from api.auth import ApiRequest, metrics_readable, permission_required, readable, via
+from api.auth import ApiRequest, metrics_readable, permission_required, readable, staff_asks, via
 from api.base import api_view, json_response
 from api.metrics import cached_exposition
 from api.openapi import build_openapi
@@ -35,6 +35,9 @@ def status(request: HttpRequest) -> HttpResponse:
     answer = cached_status()
     if api.wants_health_json(request):
         return json_response(api.health_json_payload(answer.payload), status=answer.code, content_type=api.HEALTH_JSON)
+    if staff_asks(request):
+        # The shared snapshot holds no per-user part: staff get the ping URLs overlaid (one more query).
+        return json_response(api.with_ping_urls(answer.payload), status=answer.code)
     if answer.body is None:
         return json_response(answer.payload, status=answer.code)
     # Already encoded (the services' part once per snapshot, not per request); the headers json_response sets.
