@@ -20,6 +20,7 @@ from core.signals import config_imported
 from core.spec import MAX_DEPTH, ConfigError, Key, check_depth, env_refs, key_name, validate
 from health.models import Service
 from health.probes import registry as probe_registry
+from health.probes.push import verify_wait
 from health.spec import SERVICE_KEYS
 from recovery.actions import registry as action_registry
 from recovery.actions.base import check_stale_bound
@@ -170,7 +171,7 @@ def parse(text: str, *, prune: bool = False) -> Plan:
         for j, action in enumerate(recovery):
             a_where = f"{where}.recovery[{j}]"
             a_common, a_settings = _kind_table(action, a_where, RECOVERY_KEYS, action_registry)
-            check_stale_bound(a_common, a_where)
+            check_stale_bound(a_common, a_where, verify_wait(common["kind"], kind_settings))
             if a_common["kind"] == "restart_process" and common["kind"] != "process":
                 raise ConfigError(f"{a_where}.kind", "restart_process needs a service of kind process")
             if a_common["kind"] in ARGV_KINDS:

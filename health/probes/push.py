@@ -29,6 +29,15 @@ QUOTE_CHARS = 200
 TURN = dt.timedelta(seconds=1)
 
 
+def verify_wait(kind: str, cfg: dict[str, Any] | None) -> float:
+    """How long a recovery of this service waits for its proof: a heartbeat's success ping (verify_timeout,
+    else grace), 0 for every other kind (re-probed at once). Counted in the stale bound (recovery.actions.base)."""
+    if kind != "push":
+        return 0.0
+    cfg = cfg or {}
+    return float(cfg.get("verify_timeout") or cfg.get("grace") or PushProbe.keys["grace"].default)
+
+
 def check_schedule(cfg: dict[str, Any], where: str) -> None:
     """Exactly one of `period` and `cron`; a cron expression that parses and fires; a known time zone."""
     if (cfg.get("period") is None) == (cfg.get("cron") is None):
