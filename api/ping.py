@@ -3,10 +3,11 @@
 GET, HEAD and POST; a POST body's first PING_BODY_MAX bytes are kept, scrubbed of credentials in URLs and
 DSNs, secret query parameters and the portal's own secrets. The answer is `OK` (200, text) as Healthchecks
 answers, `not found` (404) for an unknown uuid, 400 for an exit status past 255, and 429 past
-PING_RATE_LIMIT pings a second for one uuid (a fixed window in the default cache; a cache that fails
-never refuses a ping). One indexed lookup (the unique ping_uuid) and one insert a ping; a ping that turns
-the verdict (a success while the service is not up, a failure while it is) also books the service's next
-check for now, so the dashboard shows it within the dispatcher's tick, not at the next interval.
+PING_RATE_LIMIT pings a second for one uuid (a fixed window in the `pings` cache: Redis when REDIS_URL is
+set, else each process's memory, so a limit per gunicorn worker; a cache that fails never refuses a ping).
+One unit of work a ping: an indexed lookup (the unique ping_uuid) and one insert. A ping that turns the
+verdict (a success while the service is not up, a failure while it is) also books the service's next check
+for now, so the dashboard shows it within the dispatcher's tick, not at the next interval.
 
 Pings are never lost: when the database cannot be read or written the ping is answered 200 and spooled
 (core.spool) with its own arrival time, and replayed in order when the database is back. The `push`
@@ -31,8 +32,8 @@ from core import clients
 from core.db import DB_ERRORS, run_db, unavailable
 from core.mask import mask
 from core.spec import scrub
-from core.spool import create_or_spool, write_or_spool
-from health.models import PING_BODY_MAX, PING_FAIL, PING_LOG, PING_START, PING_SUCCESS, Service
+from core.spool import create_or_spool, replay_pending, write_or_spool
+from health.models import PING_BODY_MAX, PING_FAIL, PING_LOG, PING_START, PING_SUCCESS, Ping, Service
 from health.probes.base import MISCONFIGURED, UP
 
 log = logging.getLogger("opsportal.api.ping")
@@ -50,7 +51,7 @@ def _text(body: str, status: int = 200) -> HttpResponse:
 def _allowed(who: str) -> bool:
     """Count this ping in its check's one-second window; False past the limit. Fails open."""
     key = f"opsportal:ping:{who}:{int(time.time())}"
-    cache = caches["default"]
+    cache = caches["pings"]
     try:
         if cache.add(key, 1, timeout=2):
             return True
@@ -125,6 +126,14 @@ def _turn(service_id: str, kind: tuple[str, int | None], status: str, received_a
         log.debug("ping: the early check was not booked (%s); the next interval judges it", type(exc).__name__)
 
 
+def _store(ping_uuid: uuid.UUID, fields: dict[str, Any]) -> str | None:
+    """One unit: the service's status by its uuid (the unique index), and the ping's row; None when unknown."""
+    status = Service.objects.filter(ping_uuid=ping_uuid).values_list("status", flat=True).first()
+    if status is not None:
+        Ping.objects.bulk_create([Ping(**fields)])  # bulk_create: no save() signals or refresh, one INSERT
+    return status
+
+
 def _record(fields: dict[str, Any], status: str) -> HttpResponse:
     if create_or_spool("health.Ping", **fields) is not None:
         _turn(fields["service_id"], (fields["kind"], fields["exit_status"]), status, fields["received_at"])
@@ -150,7 +159,8 @@ def ping(request: HttpRequest, ping_uuid: uuid.UUID, action: str = "") -> HttpRe
         return limited
     fields = _fields(request, str(ping_uuid), kind, received_at)
     try:
-        status = run_db(lambda: Service.objects.filter(ping_uuid=ping_uuid).values_list("status", flat=True).first())
+        replay_pending()  # what the spool holds goes first: a ping never overtakes an older one
+        status = run_db(_store, ping_uuid, fields)
     except DB_ERRORS as exc:
         if not unavailable(exc):
             raise
@@ -160,7 +170,8 @@ def ping(request: HttpRequest, ping_uuid: uuid.UUID, action: str = "") -> HttpRe
         return _text("OK")
     if status is None:
         return _text("not found", 404)
-    return _record(fields, status)
+    _turn(fields["service_id"], kind, status, received_at)
+    return _text("OK")
 
 
 @csrf_exempt

@@ -138,7 +138,7 @@ def test_it_answers_429_past_five_pings_a_second_for_one_uuid(client: Client):
 
 @pytest.mark.django_db
 def test_it_does_one_indexed_lookup_and_one_insert_a_ping(client: Client, settings):
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.CACHES = {**settings.CACHES, "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     service = push_service()
     Service.objects.filter(pk=service.pk).update(status=UP)  # a steady job: its pings turn nothing
     for _ in range(3):
@@ -154,7 +154,7 @@ def test_it_does_one_indexed_lookup_and_one_insert_a_ping(client: Client, settin
 def test_it_spools_pings_during_a_database_outage_and_replays_them_with_their_arrival_times(
     client: Client, settings, outage, tmp_path
 ):
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.CACHES = {**settings.CACHES, "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     service = push_service()
     with quick_db_hardening(settings, tmp_path):
         outage.start()
@@ -209,7 +209,7 @@ def test_it_answers_404_to_pings_by_name_without_the_right_key(client: Client, s
 
 @pytest.mark.django_db(transaction=True)
 def test_it_spools_a_ping_by_name_during_an_outage_with_its_arrival_time(client: Client, settings, outage, tmp_path):
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.CACHES = {**settings.CACHES, "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     settings.PING_KEY = KEY
     service = push_service("nightly")
     with quick_db_hardening(settings, tmp_path):
