@@ -406,7 +406,9 @@ def build_openapi() -> dict[str, Any]:
                 "post": {
                     "summary": "Post an update on an incident; a public one goes to the channels and status pages",
                     "security": [{"bearerAuth": []}, {"sessionAuth": []}],
-                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                    "parameters": [
+                        {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+                    ],
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": _ref("IncidentUpdateRequest")}},

@@ -85,8 +85,8 @@ def incident_update(request: HttpRequest, pk: int) -> HttpResponse:
         except IncidentError as exc:
             _error(form, exc)
         else:
-            where = "public" if update.public else "internal"
-            text = f"Posted an {where} update ({update.status}) on the incident of {incident.service.name}."
+            where = "a public" if update.public else "an internal"
+            text = f"Posted {where} update ({update.status}) on the incident of {incident.service.name}."
             if incident.resolved_at is not None and incident.resolved_at == update.created_at:
                 text += " The declared incident is resolved."
             messages.success(request, text)
