@@ -145,3 +145,11 @@ def test_it_sends_public_updates_to_a_real_json_channel_and_keeps_internal_ones(
     assert "Disk full on db-1" in sent[0]["message"]
     assert sent[0]["title"] == "web incident update: identified"
     assert not any("internal note" in json.dumps(m) for m in sent)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/incidents/-1/updates", "/api/v1/incidents/x/updates", "/api/v1/nothing"])
+def test_it_answers_a_json_404_for_any_other_path_under_the_write_api(client, token, path):
+    response = client.post(path, b"{}", content_type="application/json", **bearer(token))
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert set(response.json()) == {"error"}
