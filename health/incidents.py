@@ -110,6 +110,8 @@ def declare(
 
     A service has at most one open incident (the database says so): declaring while one is open is refused.
     An optional `message` becomes its first update (`investigating`)."""
+    if user is None:  # declared_by is what marks it as a person's, closed only by a person
+        raise IncidentError("user", "a declared incident needs the person who declares it")
     if severity not in DECLARE_SEVERITIES:
         raise IncidentError("severity", f"severity must be one of {', '.join(DECLARE_SEVERITIES)}")
     cause = _text("cause", cause, CAUSE_MAX)

@@ -107,11 +107,17 @@ def test_it_declares_one_incident_per_service_and_refuses_a_second(ops):
 
 @pytest.mark.parametrize(
     ("fields", "field"),
-    [({"severity": "escalated", "cause": "x"}, "severity"), ({"severity": "warning", "cause": ""}, "cause")],
+    [
+        ({"severity": "escalated", "cause": "x"}, "severity"),
+        ({"severity": "warning", "cause": ""}, "cause"),
+        ({"severity": "warning", "cause": "x" * 501}, "cause"),
+        ({"severity": "warning", "cause": "x", "user": None}, "user"),
+    ],
 )
 def test_it_refuses_a_bad_declaration(ops, fields, field):
+    fields.setdefault("user", ops)
     with pytest.raises(IncidentError) as caught:
-        incidents.declare(make_service("payments"), user=ops, **fields)
+        incidents.declare(make_service("payments"), **fields)
     assert caught.value.field == field
     assert not Incident.objects.exists()
 
