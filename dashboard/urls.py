@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import path
 
+from dashboard import sla
 from dashboard import views as dashboard
 
 app_name = "dashboard"
@@ -15,6 +16,7 @@ urlpatterns = [
     path("incidents/", dashboard.incidents, name="incidents"),
     path("incidents/<int:pk>/acknowledge/", dashboard.incident_ack, name="incident-ack"),
     path("recovery/", dashboard.recovery_history, name="recovery"),
+    path("reports/sla/", sla.sla_report, name="sla"),
     path("services/<slug:name>/", dashboard.service_detail, name="service"),
     path("services/<slug:name>/live/", dashboard.service_live, name="service-live"),
     path("services/<slug:name>/probe/", dashboard.service_probe, name="service-probe"),

@@ -112,7 +112,8 @@ def build_month() -> Month:
 @pytest.fixture(scope="module")
 def month(django_db_setup, django_db_blocker) -> Iterator[Month]:
     """The month, built once per test module (~700 rounds) in a transaction rolled back after the module; each
-    test's own transaction (pytest-django's django_db) is a savepoint inside it, so what a test writes goes too."""
+    test's own transaction (pytest-django's django_db) is a savepoint inside it, so what a test writes goes too.
+    Once built, every later test of the module sees the month, whether it asks for it or not."""
     with django_db_blocker.unblock(), override_settings(TIME_ZONE=TIME_ZONE), transaction.atomic():
         yield build_month()
         transaction.set_rollback(True)
