@@ -292,7 +292,7 @@ class SlaReport:
             times = (s.probed_s, s.downtime_s, s.maintenance_s, s.dependency_s, s.unknown_s)
             rows.append((s.service, figure, *(f"{minutes(v):.1f}" for v in times)))
         widths = [max(len(r[i]) for r in rows) for i in range(len(head) + 1)]
-        for row in rows:
+        for row in rows if self.services else []:
             cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
             lines.append("  ".join(cells).rstrip())
         if not self.services:
