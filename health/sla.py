@@ -38,10 +38,10 @@ _INCLUSIVE = dt.timedelta(microseconds=1)
 
 METHOD = (
     "Availability = answered / counted probe results in the month (up and degraded answered; down did not), "
-    "the count /health/uptime makes. Each result stands for the service's probe interval: probed time = counted "
-    "results × interval, downtime = failed counted results × interval. Results taken in maintenance (a window or "
-    "Pause) are left out and shown as maintenance. Failures while a parent's incident caused the service's "
-    "incident are shown as dependency time (to the hour where results were rolled up); with "
+    "the count /health/uptime makes. Each result stands for the service's probe interval (as configured now): "
+    "probed time = counted results × interval, downtime = failed counted results × interval. Results taken in "
+    "maintenance (a window or Pause) are left out and shown as maintenance. Failures while a parent's incident "
+    "caused the service's incident are shown as dependency time (to the hour where results were rolled up); with "
     "SLA_EXCLUDE_DEPENDENCY_DOWNTIME=true they are left out of downtime and probed time, like maintenance. "
     "Time without results (the portal was down, or the service was not probed) and misconfigured results are "
     "unknown: never counted as up. The month is 00:00 on its first day to 00:00 on the next month's first day "
