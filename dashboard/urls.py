@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import path
 
-from dashboard import incident_forms
+from dashboard import incident_forms, sla
 from dashboard import views as dashboard
 
 app_name = "dashboard"
@@ -19,6 +19,7 @@ urlpatterns = [
     path("incidents/<int:pk>/postmortem/", incident_forms.incident_postmortem, name="incident-postmortem"),
     path("incidents/<int:pk>/close/", incident_forms.incident_close, name="incident-close"),
     path("recovery/", dashboard.recovery_history, name="recovery"),
+    path("reports/sla/", sla.sla_report, name="sla"),
     path("services/<slug:name>/", dashboard.service_detail, name="service"),
     path("services/<slug:name>/live/", dashboard.service_live, name="service-live"),
     path("services/<slug:name>/probe/", dashboard.service_probe, name="service-probe"),

@@ -350,6 +350,9 @@ FLAP_HIGH_THRESHOLD = env_float("FLAP_HIGH_THRESHOLD", 20.0, minimum=0)
 FLAP_LOW_THRESHOLD = env_float("FLAP_LOW_THRESHOLD", 5.0, minimum=0)
 if FLAP_LOW_THRESHOLD > FLAP_HIGH_THRESHOLD:
     raise ImproperlyConfigured("FLAP_LOW_THRESHOLD: must not exceed FLAP_HIGH_THRESHOLD")
+# SLA report (health/sla.py): true leaves failures a parent's incident caused out of downtime and of probed
+# time (shown apart either way).
+SLA_EXCLUDE_DEPENDENCY_DOWNTIME = env_bool("SLA_EXCLUDE_DEPENDENCY_DOWNTIME", False)
 Q_CLUSTER = {
     "name": "opsportal",
     "workers": env_int("Q_WORKERS", 3, minimum=2),
