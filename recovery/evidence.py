@@ -221,7 +221,7 @@ def capture(action: Any, service: Any, settings: dict[str, Any] | None = None) -
     gathered.stopped = True  # the worker stops at its next step
     data, notes, pending = gathered.snapshot()
     evidence.update(data)
-    if worker.is_alive():
+    if worker.is_alive() or pending:  # (a worker that saw the deadline first has left steps undone)
         what = ", ".join(p.removeprefix("log ") for p in pending[:5])
         notes.insert(0, f"timeout after {budget:g} s" + (f" (not gathered: {what})" if what else ""))
     if notes:

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,10 +23,13 @@ from recovery import evidence
 from recovery.actions.restart_tunnel import RestartTunnelAction
 from recovery.engine import recover_services
 from recovery.models import RecoveryAttempt
+from tests.dashboard.dashboard_fixtures import staff_client
 from tests.health.docker_api import Container, DockerApi
 from tests.recovery.conftest import PY
 from tests.servers import wait_for
 from tunnels.models import Tunnel
+
+__all__ = ["staff_client"]
 
 pytestmark = pytest.mark.django_db
 
@@ -208,15 +210,13 @@ class SlowDockerApi(DockerApi):
 
     def __init__(self) -> None:
         super().__init__()
-        self.slow = threading.Event()
-        self.slow.set()
         self.restarted_at: float | None = None
 
     def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
         if method == "POST":
             self.restarted_at = time.monotonic()
-        if method == "GET" and request.path.endswith("/json") and self.slow.is_set():
-            self.slow.clear()
+        # Only the evidence's inspect (before the restart): the re-probe after it answers at once.
+        if method == "GET" and request.path.endswith("/json") and self.restarted_at is None:
             self.requests.append((method, request.path))
             body = json.dumps(self.containers["web"].document("web")).encode()
             request.send_response(200)
@@ -228,7 +228,7 @@ class SlowDockerApi(DockerApi):
                 for i in range(0, len(body), step):
                     request.wfile.write(body[i : i + step])
                     request.wfile.flush()
-                    time.sleep(0.02)
+                    time.sleep(0.04)
             request.close_connection = True
             return
         super().handle(request, method)
@@ -255,11 +255,11 @@ def test_it_never_delays_the_repair_past_evidence_timeout_and_says_incomplete(ad
     (result,) = recover_services(["app"], trigger="manual")
 
     assert slow_api.restarted_at is not None
-    assert slow_api.restarted_at - started < 0.1 + 0.6  # the inspect alone takes 2 s
+    assert slow_api.restarted_at - started < 2  # the inspect alone takes 4 s
     assert result["outcome"] == "succeeded"
     ev = RecoveryAttempt.objects.get(pk=result["attempt"]).evidence
     assert ev["incomplete"].startswith("timeout after 0.1 s")
-    assert ev["took_ms"] < 600 and "container" not in ev
+    assert ev["took_ms"] < 100 + 500 and "container" not in ev  # the timeout, and some slack on a busy machine
 
 
 @pytest.mark.slow("restarts a container through the Docker stand-in and re-probes it")
@@ -299,3 +299,25 @@ def test_it_cuts_the_evidence_to_its_byte_bound_oldest_lines_first():
     cut = evidence.bounded(big)
     assert len(json.dumps(cut).encode()) <= evidence.MAX_BYTES
     assert cut["truncated"] is True and cut["logs"][0]["truncated"] is True and 10 < len(cut["logs"][0]["lines"]) < 200
+
+
+def test_it_shows_the_evidence_kept_on_the_recovery_history_page(staff_client):
+    svc = Service.objects.create(name="api", kind="http", settings={"url": "http://127.0.0.1:9/"})
+    kept_evidence = {
+        "captured_at": "2026-12-01T10:00:00+00:00",
+        "processes": [{"pid": 4242, "name": "api", "age_s": 61.2, "listening": [{"ip": "127.0.0.1", "port": 8080}]}],
+        "logs": [
+            {"path": "/var/log/api.log", "lines": ["a", "b"], "truncated": True},
+            {"path": "/x", "error": "no such file"},
+        ],
+        "incomplete": "timeout after 2 s",
+    }
+    RecoveryAttempt.objects.create(service=svc, action_kind="restart_process", trigger="manual", evidence=kept_evidence)
+    RecoveryAttempt.objects.create(service=svc, action_kind="http", trigger="manual")
+
+    body = staff_client.get("/recovery/").content.decode()
+
+    assert body.count("evidence kept") == 1
+    assert "pid 4242 api, up 61 s, listening 127.0.0.1:8080" in body
+    assert "/var/log/api.log: last 2 lines" in body and "/x: no such file" in body
+    assert "incomplete: timeout after 2 s" in body
