@@ -427,7 +427,10 @@ def _keep_evidence(attempt: RecoveryAttempt, instance: Any, action: RecoveryActi
         attempt.evidence = evidences.capture(instance, service, action.settings)
     except Exception as exc:  # evidence is best effort; the repair goes on
         log.warning("Recovery of %s: evidence not captured: %s", service.name, type(exc).__name__)
-        attempt.evidence = {"captured_at": timezone.now().isoformat(), "incomplete": f"failed: {type(exc).__name__}"}
+        attempt.evidence = {
+            **{"captured_at": timezone.now().isoformat(), "took_ms": 0.0, "processes": [], "logs": [], "probe": []},
+            "incomplete": f"failed: {type(exc).__name__}",
+        }
     if attempt.pk is None:
         return  # the row is created with it when the attempt finishes (or spooled)
     try:
