@@ -7,7 +7,8 @@ from typing import Any
 
 MASK = "••••••"
 _SECRET_KEY = re.compile(r"pass|secret|token|auth|cookie|credential|api_?key|private", re.IGNORECASE)
-_URL_CREDENTIALS = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+# The look-behind starts a scheme only at a run's first letter (the same matches; linear on long words).
+_URL_CREDENTIALS = re.compile(r"(?<![a-z])([a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 _DSN_PASSWORD = re.compile(r"\b(password|pwd)\s*=\s*\S+", re.IGNORECASE)
 _SECRET_QUERY = re.compile(r"([?&](?:token|key|api_key|apikey|secret|password|sig|signature)=)[^&#\s]+", re.IGNORECASE)
 

@@ -36,6 +36,7 @@ from core.spec import scrub
 from health.models import DEGRADED, DOWN, HEALTHY, PING_SUCCESS, UP, Event, Incident, Ping, Service
 from health.probes.push import verify_wait
 from health.runner import RoundResult, run_round
+from recovery import evidence as evidences
 from recovery import owner as owners
 from recovery import policy
 from recovery.actions import ActionError, ActionResult
@@ -320,7 +321,7 @@ def _run(
     )
     # The action's process group is recorded with the attempt as soon as it runs: a takeover kills it.
     with procs.on_child_start(lambda child: _record_child(attempt, child)):
-        result, verify_degraded = run_action(action, service)
+        result, verify_degraded = run_action(action, service, attempt)
     time.sleep(action.verify_delay)
     status, verify_detail = verify(service, since=attempt.started_at)
     verified = status == UP or (status == DEGRADED and verify_degraded)
@@ -391,13 +392,18 @@ def _record_child(attempt: RecoveryAttempt, child: procs.StartedChild) -> None:
         )
 
 
-def run_action(action: RecoveryAction, service: Service) -> tuple[ActionResult, bool]:
-    """Run the action; every failure becomes a result (scrubbed of secrets), never an exception."""
+def run_action(
+    action: RecoveryAction, service: Service, attempt: RecoveryAttempt | None = None
+) -> tuple[ActionResult, bool]:
+    """Run the action; every failure becomes a result (scrubbed of secrets), never an exception. With an
+    attempt, the evidence the action is about to destroy is kept in it first (recovery.evidence)."""
     instance = None
     verify_degraded = False
     try:
         instance = action_registry.get(action.kind)(action.settings, service=service, timeout=action.timeout)
         verify_degraded = bool(instance.cfg.get("verify_degraded"))
+        if attempt is not None:
+            _keep_evidence(attempt, instance, action, service)
         result = instance.run()
     except KeyError:
         result = ActionResult(False, f"config error: unknown action kind {action.kind!r}")
@@ -411,6 +417,31 @@ def run_action(action: RecoveryAction, service: Service) -> tuple[ActionResult, 
     secrets = [*result.secrets, *(instance.secrets if instance else [])]
     result.detail = scrub(result.detail, secrets)
     return result, verify_degraded
+
+
+def _keep_evidence(attempt: RecoveryAttempt, instance: Any, action: RecoveryAction, service: Service) -> None:
+    """Capture the evidence (bounded by the service's evidence_timeout) and write it to the attempt's row at
+    once: a crash during the action keeps it. Its failure never stops the repair."""
+    try:
+        if not instance.captures_evidence():
+            return
+        attempt.evidence = evidences.capture(instance, service, action.settings)
+    except Exception as exc:  # evidence is best effort; the repair goes on
+        log.warning("Recovery of %s: evidence not captured: %s", service.name, type(exc).__name__)
+        attempt.evidence = {
+            **{"captured_at": timezone.now().isoformat(), "took_ms": 0.0, "processes": [], "logs": [], "probe": []},
+            "incomplete": f"failed: {type(exc).__name__}",
+        }
+    if attempt.pk is None:
+        return  # the row is created with it when the attempt finishes (or spooled)
+    try:
+        run_db(
+            RecoveryAttempt.objects.filter(pk=attempt.pk, outcome=Outcome.IN_PROGRESS).update,
+            evidence=attempt.evidence,
+            retry=False,
+        )
+    except Exception as exc:  # kept in memory: the attempt's final write (or its spooled record) carries it
+        log.warning("Recovery of %s: evidence not written yet: %s", service.name, type(exc).__name__)
 
 
 def verify(service: Service, since: datetime | None = None) -> tuple[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import psutil
 from django.conf import settings as django_settings
 
 from core.kinds import Configured
@@ -52,6 +53,24 @@ class Action(Configured):
 
     def run(self) -> ActionResult:  # pragma: no cover - the contract
         raise NotImplementedError
+
+    # Evidence before repair (recovery.evidence): what an action that stops something is about to destroy.
+    def captures_evidence(self) -> bool:
+        """Whether the engine captures evidence before `run()`: kinds that stop or restart something."""
+        return False
+
+    def evidence_targets(self) -> list[psutil.Process]:
+        """The processes `run()` would stop (their children are added); may read the database."""
+        return []
+
+    def evidence_logs(self) -> list[str]:
+        """Log files the action knows of (beside the service's `evidence_log`)."""
+        return []
+
+    def evidence_extra(self, budget: float, lines: int) -> dict[str, Any]:
+        """Anything else worth keeping, within `budget` seconds, from a worker thread (no database): its keys
+        join the evidence ("logs" entries join the log tails)."""
+        return {}
 
 
 def stale_bound_problem(timeout: Any, verify_delay: Any, verify_wait: float = 0.0) -> str:

@@ -2,8 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.procs import check_env_settings, child_env_keys, expand_child_env, run_argv
+import psutil
+
+from core.procs import check_env_settings, child_env_keys, expand_child_env, find_processes, run_argv
 from core.spec import ConfigError, Key, scrub
+from health.probes.process import check_match, match_criteria
 from recovery.actions.base import Action, ActionError, ActionResult, tail
 
 
@@ -17,6 +20,9 @@ class CommandAction(Action):
     keys = {
         "argv": Key("argv", required=True),
         **child_env_keys("command"),
+        "capture_evidence": Key(
+            "bool", default=False, help="keep evidence (the service's process, log tails) before it runs"
+        ),
     }
 
     @classmethod
@@ -32,6 +38,17 @@ class CommandAction(Action):
         except ConfigError as exc:
             raise ActionError(f"config error: {exc}") from None
         return {"OPSPORTAL_SERVICE": self.service.name, **extra}
+
+    def captures_evidence(self) -> bool:
+        return bool(self.cfg["capture_evidence"])
+
+    def evidence_targets(self) -> list[psutil.Process]:
+        """What the command most likely restarts: a `process` service's own process."""
+        if self.service.kind != "process":
+            return []
+        settings = self.service.settings or {}
+        check_match(settings, "settings")  # never find_processes() without a criterion: that is every process
+        return find_processes(**match_criteria(settings))
 
     def run(self) -> ActionResult:
         argv = self.cfg["argv"]

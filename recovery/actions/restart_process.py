@@ -88,6 +88,15 @@ class RestartProcessAction(Action):
             return [proc]
         return find_processes(**criteria)
 
+    def captures_evidence(self) -> bool:
+        return True
+
+    def evidence_targets(self) -> list[psutil.Process]:
+        return self.targets(self.criteria())
+
+    def evidence_logs(self) -> list[str]:
+        return [self.cfg["log_file"]] if self.cfg["log_file"] else []
+
     def refuse(self, criteria: dict[str, str], found: list[psutil.Process]) -> ActionResult:
         would = [_record(p, self.secrets) for p in found]
         shown = ", ".join(f"pid {w['pid']} ({w['name']})" for w in would)
