@@ -46,14 +46,14 @@ class StatusPage(models.Model):
     def __str__(self) -> str:
         return self.slug
 
+    def save(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        self.hostname = (self.hostname or "").strip().lower()
+        super().save(*args, **kwargs)
+
     def clean_fields(self, exclude=None) -> None:  # type: ignore[no-untyped-def]
         # A Host header's name is case-insensitive: keep it as the middleware compares it, lowercase.
         self.hostname = (self.hostname or "").strip().lower()
         super().clean_fields(exclude)
-
-    def save(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        self.hostname = (self.hostname or "").strip().lower()
-        super().save(*args, **kwargs)
 
 
 class StatusPageService(models.Model):

@@ -8,8 +8,8 @@ import json
 import re
 
 import feedparser
-from django.contrib.staticfiles import finders
 import pytest
+from django.contrib.staticfiles import finders
 from django.test import override_settings
 from django.utils import timezone
 
@@ -61,7 +61,8 @@ def test_it_shows_a_public_page_logged_out_with_the_state_in_words_and_colour(cl
     assert "Public status" in html and "Our services" in html
     # Overall: a critical service HARD down is a major outage, in words and in its colour class.
     assert re.search(
-        r'class="banner st-down"[^>]*>\s*<span class="icon" aria-hidden="true"></span><strong id="overall">Major outage',
+        r'class="banner st-down"[^>]*>\s*<span class="icon" aria-hidden="true"></span>'
+        r'<strong id="overall">Major outage',
         html,
     )
     assert '<span class="state st-up"><span class="icon" aria-hidden="true"></span>Operational</span>' in html
@@ -99,7 +100,7 @@ def test_it_shows_the_details_only_when_show_details_is_on(client):
 
     html, summary, feed = fetch_all(client, "staff")
 
-    assert SECRET_DETAIL in html and SECRET_CAUSE in html
+    assert SECRET_DETAIL in html and SECRET_CAUSE in html and SECRET_ERROR in html
     assert json.loads(summary)["components"][0]["description"] == SECRET_DETAIL
     assert SECRET_CAUSE in feedparser.parse(feed).entries[0].summary
 
@@ -285,3 +286,11 @@ def test_it_sends_the_sites_csp_and_needs_no_inline_script_or_style(client):
 def test_it_refuses_a_post(client):
     make_page("public", [])
     assert client.post("/status/public/").status_code == 405
+
+
+@override_settings(ALLOWED_HOSTS=["testserver", "status.example.com"])
+def test_it_gives_the_root_back_to_the_portal_when_the_hosts_page_is_gone(client):
+    page = make_page("public", [], hostname="status.example.com")
+    assert client.get("/", HTTP_HOST="status.example.com").status_code == 200
+    StatusPage.objects.filter(pk=page.pk).delete()  # a queryset delete: no signal, the map is stale
+    assert client.get("/", HTTP_HOST="status.example.com").status_code == 302  # the dashboard's login
