@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Prefetch, Q
+from django.db.models import F, Prefetch, Q
 from django.utils import timezone
 
 from health.models import DEGRADED, DOWN, HARD, UNKNOWN, UP, Incident, IncidentUpdate, MaintenanceWindow, Service
@@ -283,11 +283,14 @@ def build(page: StatusPage, now: dt.datetime | None = None) -> Snapshot:
         .prefetch_related(
             Prefetch("updates", queryset=IncidentUpdate.objects.filter(public=True).order_by("created_at", "pk"))
         )
-        .order_by("-opened_at", "-pk")[: PAST_INCIDENTS_SHOWN + len(ids)]
+        # Open ones first (never cut off by the limit), then the most recently resolved.
+        .order_by(F("resolved_at").desc(nulls_first=True), "-opened_at", "-pk")[: PAST_INCIDENTS_SHOWN + len(ids)]
     )
     for incident in incidents:
         view = incident_view(incident, names[incident.service_id], cids[incident.service_id], page.show_details)
         (snapshot.open_incidents if view.is_open else snapshot.past_incidents).append(view)
+    snapshot.open_incidents.sort(key=lambda i: (i.started_at, i.id), reverse=True)
+    snapshot.past_incidents.sort(key=lambda i: (i.started_at, i.id), reverse=True)
     del snapshot.past_incidents[PAST_INCIDENTS_SHOWN:]
     windows = MaintenanceWindow.objects.filter(enabled=True).filter(Q(service__isnull=True) | Q(service_id__in=ids))
     for window in windows.order_by("pk"):
