@@ -151,6 +151,7 @@ def test_it_refuses_a_hostname_that_is_not_in_allowed_hosts(client):
     assert client.get("/", HTTP_HOST="status.example.com").status_code == 400
 
 
+@pytest.mark.slow("builds 22 services, each with incidents, updates and a day of hourly rollups")
 def test_it_reads_a_constant_number_of_queries_for_2_and_20_services(client, django_assert_max_num_queries):
     def count(n: int) -> int:
         StatusPage.objects.all().delete()
