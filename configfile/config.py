@@ -32,7 +32,7 @@ from tunnels.spec import TUNNEL_KEYS, check_tunnel
 # Sent after an import changed rows; the scheduler re-creates its schedules on it.
 
 SERVICE_FIELDS = [k for k in SERVICE_KEYS if k not in ("depends_on",)]
-TOP_LEVEL = ("service", "tunnel", "channel", "maintenance")
+TOP_LEVEL = ("service", "tunnel", "channel", "maintenance", "status_page")
 # Kinds whose `argv` becomes a child's command line, which every local user can read (`ps`, /proc).
 ARGV_KINDS = ("command", "restart_process")
 
@@ -43,6 +43,7 @@ class Plan:
     tunnels: list[dict[str, Any]] = field(default_factory=list)
     channels: list[dict[str, Any]] = field(default_factory=list)
     maintenance: list[dict[str, Any]] = field(default_factory=list)
+    status_pages: list[dict[str, Any]] = field(default_factory=list)
     # Accepted, but worth saying: a ${VAR} that lands in a command line.
     warnings: list[str] = field(default_factory=list)
 
@@ -68,18 +69,21 @@ class ImportReport:
     dry_run: bool
     channels: Changes = field(default_factory=Changes)
     maintenance: Changes = field(default_factory=Changes)
+    status_pages: Changes = field(default_factory=Changes)
     warnings: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = []
         kinds = (("service", self.services), ("tunnel", self.tunnels))
         kinds += (("channel", self.channels), ("maintenance window", self.maintenance))
+        kinds += (("status page", self.status_pages),)
         for what, changes in kinds:
             for verb in ("created", "updated", "deleted"):
                 for name in getattr(changes, verb):
                     out.append(f"{'would be ' if self.dry_run else ''}{verb}: {what} {name}")
         out.append(self.services.summary("services") + "; " + self.tunnels.summary("tunnels"))
-        for what, changes in (("channels", self.channels), ("maintenance windows", self.maintenance)):
+        tables = (("channels", self.channels), ("maintenance windows", self.maintenance))
+        for what, changes in (*tables, ("status pages", self.status_pages)):
             if changes.created or changes.updated or changes.unchanged or changes.deleted:
                 out[-1] += "; " + changes.summary(what)
         return out
@@ -146,7 +150,7 @@ def parse(text: str, *, prune: bool = False) -> Plan:
     doc = load_toml(text)
     for key in doc:
         if key not in TOP_LEVEL:
-            expected = "expected [[service]], [[tunnel]], [[channel]] or [[maintenance]]"
+            expected = "expected [[service]], [[tunnel]], [[channel]], [[maintenance]] or [[status_page]]"
             raise ConfigError(key_name(key), f"unknown table ({expected})")
     plan = Plan()
     services = doc.get("service", [])
@@ -207,6 +211,8 @@ def parse(text: str, *, prune: bool = False) -> Plan:
     plan.channels = config_tables.parse_channels(doc.get("channel", []))
     plan.maintenance = config_tables.parse_maintenance(doc.get("maintenance", []))
     config_tables.check_references(plan.channels, plan.maintenance, names, prune=prune)
+    plan.status_pages = config_tables.parse_status_pages(doc.get("status_page", []))
+    config_tables.check_status_page_references(plan.status_pages, names, prune=prune)
     return plan
 
 
@@ -311,6 +317,7 @@ def _apply(plan: Plan, prune: bool, report: ImportReport) -> None:
     upsert(Tunnel, [Item(t["name"], _tunnel_values(t)) for t in plan.tunnels], report.tunnels, prune=prune)
     config_tables.apply_channels(plan.channels, prune, report.channels)
     config_tables.apply_maintenance(plan.maintenance, prune, report.maintenance)
+    config_tables.apply_status_pages(plan.status_pages, prune, report.status_pages)
 
 
 def import_text(text: str, *, prune: bool = False, dry_run: bool = False) -> ImportReport:
@@ -366,5 +373,8 @@ def export_text() -> str:
         doc["channel"] = channels
     if windows:
         doc["maintenance"] = windows
+    status_pages = config_tables.export_status_pages()
+    if status_pages:
+        doc["status_page"] = status_pages
     header = "# opsportal configuration, written by `manage.py exportconfig`.\n"
     return header + tomli_w.dumps(doc)

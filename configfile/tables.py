@@ -1,4 +1,4 @@
-"""The `[[channel]]` and `[[maintenance]]` tables of the TOML config (configfile.config calls these).
+"""The `[[channel]]`, `[[maintenance]]` and `[[status_page]]` tables of the TOML config (configfile.config calls these).
 
 ```toml
 [[channel]]
@@ -14,12 +14,22 @@ service = "backend"              # default: every service
 cron = "0 3 * * *"               # or: weekdays = [6], start_time = 03:00:00; or starts_at/ends_at
 duration = 30                    # minutes
 timezone = "Europe/Berlin"
+
+[[status_page]]
+slug = "public"                  # served at /status/public/
+title = "Example status"
+services = ["backend", "web"]    # in the order shown; only these appear on the page
+display_names = {backend = "API"}
+hostname = "status.example.com"  # optional: / on this Host (it must be in ALLOWED_HOSTS too)
+show_details = false             # true shows probe details and incident causes: internal detail
+public = true                    # false: logged-in users only
 ```
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from configfile.upsert import Item, upsert
@@ -29,6 +39,8 @@ from health.spec import MAINTENANCE_KEYS
 from health.windows import validate_window, zone
 from notify.models import Channel
 from notify.spec import CHANNEL_KEYS
+from status.models import StatusPage, StatusPageService
+from status.spec import HOSTNAME_PATTERN, STATUS_PAGE_KEYS
 
 # TOML dates and times, checked by hand (the key specs know no date type).
 WHEN_KEYS = ("starts_at", "ends_at", "start_time")
@@ -187,5 +199,106 @@ def export_maintenance() -> list[dict[str, Any]]:
             table["enabled"] = False
         if w.reason:
             table["reason"] = w.reason
+        out.append(table)
+    return out
+
+
+# --- [[status_page]] ---
+def parse_status_pages(tables: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i, table in enumerate(_names(tables, "status_page")):
+        where = f"status_page[{i}]"
+        cleaned = validate(STATUS_PAGE_KEYS, table, where)
+        if len(cleaned["title"]) > StatusPage._meta.get_field("title").max_length:
+            raise ConfigError(f"{where}.title", "must be at most 200 characters")
+        hostname = cleaned.get("hostname", "")
+        if hostname and (len(hostname) > 253 or not re.fullmatch(HOSTNAME_PATTERN, hostname)):
+            raise ConfigError(
+                f"{where}.hostname", "must be a host name (lowercase letters, digits, '-' and '.', no port)"
+            )
+        services = cleaned.get("services", [])
+        if len(set(services)) != len(services):
+            raise ConfigError(f"{where}.services", "names a service twice")
+        for name, shown in cleaned.get("display_names", {}).items():
+            if name not in services:
+                raise ConfigError(f"{where}.display_names", f"{name!r} is not in this page's services")
+            if not shown or len(shown) > StatusPageService._meta.get_field("display_name").max_length:
+                raise ConfigError(f"{where}.display_names.{name}", "must be 1 to 200 characters")
+        for earlier in out:
+            if earlier["slug"] == cleaned["slug"]:
+                raise ConfigError(f"{where}.slug", f"duplicate slug {cleaned['slug']!r}")
+            if hostname and earlier.get("hostname") == hostname:
+                raise ConfigError(f"{where}.hostname", f"duplicate hostname {hostname!r}")
+        out.append(cleaned)
+    return out
+
+
+def check_status_page_references(pages: list[dict], names: set[str], *, prune: bool) -> None:
+    """A page lists only services in the file (or, without --prune, in the database)."""
+    wanted = {name for page in pages for name in page.get("services", [])}
+    existing = set() if prune else set(Service.objects.filter(name__in=wanted - names).values_list("name", flat=True))
+    for i, page in enumerate(pages):
+        for name in page.get("services", []):
+            if name not in names and name not in existing:
+                raise ConfigError(f"status_page[{i}].services", f"unknown service {name!r}")
+
+
+def _entries(table: dict[str, Any]) -> list[tuple[str, str]]:
+    shown = table.get("display_names", {})
+    return [(name, shown.get(name, "")) for name in table.get("services", [])]
+
+
+def apply_status_pages(pages: list[dict[str, Any]], prune: bool, changes: Any) -> None:
+    wanted = {p["slug"]: _entries(p) for p in pages}
+
+    def entries(row: StatusPage) -> list[tuple[str, str]]:
+        return [(e.service.name, e.display_name) for e in row.entries.all()]
+
+    rows, touched = upsert(
+        StatusPage,
+        [
+            Item(
+                table["slug"],
+                {k: table.get(k, STATUS_PAGE_KEYS[k].default) for k in STATUS_PAGE_FIELDS},
+                lambda row: entries(row) != wanted[row.slug],
+            )
+            for table in pages
+        ],
+        changes,
+        prune=prune,
+        existing=StatusPage.objects.prefetch_related("entries__service"),
+        key="slug",
+    )
+    for slug in touched:
+        page = rows[slug]
+        page.entries.all().delete()
+        services = {s.name: s for s in Service.objects.filter(name__in=[n for n, _ in wanted[slug]])}
+        StatusPageService.objects.bulk_create(
+            StatusPageService(page=page, service=services[name], display_name=shown, position=i)
+            for i, (name, shown) in enumerate(wanted[slug])
+        )
+
+
+STATUS_PAGE_FIELDS = ("title", "description", "hostname", "show_details", "public")
+
+
+def export_status_pages() -> list[dict[str, Any]]:
+    out = []
+    for page in StatusPage.objects.prefetch_related("entries__service").order_by("slug"):
+        table: dict[str, Any] = {"slug": page.slug, "title": page.title}
+        if page.description:
+            table["description"] = page.description
+        entries = list(page.entries.all())
+        if entries:
+            table["services"] = [e.service.name for e in entries]
+        shown = {e.service.name: e.display_name for e in entries if e.display_name}
+        if shown:
+            table["display_names"] = shown
+        if page.hostname:
+            table["hostname"] = page.hostname
+        if page.show_details:
+            table["show_details"] = True
+        if not page.public:
+            table["public"] = False
         out.append(table)
     return out

@@ -97,6 +97,8 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
     # Innermost: after the view, note the user the portal authenticated for the access log (gunicorn.conf.py).
     "opsportal.middleware.access_log_user",
+    # A status page's own domain: / with its `hostname` in the Host header is that page (status.middleware).
+    "status.middleware.status_hostnames",
 ]
 
 ROOT_URLCONF = "opsportal.urls"
@@ -304,6 +306,8 @@ METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 # Seconds a web process serves /health/status's and /metrics' database reads from its snapshot (api.snapshot);
 # the database check and circuit breaker stay live. 0: read on every request.
 STATUS_CACHE_SECONDS = env_float("STATUS_CACHE_SECONDS", 2.0, minimum=0)
+# Seconds a status page (HTML, summary.json, feed.atom) and a badge are served from the Django cache; 0: off.
+STATUS_PAGE_CACHE_SECONDS = env_float("STATUS_PAGE_CACHE_SECONDS", 30.0, minimum=0)
 # Seconds between the dashboard's live refreshes (overview and service page).
 DASHBOARD_REFRESH_SECONDS = env_int("DASHBOARD_REFRESH_SECONDS", 10, minimum=1)
 # Service cards per overview page (problems first); counts and the banner always cover every service.
