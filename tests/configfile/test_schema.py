@@ -17,6 +17,7 @@ from health.spec import MAINTENANCE_KEYS, SERVICE_KEYS
 from notify.spec import CHANNEL_KEYS
 from recovery.actions.base import COMMON_KEYS
 from recovery.spec import RECOVERY_KEYS
+from status.spec import STATUS_PAGE_KEYS
 from tunnels.spec import TUNNEL_KEYS
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -26,6 +27,7 @@ TABLES = {
     "[[tunnel]]": TUNNEL_KEYS,
     "[[channel]]": CHANNEL_KEYS,
     "[[maintenance]]": {**MAINTENANCE_KEYS, **dict.fromkeys(WHEN_KEYS)},
+    "[[status_page]]": STATUS_PAGE_KEYS,
 }
 
 
