@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import path
 
+from dashboard import incident_page
 from dashboard import views as dashboard
 
 app_name = "dashboard"
@@ -13,6 +14,7 @@ urlpatterns = [
     path("", dashboard.overview, name="overview"),
     path("live/overview/", dashboard.overview_live, name="overview-live"),
     path("incidents/", dashboard.incidents, name="incidents"),
+    path("incidents/<int:pk>/", incident_page.incident, name="incident"),
     path("incidents/<int:pk>/acknowledge/", dashboard.incident_ack, name="incident-ack"),
     path("recovery/", dashboard.recovery_history, name="recovery"),
     path("services/<slug:name>/", dashboard.service_detail, name="service"),
