@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Max, Min, Q
 from django.utils import timezone
 
@@ -67,9 +68,9 @@ class Span:
     """The stretch of time rows without a link to the incident are matched by (always with its service).
 
     `start`: the first failure of the streak that opened it (the SOFT change; `opened_at` for an incident a
-    person declared); `end`: its resolution, or now while open; `until`: the service's next failure streak
-    (or now): a follow-up written after the end (a recovery's event, after the re-probe that resolved it)
-    still belongs to this incident.
+    person declared); `end`: its resolution, or now while open; `until`: the service's next failure streak,
+    or RECOVERY_STALE_AFTER past the end, or now, whichever comes first: a follow-up written after the end (a
+    recovery's event, after the re-probe that resolved it) still belongs to this incident.
     """
 
     incident: Incident
@@ -108,7 +109,10 @@ def span(incident: Incident, now: datetime | None = None) -> Span:
     start = found["start"]
     if start is None or incident.declared_by_id is not None or (found["ended"] or start) > start:
         start = incident.opened_at  # declared by a person, or no streak of its own on record: from its opening
-    return Span(incident=incident, start=min(start, incident.opened_at), end=end, until=found["after"] or now)
+    # A follow-up comes at most as late as an attempt may run: one running longer is abandoned (recovery.engine).
+    latest = end + timedelta(seconds=settings.RECOVERY_STALE_AFTER)
+    until = min(found["after"] or now, latest, now)
+    return Span(incident=incident, start=min(start, incident.opened_at), end=end, until=until)
 
 
 def build(incident: Incident, *, now: datetime | None = None) -> list[TimelineEntry]:

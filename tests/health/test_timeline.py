@@ -230,3 +230,19 @@ def test_it_shows_an_open_incident_up_to_now():
     assert entries[-1].title == "Recovery skipped (cooldown)"
     assert "resolved" not in kinds(entries)
     assert entries[1].as_dict()["at"] == incident.opened_at.isoformat()
+
+
+def test_it_takes_follow_ups_only_while_an_attempt_could_still_report(tcp_server, settings):
+    settings.RECOVERY_STALE_AFTER = 900
+    service = ServiceFactory(name="web", failure_threshold=1)
+    run_round([service])
+    Service.objects.filter(pk=service.pk).update(settings={"host": "127.0.0.1", "port": tcp_server.port})
+    service.refresh_from_db()
+    run_round([service])  # up: resolved
+    incident = world.load(Incident.objects.get(service=service))
+    soon, late = incident.resolved_at + timedelta(seconds=5), incident.resolved_at + timedelta(hours=2)
+    Event.emit("recovery_succeeded", "web recovered by command", service=service, at=soon)
+    Event.emit("recovery_succeeded", "web recovered by hand, much later", service=service, at=late)
+    titles = [e.title for e in timeline.build(incident, now=late + timedelta(minutes=1))]
+    assert "Queued for notification: web recovered by command" in titles
+    assert not [t for t in titles if "much later" in t]
