@@ -45,22 +45,24 @@ _RANK_OTHER = 5
 
 @dataclass(frozen=True)
 class TimelineEntry:
-    """One event of an incident. `data` holds what a reader may want beyond the words (JSON-safe)."""
+    """One event of an incident. `data` holds what a reader may want beyond the words (JSON-safe); `private`
+    names the keys of it only an operator reads (what a repair printed, the evidence: log tails, processes)."""
 
     at: datetime
     kind: str
     title: str
     detail: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    private: frozenset[str] = frozenset()
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "at": self.at.isoformat(),
-            "kind": self.kind,
-            "title": self.title,
-            "detail": self.detail,
-            "data": self.data,
-        }
+    def as_dict(self, *, operator: bool = True) -> dict[str, Any]:
+        """The JSON entry; without `operator` (an anonymous read while HEALTH_PUBLIC) the private keys are left
+        out and named in `withheld`."""
+        data = self.data
+        if not operator and self.private & set(data):
+            data = {k: v for k, v in data.items() if k not in self.private}
+            data["withheld"] = sorted(self.private & set(self.data))
+        return {"at": self.at.isoformat(), "kind": self.kind, "title": self.title, "detail": self.detail, "data": data}
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ def build(incident: Incident, *, now: datetime | None = None) -> list[TimelineEn
 
 def _masked(entry: TimelineEntry) -> TimelineEntry:
     """Secrets masked (core.mask) in every word a source took from a row: a command line, a URL, a DSN."""
-    return TimelineEntry(entry.at, entry.kind, mask(entry.title), mask(entry.detail), mask(entry.data))
+    return TimelineEntry(entry.at, entry.kind, mask(entry.title), mask(entry.detail), mask(entry.data), entry.private)
 
 
 def username(user: Any) -> str | None:

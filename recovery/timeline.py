@@ -9,6 +9,8 @@ from health.timeline import RECOVERY, Span, TimelineEntry, register, username
 from recovery.models import RecoveryAttempt
 
 Outcome = RecoveryAttempt.Outcome
+# For operators only (health.timeline.TimelineEntry.private): what the action printed, what it destroyed.
+PRIVATE = frozenset({"actionDetail", "evidence"})
 
 
 def _title(attempt: RecoveryAttempt) -> str:
@@ -51,7 +53,7 @@ def attempts_source(s: Span) -> Iterable[TimelineEntry]:
         }
         if attempt.evidence:
             data["evidence"] = attempt.evidence
-        yield TimelineEntry(attempt.started_at, RECOVERY, _title(attempt), attempt.detail, data)
+        yield TimelineEntry(attempt.started_at, RECOVERY, _title(attempt), attempt.detail, data, PRIVATE)
 
 
 def register_source() -> None:

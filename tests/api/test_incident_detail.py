@@ -61,7 +61,7 @@ def test_it_answers_the_incident_with_its_timeline(client, incident):
 def test_it_answers_what_the_timeline_builds_secrets_masked(client, make_http_server, tmp_path):
     evidence = {"log": "GET /login?token=abc123secret\n<img src=x onerror=alert(1)>"}
     outage = world.outage(make_http_server(), make_http_server(), tmp_path, evidence=evidence)
-    response = client.get(url(outage.incident.pk))
+    response = client.get(url(outage.incident.pk), **bearer(staff_token()[1]))
     assert response.status_code == 200
     body = response.json()
     assert body["timeline"] == [e.as_dict() for e in timeline.build(world.load(outage.incident))]
@@ -70,7 +70,27 @@ def test_it_answers_what_the_timeline_builds_secrets_masked(client, make_http_se
     assert "hunter2" not in content and "abc123secret" not in content
     (attempt,) = [e for e in body["timeline"] if e["kind"] == "recovery"]
     assert attempt["data"]["evidence"]["log"].startswith("GET /login?token=••••••")
+    assert "postgres://••••••@127.0.0.1/db" in attempt["data"]["actionDetail"]
     assert attempt["data"]["verified"] is True
+
+    # Read without credentials (HEALTH_PUBLIC): the same timeline, but what the repair printed and the
+    # evidence it kept are for operators.
+    public = client.get(url(outage.incident.pk)).json()
+    assert [e["title"] for e in public["timeline"]] == [e["title"] for e in body["timeline"]]
+    (anonymous,) = [e for e in public["timeline"] if e["kind"] == "recovery"]
+    assert "evidence" not in anonymous["data"] and "actionDetail" not in anonymous["data"]
+    assert anonymous["data"]["withheld"] == ["actionDetail", "evidence"]
+    assert anonymous["data"]["verified"] is True and anonymous["detail"] == attempt["detail"]
+
+
+def test_it_shows_the_evidence_to_a_staff_session_and_refuses_a_bad_token_while_public(client, incident):
+    RecoveryAttempt.objects.create(
+        service=incident.service, trigger="auto", outcome="failed", action_detail="exit 1", evidence={"log": "x"}
+    )
+    assert client.get(url(incident.pk), **bearer("ops_not-a-token")).status_code == 401
+    client.force_login(make_user("ops"))
+    (attempt,) = [e for e in client.get(url(incident.pk)).json()["timeline"] if e["kind"] == "recovery"]
+    assert attempt["data"]["evidence"] == {"log": "x"} and attempt["data"]["actionDetail"] == "exit 1"
 
 
 def test_it_shows_a_declared_incident_and_its_postmortem(client):
