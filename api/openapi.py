@@ -263,7 +263,12 @@ SCHEMAS: dict[str, Any] = {
             },
             "title": {"type": "string"},
             "detail": {"type": "string"},
-            "data": {"type": "object", "description": "the kind's fields (channel and status, outcome, evidence…)"},
+            "data": {
+                "type": "object",
+                "description": "the kind's fields (a notification's channel and status, an attempt's outcome and "
+                "verification…); a recovery's actionDetail and evidence only with a token or staff session, "
+                "else named in withheld",
+            },
         }
     ),
     "IncidentDetail": {
