@@ -101,6 +101,29 @@ def authenticate(request: HttpRequest, *, staff: bool) -> None:
     authed.api_user, authed.api_token = user, None
 
 
+def staff_asks(request: HttpRequest) -> bool:
+    """Whether a staff user asks (a staff session, or a staff user's token): answers may then hold what only
+    operators see (ping URLs). A public read with a bad token is not refused here, only not staff."""
+    user = getattr(request, "api_user", None)
+    if user is None and bearer_token_or_none(request) is not None:
+        try:
+            authenticate(request, staff=True)
+        except ApiError:
+            return False
+        user = cast(ApiRequest, request).api_user
+    if user is None:
+        session_user = getattr(request, "user", None)
+        user = session_user if session_user is not None and session_user.is_authenticated else None
+    return bool(user is not None and user.is_active and user.is_staff)
+
+
+def bearer_token_or_none(request: HttpRequest) -> str | None:
+    try:
+        return bearer_token(request)
+    except ApiError:
+        return None
+
+
 def via(request: HttpRequest) -> str:
     """How the request was authenticated, for the audit trail (never the token itself)."""
     token = getattr(request, "api_token", None)

@@ -30,6 +30,7 @@ from core.spec import SLUG
 from core.spool import default_spool
 from dispatch.scheduler import apply_scheduler_status, scheduler_status
 from health.models import HEALTHY, PAUSED, UNKNOWN, Incident, Service, overall_status
+from health.pings import ping_urls
 from health.probes.base import DEGRADED, DOWN, UP
 from health.rollups import UPTIME_WINDOWS, uptime_tallies
 from recovery.engine import RecoveryNotAvailable, recover_services
@@ -290,6 +291,15 @@ def with_spool(database: dict[str, Any]) -> dict[str, Any]:
     """The database section with the outage spool's state (files on this host: known while the database is
     down, and read per request, never from a snapshot)."""
     return {**database, "spool": default_spool().status()}
+
+
+def with_ping_urls(payload: dict[str, Any]) -> dict[str, Any]:
+    """/health/status for staff: each push service carries its `pingUrl` (health.pings)."""
+    urls = ping_urls()
+    services = {
+        name: ({**row, "pingUrl": urls[name]} if name in urls else row) for name, row in payload["services"].items()
+    }
+    return {**payload, "services": services}
 
 
 def status_payload(database: dict[str, Any] | None = None) -> dict[str, Any]:

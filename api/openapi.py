@@ -9,6 +9,8 @@ from typing import Any
 
 from core.spec import SLUG
 from core.version import version
+from health.incidents import MESSAGE_MAX
+from health.spec import UPDATE_STATUSES
 from recovery.models import RecoveryAttempt
 
 _NULL_STR = {"type": "string", "nullable": True}
@@ -108,7 +110,23 @@ SCHEMAS: dict[str, Any] = {
             "detail": {"type": "string"},
             "flapping": {"type": "boolean"},
             "maintenance": {"type": "boolean"},
-        }
+            "pingUrl": {
+                "type": "string",
+                "format": "uri",
+                "description": "a push service's ping URL; only in answers to staff (session or staff token)",
+            },
+        },
+        required=[
+            "kind",
+            "status",
+            "critical",
+            "latencyMs",
+            "lastCheckedAt",
+            "consecutiveFailures",
+            "detail",
+            "flapping",
+            "maintenance",
+        ],
     ),
     "RecoveryStats": _obj(
         {
@@ -290,6 +308,28 @@ SCHEMAS: dict[str, Any] = {
             "offset": {"type": "integer"},
         }
     ),
+    "IncidentUpdateRequest": _obj(
+        {
+            "status": {"type": "string", "enum": list(UPDATE_STATUSES)},
+            "message": {"type": "string", "minLength": 1, "maxLength": MESSAGE_MAX},
+            "public": {"type": "boolean", "default": True, "description": "sent to the channels and status pages"},
+        },
+        required=["status", "message"],
+        extra=False,
+    ),
+    "IncidentUpdate": _obj(
+        {
+            "id": {"type": "integer"},
+            "incident": {"type": "integer"},
+            "service": {"type": "string"},
+            "createdAt": {"type": "string", "format": "date-time"},
+            "status": {"type": "string", "enum": list(UPDATE_STATUSES)},
+            "message": {"type": "string"},
+            "public": {"type": "boolean"},
+            "author": _NULL_STR,
+            "incidentStatus": {"type": "string", "enum": ["open", "resolved"]},
+        }
+    ),
     "UptimeWindow": _obj(
         {
             "uptime": {**_NULL_NUM, "description": "answered / counted, in %; null when nothing counted"},
@@ -324,7 +364,8 @@ def build_openapi() -> dict[str, Any]:
             "version": version(),
             "description": (
                 "Status, recovery and metrics of the services opsportal watches. Read endpoints are public "
-                "while HEALTH_PUBLIC is true; POST /health/recover always needs a staff token or session."
+                "while HEALTH_PUBLIC is true; POST /health/recover and the write API under /api/v1/ always "
+                "need a staff token or session."
             ),
         },
         "paths": {
@@ -413,6 +454,36 @@ def build_openapi() -> dict[str, Any]:
                         "413": _err("Body larger than 64 KiB"),
                         "429": _THROTTLED,
                         "501": _err("The recovery engine is not available"),
+                    },
+                }
+            },
+            "/api/v1/incidents/{id}/updates": {
+                "post": {
+                    "summary": "Post an update on an incident; a public one goes to the channels and status pages",
+                    "security": [{"bearerAuth": []}, {"sessionAuth": []}],
+                    "parameters": [
+                        {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("IncidentUpdateRequest")}},
+                    },
+                    "responses": {
+                        "201": _json(_ref("IncidentUpdate"), "The update as recorded"),
+                        "400": _err(
+                            "The body is not a JSON object, misses status or message, has unknown keys, "
+                            "an unknown status, or a message empty or longer than 5000 characters"
+                        ),
+                        "401": _UNAUTHORIZED,
+                        "403": _err(
+                            "Not staff, or without the permission health.post_incident_update, "
+                            "or a session without a valid CSRF token"
+                        ),
+                        "404": _err("Unknown incident"),
+                        "405": _METHOD,
+                        "411": _err("A body without Content-Length (chunked transfer encoding)"),
+                        "413": _err("Body larger than 64 KiB"),
+                        "429": _THROTTLED,
                     },
                 }
             },

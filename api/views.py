@@ -7,7 +7,7 @@ from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api import base as api
-from api.auth import ApiRequest, authenticate, metrics_readable, permission_required, readable, via
+from api.auth import ApiRequest, metrics_readable, permission_required, readable, staff_asks, via
 from api.base import api_view, json_response
 from api.metrics import cached_exposition
 from api.openapi import build_openapi
@@ -38,6 +38,9 @@ def status(request: HttpRequest) -> HttpResponse:
     answer = cached_status()
     if api.wants_health_json(request):
         return json_response(api.health_json_payload(answer.payload), status=answer.code, content_type=api.HEALTH_JSON)
+    if staff_asks(request):
+        # The shared snapshot holds no per-user part: staff get the ping URLs overlaid (one more query).
+        return json_response(api.with_ping_urls(answer.payload), status=answer.code)
     if answer.body is None:
         return json_response(answer.payload, status=answer.code)
     # Already encoded (the services' part once per snapshot, not per request); the headers json_response sets.
@@ -71,24 +74,14 @@ def incident(request: HttpRequest, pk: int) -> HttpResponse:
     found = Incident.objects.select_related("service", "acknowledged_by", "declared_by").filter(pk=pk).first()
     if found is None:
         return api.error(f"no incident {pk}", 404)
-    operator = _operator(request)
+    # What a repair printed and its evidence (log tails, processes) are for operators, as ping URLs are.
+    operator = staff_asks(request)
     payload = api.incident_dict(found) | {
         "declaredBy": timeline.username(found.declared_by),
         "postmortem": mask(found.postmortem),
         "timeline": [entry.as_dict(operator=operator) for entry in timeline.build(found)],
     }
     return json_response(payload)
-
-
-def _operator(request: HttpRequest) -> bool:
-    """A token or a staff session, also while reads are public: what a repair printed and its evidence (log
-    tails, process lists) are for operators, not for anyone who can reach the portal."""
-    if getattr(request, "api_user", None) is not None or request.user.is_staff:
-        return True
-    if "Authorization" in request.headers:
-        authenticate(request, staff=False)  # a bad token is a 401, as on every endpoint
-        return True
-    return False
 
 
 @api_view("GET")

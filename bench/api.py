@@ -120,11 +120,15 @@ def query_counts(cookie_user) -> dict[str, int]:
     return counts
 
 
-def wrk(url: str, duration: int, connections: int, threads: int, cookie: str = "") -> dict[str, float]:
+def wrk(
+    url: str, duration: int, connections: int, threads: int, cookie: str = "", script: str = ""
+) -> dict[str, float]:
     # A long timeout: wrk's default (2 s) would drop the slow answers instead of timing them.
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "60s", "--latency", url]
     if cookie:
         argv[1:1] = ["-H", f"Cookie: {cookie}"]
+    if script:  # a Lua script that writes each request (bench/pings.py: a different uuid each time)
+        argv[1:1] = ["-s", script]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     if not rps:
@@ -135,7 +139,14 @@ def wrk(url: str, duration: int, connections: int, threads: int, cookie: str = "
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return {"rps": rps, "p50": pct("50"), "p99": pct("99"), "non2xx": int(non2xx.group(1)) if non2xx else 0}
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    return {
+        "rps": rps,
+        "p50": pct("50"),
+        "p99": pct("99"),
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "requests": total,
+    }
 
 
 def start_gunicorn(env: dict[str, str], cookie: str, label: str) -> tuple[subprocess.Popen, str]:

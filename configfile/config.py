@@ -7,6 +7,7 @@ A file with any error changes nothing; errors name the table index and key, e.g.
 from __future__ import annotations
 
 import tomllib
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from core.signals import config_imported
 from core.spec import MAX_DEPTH, ConfigError, Key, check_depth, env_refs, key_name, validate
 from health.models import Service
 from health.probes import registry as probe_registry
+from health.probes.push import verify_wait
 from health.spec import SERVICE_KEYS
 from recovery.actions import registry as action_registry
 from recovery.actions.base import check_stale_bound
@@ -115,6 +117,8 @@ def argv_warnings(argv: Any, where: str) -> list[str]:
 def _check_lengths(model: type[models.Model], values: dict[str, Any], where: str) -> None:
     # The database would refuse (PostgreSQL) or silently keep (SQLite) an over-long string: refuse it here.
     for f in model._meta.get_fields():
+        if isinstance(f, models.UUIDField):  # its max_length is of the hex form; the Key checked the value
+            continue
         limit = getattr(f, "max_length", None)
         value = values.get(f.name)
         if limit and isinstance(value, str) and len(value) > limit:
@@ -149,6 +153,7 @@ def parse(text: str, *, prune: bool = False) -> Plan:
     if not isinstance(services, list):
         raise ConfigError("service", "must be an array of tables ([[service]])")
     names: set[str] = set()
+    uuids: set[str] = set()
     for i, table in enumerate(services):
         where = f"service[{i}]"
         common, kind_settings = _kind_table(table, where, SERVICE_KEYS, probe_registry, nested=("recovery",))
@@ -157,6 +162,7 @@ def parse(text: str, *, prune: bool = False) -> Plan:
             plan.warnings += argv_warnings(kind_settings.get("argv"), f"{where}.argv")
         if common["name"] in names:
             raise ConfigError(f"{where}.name", f"duplicate name {common['name']!r}")
+        _check_ping_uuid(common, where, uuids)
         names.add(common["name"])
         actions = []
         recovery = table.get("recovery", [])
@@ -165,7 +171,7 @@ def parse(text: str, *, prune: bool = False) -> Plan:
         for j, action in enumerate(recovery):
             a_where = f"{where}.recovery[{j}]"
             a_common, a_settings = _kind_table(action, a_where, RECOVERY_KEYS, action_registry)
-            check_stale_bound(a_common, a_where)
+            check_stale_bound(a_common, a_where, verify_wait(common["kind"], kind_settings))
             if a_common["kind"] == "restart_process" and common["kind"] != "process":
                 raise ConfigError(f"{a_where}.kind", "restart_process needs a service of kind process")
             if a_common["kind"] in ARGV_KINDS:
@@ -204,8 +210,27 @@ def parse(text: str, *, prune: bool = False) -> Plan:
     return plan
 
 
+def _check_ping_uuid(common: dict[str, Any], where: str, seen: set[str]) -> None:
+    """A given ping_uuid: a push service's, once in the file, and no other service's already."""
+    wanted = common.get("ping_uuid")
+    if wanted is None:
+        return
+    wanted = wanted.lower()
+    if common["kind"] != "push":
+        raise ConfigError(f"{where}.ping_uuid", "only a push service has a ping uuid")
+    if wanted in seen:
+        raise ConfigError(f"{where}.ping_uuid", "the same uuid is given to two services")
+    seen.add(wanted)
+    other = Service.objects.filter(ping_uuid=wanted).exclude(name=common["name"]).values_list("name", flat=True).first()
+    if other is not None:
+        raise ConfigError(f"{where}.ping_uuid", f"already the ping uuid of service {other!r}")
+    common["ping_uuid"] = wanted
+
+
 def _service_values(svc: dict[str, Any]) -> dict[str, Any]:
-    values = {k: svc.get(k, SERVICE_KEYS[k].default) for k in SERVICE_FIELDS if k != "name"}
+    values = {k: svc.get(k, SERVICE_KEYS[k].default) for k in SERVICE_FIELDS if k not in ("name", "ping_uuid")}
+    if svc.get("ping_uuid") is not None:  # absent: a new row gets a new one, an existing row keeps its own
+        values["ping_uuid"] = uuid.UUID(svc["ping_uuid"])
     values["timeout"] = float(values["timeout"])
     values["settings"] = svc["settings"]
     return values
@@ -306,8 +331,12 @@ def export_text() -> str:
     for s in Service.objects.prefetch_related("depends_on", "recovery_actions").order_by("name"):
         table: dict[str, Any] = {"name": s.name, "kind": s.kind}
         table.update(
-            _without_defaults({k: getattr(s, k) for k in SERVICE_FIELDS if k not in ("name", "kind")}, SERVICE_KEYS)
+            _without_defaults(
+                {k: getattr(s, k) for k in SERVICE_FIELDS if k not in ("name", "kind", "ping_uuid")}, SERVICE_KEYS
+            )
         )
+        if s.kind == "push":
+            table["ping_uuid"] = str(s.ping_uuid)
         table.update(s.settings)
         deps = sorted(d.name for d in s.depends_on.all())
         if deps:

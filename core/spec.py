@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,13 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _is_uuid(v: str) -> bool:
+    try:
+        return str(uuid.UUID(v)) == v.lower()
+    except ValueError:
+        return False
+
+
 def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -89,6 +97,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
         lambda v: isinstance(v, str) and bool(SLUG.fullmatch(v)),
         "must be a slug (lowercase letters, digits, '-' or '_', at most 100)",
     ),
+    "uuid": (lambda v: isinstance(v, str) and _is_uuid(v), "must be a UUID (8-4-4-4-12 hex digits)"),
     "int": (_is_int, "must be an integer"),
     "number": (_is_num, "must be a number"),
     "bool": (lambda v: isinstance(v, bool), "must be true or false"),

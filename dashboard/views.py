@@ -29,6 +29,7 @@ from dispatch import rounds
 from dispatch.scheduler import scheduler_status
 from health.models import Incident, Ping, ProbeResult, Service
 from health.permissions import ACKNOWLEDGE_INCIDENT, PAUSE_SERVICE, PROBE_NOW, RUN_RECOVERY, allowed, denied
+from health.pings import ping_url
 from recovery import stats as recovery_stats
 from recovery.engine import RecoveryNotAvailable, recover_services
 from recovery.models import RecoveryAttempt
@@ -162,7 +163,7 @@ def service_detail(request: HttpRequest, name: str) -> HttpResponse:
     }
     if service.kind == "push":
         # A heartbeat's address is its secret: shown to staff here, never on public answers.
-        context["ping_url"] = f"{settings.PUBLIC_URL.rstrip('/')}/ping/{service.ping_uuid}"
+        context["ping_url"] = ping_url(service.ping_uuid)
         context["pings"] = Ping.objects.filter(service_id=service.ping_uuid).order_by("-received_at", "-pk")[:10]
     return render(request, "dashboard/service.html", context)
 

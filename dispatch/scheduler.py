@@ -216,7 +216,10 @@ def finish(services: list[Service], now: datetime | None = None) -> None:
     """Release the claims and book each service's next slot."""
     now = now or timezone.now()
     for service in services:
-        release(service, next_due(service.due, service.interval, now))
+        slot = next_due(service.due, service.interval, now)
+        # A heartbeat's deadline before the next slot is looked at then (its grid moves with it).
+        recheck = getattr(service, "recheck_at", None)
+        release(service, recheck if recheck is not None and now < recheck < slot else slot)
 
 
 def round_deadline(services: list[Service], now: datetime) -> float:

@@ -296,7 +296,7 @@ class ProbeResult(models.Model):
 
 # What a job reports through /ping/<uuid>[/start|/fail|/<exit status>|/log] (api.ping; the `push` kind reads them).
 PING_SUCCESS, PING_START, PING_FAIL, PING_LOG = "success", "start", "fail", "log"
-PING_BODY_MAX = 10 * 1024
+PING_BODY_MAX = 100 * 1024
 
 
 class Ping(models.Model):

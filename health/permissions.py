@@ -12,7 +12,9 @@ RUN_RECOVERY = "recovery.run_recovery"
 PAUSE_SERVICE = "health.pause_service"
 ACKNOWLEDGE_INCIDENT = "health.acknowledge_incident"
 PROBE_NOW = "health.probe_now"
-ACTIONS = (RUN_RECOVERY, PAUSE_SERVICE, ACKNOWLEDGE_INCIDENT, PROBE_NOW)
+POST_INCIDENT_UPDATE = "health.post_incident_update"  # updates and postmortems (health.incidents)
+DECLARE_INCIDENT = "health.declare_incident"  # open and close an incident by hand
+ACTIONS = (RUN_RECOVERY, PAUSE_SERVICE, ACKNOWLEDGE_INCIDENT, PROBE_NOW, POST_INCIDENT_UPDATE, DECLARE_INCIDENT)
 
 
 def denied(permission: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import close_old_connections, connection, connections, transaction
+from django.db import IntegrityError, close_old_connections, connection, connections, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -163,6 +163,7 @@ def record(services: list[Service], outcomes: dict[str, ProbeOutcome], now: date
     maintenance.apply(services, now)  # a service in a window is paused: stored, no incident, no recovery
     for service in services:
         outcome = outcomes[service.name]
+        service.recheck_at = outcome.recheck_at  # read by dispatch.scheduler.finish
         results.append(
             ProbeResult(
                 service=service,
@@ -250,12 +251,30 @@ def _parent_incidents(incidents: list[Incident]) -> dict[int, Incident]:
     return found
 
 
+def _create_each(incidents: list[Incident]) -> list[Incident]:
+    """Create one by one, skipping a service whose open incident appeared since it was looked for."""
+    created = []
+    for incident in incidents:
+        try:
+            with transaction.atomic():
+                incident.save(force_insert=True)
+        except IntegrityError:
+            log.info("%s: an incident was declared meanwhile; keeping it", incident.service.name)
+            continue
+        created.append(incident)
+    return created
+
+
 def _incidents(transitions: list[Transition], now: datetime) -> None:
     opening = [t.service for t in transitions if t.became_hard_down and not t.service.is_paused]
+    adopted: set[int] = set()  # HARD down with an incident already open (a declared one): kept, not doubled
     recovered = [t.service.pk for t in transitions if t.recovered]
     if recovered:
+        # A declared incident (a person opened it: health.incidents) is closed by a person, never by a probe.
         closing = list(
-            Incident.objects.filter(service_id__in=recovered, resolved_at__isnull=True).select_related("service")
+            Incident.objects.filter(
+                service_id__in=recovered, resolved_at__isnull=True, declared_by__isnull=True
+            ).select_related("service")
         )
         Incident.objects.filter(pk__in=[i.pk for i in closing]).update(resolved_at=now)
         Event.objects.bulk_create(
@@ -276,6 +295,7 @@ def _incidents(transitions: list[Transition], now: datetime) -> None:
         already = set(
             Incident.objects.filter(service__in=opening, resolved_at__isnull=True).values_list("service_id", flat=True)
         )
+        adopted = already
         new = [
             Incident(
                 service=s,
@@ -287,7 +307,12 @@ def _incidents(transitions: list[Transition], now: datetime) -> None:
             for s in opening
             if s.pk not in already
         ]
-        Incident.objects.bulk_create(new)
+        try:
+            with transaction.atomic():
+                Incident.objects.bulk_create(new)
+        except IntegrityError:
+            # A person declared one of these meanwhile (one_open_incident_per_service): keep theirs.
+            new = _create_each(new)
         # Dependencies: a child's incident is linked to its parent's, and its notification held.
         parents = _parent_incidents(new)
         for incident in new:
@@ -309,8 +334,12 @@ def _incidents(transitions: list[Transition], now: datetime) -> None:
         )
         for incident in new:
             log.warning("Incident opened for %s: %s", incident.service.name, incident.cause)
-    # Keep the latest error on incidents that stay open.
-    still_down = {t.service.pk: t.service for t in transitions if t.service.status == DOWN and not t.became_hard_down}
+    # Keep the latest error on incidents that stay open, and on an open (declared) one a HARD down adopted.
+    still_down = {
+        t.service.pk: t.service
+        for t in transitions
+        if t.service.status == DOWN and (not t.became_hard_down or t.service.pk in adopted)
+    }
     if still_down:
         stale = [
             i

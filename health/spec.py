@@ -26,6 +26,8 @@ SERVICE_KEYS: dict[str, Key] = {
     "remind_every": REMIND_EVERY,
     # A state badge at /badge/<name>.svg even when no public status page lists the service.
     "badge": Key("bool", default=False),
+    # A `push` service's ping address: made on creation; given, it is kept (moving a portal keeps cron lines).
+    "ping_uuid": Key("uuid", help="push only; default: a new one"),
     # Evidence kept before a restart (recovery.evidence): the tail of these files, bounded in lines and time.
     "evidence_log": Key("list[str]", default=[]),
     "evidence_lines": Key("int", default=100, minimum=1, maximum=10_000),

@@ -32,6 +32,7 @@ from core.liveness import live_owners
 from core.spec import ConfigError, scrub
 from dispatch.scheduler import schedule_specs, scheduler_status
 from health.models import MaintenanceWindow, Service
+from health.probes.push import verify_wait
 from notify.models import Channel
 from recovery.actions import registry as action_registry
 from recovery.actions.base import stale_bound_problem
@@ -399,7 +400,9 @@ def check_recovery_bounds() -> Finding:
     admin refuse a longer one, but RECOVERY_STALE_AFTER may have been lowered since it was saved."""
     too_long = []
     for action, i in _actions_indexed():
-        why = stale_bound_problem(action.timeout, action.verify_delay)
+        why = stale_bound_problem(
+            action.timeout, action.verify_delay, verify_wait(action.service.kind, action.service.settings)
+        )
         if why:
             too_long.append(f"{action.service.name} recovery[{i}]: {why}")
     bound = settings.RECOVERY_STALE_AFTER

@@ -164,6 +164,13 @@ else:
             "OPTIONS": {"MAX_ENTRIES": 100_000},
         }
     }
+# The pings' rate limit (api.ping): Redis when there is one, else each process's memory (a limit per worker).
+# Never the database cache: its count and write per ping would cost more than the ping itself.
+CACHES["pings"] = (
+    {**CACHES["default"], "KEY_PREFIX": "pings"}
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "opsportal-pings"}
+)
 
 # --- Auth, i18n, static --------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

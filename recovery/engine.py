@@ -34,6 +34,7 @@ from core import procs, spool
 from core.db import DB_ERRORS, CircuitBreakerError, run_db, unavailable
 from core.spec import scrub
 from health.models import DEGRADED, DOWN, HEALTHY, PING_SUCCESS, UP, Event, Incident, Ping, Service
+from health.probes.push import verify_wait
 from health.runner import RoundResult, run_round
 from recovery import owner as owners
 from recovery import policy
@@ -431,9 +432,7 @@ def verify(service: Service, since: datetime | None = None) -> tuple[str, str]:
 
 def _wait_for_ping(service: Service, since: datetime) -> bool:
     """Wait until a success ping of `service` received after `since` is stored, or its verify timeout ends."""
-    settings_ = service.settings or {}
-    wait = settings_.get("verify_timeout") or settings_.get("grace") or 60
-    deadline = time.monotonic() + float(wait)
+    deadline = time.monotonic() + verify_wait(service.kind, service.settings)
     while True:
         pinged = Ping.objects.filter(service_id=service.ping_uuid, kind=PING_SUCCESS, received_at__gte=since)
         try:

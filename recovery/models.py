@@ -16,6 +16,7 @@ from django.utils import timezone
 from core.spec import field_validators
 from core.spool import create_or_spool, update_or_spool
 from health.models import Service
+from health.probes.push import verify_wait
 from recovery.actions import registry as action_registry
 from recovery.actions.base import stale_bound_problem
 from recovery.spec import RECOVERY_KEYS
@@ -59,7 +60,9 @@ class RecoveryAction(models.Model):
 
     def clean(self) -> None:
         super().clean()
-        problem = stale_bound_problem(self.timeout, self.verify_delay)
+        service = getattr(self, "service", None) if self.service_id else None
+        wait = verify_wait(service.kind, service.settings) if service is not None else 0.0
+        problem = stale_bound_problem(self.timeout, self.verify_delay, wait)
         if problem:
             raise ValidationError({"timeout": problem})
 

@@ -27,6 +27,9 @@ class ProbeOutcome:
     secrets: list[str] = field(default_factory=list, repr=False)
     # When the certificate the probe read expires (tls, https): kept on the Service for /metrics.
     cert_expires_at: datetime | None = None
+    # When the verdict will change by itself if nothing happens (a heartbeat's deadline): the scheduler looks
+    # again then, not only at the next interval, so a late job is down at its due time.
+    recheck_at: datetime | None = None
 
 
 class ProbeError(Exception):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.db.models.functions import Substr
 from django.utils import timezone
 
 from core.spec import ConfigError, Key
@@ -22,6 +23,19 @@ from health.windows import UTC, cron_matches, parse_cron, zone
 # How far ahead the next cron tick is looked for: a schedule that never fires within it is refused.
 CRON_HORIZON = dt.timedelta(days=400)
 SUCCESS, START, FAIL = "success", "start", "fail"
+# How much of the deciding ping's body the detail quotes (the whole body stays on the Ping row).
+QUOTE_CHARS = 200
+# A verdict turns at its deadline's first second past it (`now > expected`).
+TURN = dt.timedelta(seconds=1)
+
+
+def verify_wait(kind: str, cfg: dict[str, Any] | None) -> float:
+    """How long a recovery of this service waits for its proof: a heartbeat's success ping (verify_timeout,
+    else grace), 0 for every other kind (re-probed at once). Counted in the stale bound (recovery.actions.base)."""
+    if kind != "push":
+        return 0.0
+    cfg = cfg or {}
+    return float(cfg.get("verify_timeout") or cfg.get("grace") or PushProbe.keys["grace"].default)
 
 
 def check_schedule(cfg: dict[str, Any], where: str) -> None:
@@ -69,6 +83,18 @@ def _seconds(delta: dt.timedelta) -> str:
     return f"{delta.total_seconds():.1f} s"
 
 
+def _quote(body: str) -> str:
+    """The start of a ping's body for the detail: one line, whitespace collapsed (the body was scrubbed at arrival)."""
+    text = " ".join(body.split())
+    if not text:
+        return ""
+    return f'; said "{text[:QUOTE_CHARS]}{"…" if len(text) > QUOTE_CHARS else ""}"'
+
+
+def _up(detail: str, turns_at: dt.datetime) -> ProbeOutcome:
+    return ProbeOutcome(UP, detail=detail, recheck_at=turns_at + TURN)
+
+
 class PushProbe(Probe):
     """A heartbeat (cron job, backup, ETL): judged from the pings it sends to /ping/<uuid>."""
 
@@ -109,7 +135,7 @@ class PushProbe(Probe):
             Ping.objects.filter(service__name=self.service_name)
             .exclude(kind=PING_LOG)
             .order_by("-received_at")
-            .values_list("kind", "received_at", "exit_status")[:2]
+            .values_list("kind", "received_at", "exit_status", Substr("body", 1, QUOTE_CHARS + 1))[:2]
         )
         if not rows:
             created = Service.objects.filter(name=self.service_name).values_list("created_at", flat=True).first()
@@ -117,12 +143,12 @@ class PushProbe(Probe):
             expected = self._due_after(since) + grace
             if now > expected:
                 return ProbeOutcome(DOWN, detail=f"no ping received yet, expected by {_when(expected)}")
-            return ProbeOutcome(UP, detail=f"waiting for the first ping, expected by {_when(expected)}")
-        kind, at, exit_status = rows[0]
+            return _up(f"waiting for the first ping, expected by {_when(expected)}", expected)
+        kind, at, exit_status, body = rows[0]
         previous = rows[1] if len(rows) > 1 else None
         if kind == FAIL:
             code = f" (exit {exit_status})" if exit_status is not None else ""
-            return ProbeOutcome(DOWN, detail=f"job reported failure{code} at {_when(at)}")
+            return ProbeOutcome(DOWN, detail=f"job reported failure{code} at {_when(at)}{_quote(body)}")
         if kind == START:
             running = now - at
             if max_runtime is not None:
@@ -133,18 +159,20 @@ class PushProbe(Probe):
                         detail=f"started at {_when(at)}, no end within max_runtime {max_runtime} s + grace "
                         f"{self.cfg['grace']} s (running {_seconds(running)})",
                     )
-                return ProbeOutcome(UP, detail=f"running since {_when(at)} ({_seconds(running)})")
+                return _up(f"running since {_when(at)} ({_seconds(running)})", at + limit)
             # No max_runtime: a start says nothing of the schedule; the last end before it decides.
             if previous is not None and previous[0] == FAIL:
                 code = f" (exit {previous[2]})" if previous[2] is not None else ""
-                return ProbeOutcome(DOWN, detail=f"job reported failure{code} at {_when(previous[1])}")
+                return ProbeOutcome(
+                    DOWN, detail=f"job reported failure{code} at {_when(previous[1])}{_quote(previous[3])}"
+                )
             last_end = previous[1] if previous is not None else at
             expected = self._due_after(last_end) + grace
             if now > expected:
                 return ProbeOutcome(
                     DOWN, detail=f"no ping since {_when(last_end)}, expected by {_when(expected)} (started {_when(at)})"
                 )
-            return ProbeOutcome(UP, detail=f"running since {_when(at)} ({_seconds(running)})")
+            return _up(f"running since {_when(at)} ({_seconds(running)})", expected)
         # The last ping is a success.
         expected = self._due_after(at) + grace
         if now > expected:
@@ -154,5 +182,7 @@ class PushProbe(Probe):
             runtime = at - previous[1]
             detail += f"; ran {_seconds(runtime)}"
             if max_runtime is not None and runtime > dt.timedelta(seconds=max_runtime):
-                return ProbeOutcome(DEGRADED, detail=f"{detail}, longer than max_runtime {max_runtime} s")
-        return ProbeOutcome(UP, detail=detail)
+                return ProbeOutcome(
+                    DEGRADED, detail=f"{detail}, longer than max_runtime {max_runtime} s", recheck_at=expected + TURN
+                )
+        return _up(detail + _quote(body), expected)

@@ -54,29 +54,35 @@ class Action(Configured):
         raise NotImplementedError
 
 
-def stale_bound_problem(timeout: Any, verify_delay: Any) -> str:
-    """Why an action's `timeout + verify_delay` is refused ("" when it fits). An attempt must end within
-    RECOVERY_STALE_AFTER: the bound after which a claim without a known owner is taken over by its age, and
-    the bound doctor holds every action to. Shared by importconfig, the admin and doctor."""
+def stale_bound_problem(timeout: Any, verify_delay: Any, verify_wait: float = 0.0) -> str:
+    """Why an action's `timeout + verify_delay` (+ the wait for a heartbeat's proof ping, health.probes.push
+    .verify_wait) is refused ("" when it fits). An attempt must end within RECOVERY_STALE_AFTER: the bound after
+    which a claim without a known owner is taken over by its age, and the bound doctor holds every action to.
+    Shared by importconfig, the admin and doctor."""
     try:
-        total = float(timeout) + float(verify_delay)
+        total = float(timeout) + float(verify_delay) + float(verify_wait)
     except (TypeError, ValueError):
         return ""  # the key's own validation names that
     bound = django_settings.RECOVERY_STALE_AFTER
     if total <= bound:
         return ""
+    what = (
+        "timeout + verify_delay + the wait for a success ping (verify_timeout, else grace)"
+        if verify_wait
+        else ("timeout + verify_delay")
+    )
     return (
-        f"timeout + verify_delay is {total:g} s, more than RECOVERY_STALE_AFTER ({bound} s): "
+        f"{what} is {total:g} s, more than RECOVERY_STALE_AFTER ({bound} s): "
         "shorten the action or raise RECOVERY_STALE_AFTER"
     )
 
 
-def check_stale_bound(values: dict[str, Any], where: str) -> None:
+def check_stale_bound(values: dict[str, Any], where: str, verify_wait: float = 0.0) -> None:
     """importconfig: a `[[service.recovery]]` table's validated keys (defaults for the missing ones) must fit
     the stale bound; a ConfigError naming `<where>.timeout` otherwise."""
     timeout = values.get("timeout", RECOVERY_KEYS["timeout"].default)
     verify_delay = values.get("verify_delay", RECOVERY_KEYS["verify_delay"].default)
-    problem = stale_bound_problem(timeout, verify_delay)
+    problem = stale_bound_problem(timeout, verify_delay, verify_wait)
     if problem:
         raise ConfigError(f"{where}.timeout", problem)
 

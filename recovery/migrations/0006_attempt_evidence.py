@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('recovery', '0005_owner_heartbeat'),
+        ("recovery", "0005_owner_heartbeat"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='recoveryattempt',
-            name='evidence',
+            model_name="recoveryattempt",
+            name="evidence",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]

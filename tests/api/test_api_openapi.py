@@ -46,6 +46,7 @@ def test_it_serves_the_document_with_every_endpoint(client):
         "/health/uptime",
         "/health/openapi.json",
         "/metrics",
+        "/api/v1/incidents/{id}/updates",
     }
 
 

@@ -288,3 +288,24 @@ def test_it_shows_the_outage_spool_with_the_database_up_or_down(client, settings
         down = client.get("/health/status").json()["database"]
     assert down["status"] == "down"
     assert down["spool"] == up["spool"]  # files of this host: known without the database
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("cache", [0, 2])
+def test_it_shows_a_push_services_ping_url_to_staff_only(client, settings, cache):
+    settings.STATUS_CACHE_SECONDS = cache
+    settings.PUBLIC_URL = "https://ops.example.test/"
+    job = make_service("backup", kind="push", settings={"period": 3600})
+    make_service("web")
+    url = f"https://ops.example.test/ping/{job.ping_uuid}"
+    public = client.get("/health/status").json()["services"]
+    assert "pingUrl" not in public["backup"] and str(job.ping_uuid) not in str(public)
+    _, token = staff_token()
+    by_token = client.get("/health/status", **bearer(token)).json()["services"]
+    assert by_token["backup"]["pingUrl"] == url
+    assert "pingUrl" not in by_token["web"]
+    _, outsider = staff_token("viewer", staff=False)
+    assert "pingUrl" not in client.get("/health/status", **bearer(outsider)).json()["services"]["backup"]
+    assert "pingUrl" not in client.get("/health/status", **bearer("wrong")).json()["services"]["backup"]
+    client.force_login(make_user("staffer", staff=True))
+    assert client.get("/health/status").json()["services"]["backup"]["pingUrl"] == url

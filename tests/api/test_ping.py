@@ -69,15 +69,59 @@ def test_it_answers_404_for_an_unknown_uuid_and_400_past_exit_status_255(client:
 
 
 @pytest.mark.django_db
-def test_it_keeps_the_first_10_kb_of_a_100_kb_body(client: Client):
+def test_it_keeps_the_first_100_kb_of_a_bigger_body(client: Client):
     service = push_service()
-    body = ("<b>log line</b>\n" * 7000).encode()  # > 100 KB
-    assert len(body) > 100 * 1024
+    body = ("<b>log line</b>\n" * 8000).encode()  # 128 KB
+    assert len(body) > PING_BODY_MAX == 100 * 1024
     response = client.post(f"/ping/{service.ping_uuid}/log", data=body, content_type="text/plain")
     assert response.status_code == 200
     kept = service.pings.get().body
     assert len(kept.encode()) == PING_BODY_MAX
     assert body.decode().startswith(kept)
+
+
+@pytest.mark.django_db
+def test_it_scrubs_credentials_and_the_portals_secrets_from_a_body(client: Client, settings):
+    settings.PING_KEY = "ping-key-0123456789abcdef"
+    service = push_service()
+    body = (
+        "backup to postgres://backup:hunter2hunter2@db.internal/prod done\n"
+        "curl https://api.example/?token=abc123secret\n"
+        f"key {settings.PING_KEY} and {settings.SECRET_KEY}\n"
+    )
+    client.post(f"/ping/{service.ping_uuid}", data=body, content_type="text/plain")
+    kept = service.pings.get().body
+    for secret in ("hunter2hunter2", "abc123secret", settings.PING_KEY, settings.SECRET_KEY):
+        assert secret not in kept
+    assert "backup to postgres://" in kept and "done" in kept
+
+
+@pytest.mark.django_db
+def test_it_quotes_the_deciding_pings_body_in_the_detail(client: Client):
+    service = push_service()
+    client.post(f"/ping/{service.ping_uuid}/3", data="disk full\n  on /var", content_type="text/plain")
+    outcome = PushProbe(service.settings, timeout=5, service_name=service.name).run()
+    assert outcome.status == DOWN
+    assert outcome.detail.startswith("job reported failure (exit 3) at ")
+    assert outcome.detail.endswith('; said "disk full on /var"')
+
+
+@pytest.mark.django_db
+def test_it_books_a_check_now_when_a_ping_turns_the_verdict(client: Client):
+    service = push_service()
+    later = T0 + dt.timedelta(hours=1)
+    Service.objects.filter(pk=service.pk).update(status=UP, next_due_at=later)
+    with time_machine.travel(T0, tick=False):
+        client.get(f"/ping/{service.ping_uuid}")  # a success while up: nothing to turn
+        assert Service.objects.get(pk=service.pk).next_due_at == later
+        client.get(f"/ping/{service.ping_uuid}/fail")  # a failure while up: judged now
+        assert Service.objects.get(pk=service.pk).next_due_at == T0
+    Service.objects.filter(pk=service.pk).update(status=DOWN, next_due_at=later)
+    with time_machine.travel(T0 + dt.timedelta(seconds=5), tick=False):
+        client.get(f"/ping/{service.ping_uuid}/log")  # a log says nothing of the state
+        assert Service.objects.get(pk=service.pk).next_due_at == later
+        client.get(f"/ping/{service.ping_uuid}/0")  # a success while down: judged now
+        assert Service.objects.get(pk=service.pk).next_due_at == T0 + dt.timedelta(seconds=5)
 
 
 @pytest.mark.django_db
@@ -94,8 +138,9 @@ def test_it_answers_429_past_five_pings_a_second_for_one_uuid(client: Client):
 
 @pytest.mark.django_db
 def test_it_does_one_indexed_lookup_and_one_insert_a_ping(client: Client, settings):
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.CACHES = {**settings.CACHES, "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     service = push_service()
+    Service.objects.filter(pk=service.pk).update(status=UP)  # a steady job: its pings turn nothing
     for _ in range(3):
         client.get(f"/ping/{service.ping_uuid}")
     with CaptureQueriesContext(connection) as queries:
@@ -109,7 +154,7 @@ def test_it_does_one_indexed_lookup_and_one_insert_a_ping(client: Client, settin
 def test_it_spools_pings_during_a_database_outage_and_replays_them_with_their_arrival_times(
     client: Client, settings, outage, tmp_path
 ):
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.CACHES = {**settings.CACHES, "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     service = push_service()
     with quick_db_hardening(settings, tmp_path):
         outage.start()
@@ -164,7 +209,7 @@ def test_it_answers_404_to_pings_by_name_without_the_right_key(client: Client, s
 
 @pytest.mark.django_db(transaction=True)
 def test_it_spools_a_ping_by_name_during_an_outage_with_its_arrival_time(client: Client, settings, outage, tmp_path):
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.CACHES = {**settings.CACHES, "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     settings.PING_KEY = KEY
     service = push_service("nightly")
     with quick_db_hardening(settings, tmp_path):

@@ -28,7 +28,7 @@ from dispatch.scheduler import (
     run_dispatcher,
     scheduler_status,
 )
-from health.models import ProbeResult, Service
+from health.models import Ping, ProbeResult, Service
 from tests.servers import Reply
 
 T0 = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
@@ -307,3 +307,22 @@ def test_it_forgets_loops_silent_for_an_hour():
     assert forget_dead_loops(T0 + timedelta(hours=1, seconds=1)) == 1
     names = set(SchedulerHeartbeat.objects.values_list("name", flat=True))
     assert names == {"dispatcher", "loop:recent"}
+
+
+@pytest.mark.django_db(transaction=True)  # the probe reads the pings from its own thread's connection
+def test_it_judges_a_heartbeat_at_its_deadline_not_at_the_next_interval():
+    """A daily check of an hourly job would see it late a day late: the probe's deadline books the next look."""
+    job = Service.objects.create(
+        name="hourly-job", kind="push", settings={"period": 3600, "grace": 60}, interval=86400, timeout=2
+    )
+    Ping.objects.create(service_id=job.ping_uuid, kind="success", received_at=T0)
+    deadline = T0 + timedelta(seconds=3600 + 60 + 1)
+    with time_machine.travel(T0 + timedelta(seconds=10), tick=False):
+        Dispatcher().pass_once()
+    job.refresh_from_db()
+    assert (job.status, job.next_due_at) == ("up", deadline), job.last_detail
+    with time_machine.travel(deadline, tick=False):
+        assert [s.name for s in Dispatcher().pass_once()] == ["hourly-job"]
+    job.refresh_from_db()
+    assert job.status == "down"
+    assert job.next_due_at == deadline + timedelta(seconds=86400)  # late stays late: the interval again

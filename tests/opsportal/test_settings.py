@@ -145,6 +145,13 @@ def test_it_uses_redis_for_the_cache_when_redis_url_is_set(tmp_path):
 
 
 @pytest.mark.system
+def test_it_counts_the_ping_rate_limit_in_redis_or_in_memory_never_in_the_database(tmp_path):
+    pings = "s.CACHES['pings']['BACKEND']"
+    assert value(tmp_path, pings) == "django.core.cache.backends.locmem.LocMemCache"
+    assert value(tmp_path, pings, REDIS_URL="redis://127.0.0.1:6379/3") == "django.core.cache.backends.redis.RedisCache"
+
+
+@pytest.mark.system
 def test_it_throttles_logins_by_default_per_user_and_address(tmp_path):
     expr = (
         "[s.AXES_ENABLED, s.AXES_FAILURE_LIMIT, s.AXES_COOLOFF_TIME.total_seconds(), s.AXES_LOCKOUT_PARAMETERS,"

@@ -18,6 +18,8 @@ from django.utils import timezone
 from configfile.config import ConfigError, parse
 from core import db
 from core.models import SchedulerHeartbeat
+from health.models import Service
+from opsportal import doctor
 from recovery.actions.base import check_stale_bound
 from recovery.engine import abandon_stale, recover_services
 from recovery.models import RecoveryAction, RecoveryAttempt, RecoveryState
@@ -214,3 +216,43 @@ def test_it_says_in_the_history_which_attempt_was_part_of_a_repair_loop(make_ser
         service=svc, trigger="auto", outcome=Outcome.SUCCEEDED, action_data={"repair_loop": True}
     )
     assert sorted(a["repairLoop"] for a in history()) == [False, True]
+
+
+PUSH_CONFIG = """
+[[service]]
+name = "nightly"
+kind = "push"
+period = 86400
+grace = {grace}
+{verify}
+  [[service.recovery]]
+  kind = "command"
+  argv = ["true"]
+  timeout = 30
+"""
+
+
+def test_it_counts_a_heartbeats_wait_for_its_proof_ping_in_the_stale_bound(settings):
+    """A late job's repair waits for a success ping (verify_timeout, else grace): past the bound its claim
+    would be taken over mid-wait, so import refuses it, naming what to shorten."""
+    settings.RECOVERY_STALE_AFTER = 900
+    with pytest.raises(ConfigError) as refused:
+        parse(PUSH_CONFIG.format(grace=3600, verify=""))
+    assert "service[0].recovery[0].timeout" in str(refused.value)
+    assert "success ping (verify_timeout, else grace) is 3635 s" in str(refused.value)
+    parse(PUSH_CONFIG.format(grace=3600, verify="verify_timeout = 600"))  # 30 + 5 + 600: fits
+    with pytest.raises(ConfigError, match="is 935 s"):
+        parse(PUSH_CONFIG.format(grace=60, verify="verify_timeout = 900"))
+
+
+@pytest.mark.django_db
+def test_it_holds_a_heartbeats_action_to_the_bound_in_the_admin_and_doctor(settings):
+    settings.RECOVERY_STALE_AFTER = 900
+    job = Service.objects.create(name="nightly", kind="push", settings={"period": 86400, "grace": 3600})
+    action = RecoveryAction(service=job, kind="command", settings={"argv": ["true"]}, timeout=30, position=0)
+    with pytest.raises(ValidationError) as refused:
+        action.full_clean()
+    assert "3635 s" in str(refused.value.message_dict["timeout"])
+    action.save()  # saved around the admin (an older release, a lowered bound): doctor names it
+    finding = doctor.check_recovery_bounds()
+    assert not finding.ok and "nightly recovery[0]" in finding.detail and "3635 s" in finding.detail

@@ -2,15 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from health.models import Service
-
-
-def ping_url(service: Service) -> str:
-    """The whole URL a job calls for this service: PUBLIC_URL + /ping/<uuid>."""
-    return f"{settings.PUBLIC_URL.rstrip('/')}/ping/{service.ping_uuid}"
+from health.pings import ping_url
 
 
 class Command(BaseCommand):
@@ -25,4 +20,4 @@ class Command(BaseCommand):
             raise CommandError(f"unknown service: {opts['name']}")
         if service.kind != "push":
             raise CommandError(f"{service.name} is a {service.kind} service, not push: it takes no pings")
-        return ping_url(service)
+        return ping_url(service.ping_uuid)
