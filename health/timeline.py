@@ -174,7 +174,28 @@ def health_source(s: Span) -> Iterable[TimelineEntry]:
         incident.cause,
         {"severity": incident.severity, "declaredBy": declared, "parent": incident.parent_id},
     )
-    yield from _acknowledgements(incident)
+    # The incident's own events: acknowledgements (an escalation clears the field; the event keeps it),
+    # escalations, and who closed a declared one.
+    events = list(
+        Event.objects.filter(
+            service_id=incident.service_id,
+            kind__in=[Event.Kind.INCIDENT_ACKNOWLEDGED, Event.Kind.RECOVERY_ESCALATED, Event.Kind.INCIDENT_RESOLVED],
+            data__incident=incident.pk,
+        ).order_by("created_at", "pk")
+    )
+    acknowledgements = [e for e in events if e.kind == Event.Kind.INCIDENT_ACKNOWLEDGED]
+    for event in acknowledgements:
+        by = event.data.get("user")
+        yield TimelineEntry(event.created_at, ACKNOWLEDGED, f"Acknowledged by {by or 'someone'}", "", {"by": by})
+    if not acknowledgements and incident.acknowledged_at is not None:
+        by = username(incident.acknowledged_by)
+        yield TimelineEntry(
+            incident.acknowledged_at, ACKNOWLEDGED, f"Acknowledged by {by or 'someone'}", "", {"by": by}
+        )
+    for event in events:
+        if event.kind == Event.Kind.RECOVERY_ESCALATED:
+            failures = event.data.get("failures")
+            yield TimelineEntry(event.created_at, ESCALATED, event.title, event.body, {"failures": failures})
     for update in (
         IncidentUpdate.objects.filter(incident=incident).select_related("author").order_by("created_at", "pk")
     ):
@@ -187,39 +208,16 @@ def health_source(s: Span) -> Iterable[TimelineEntry]:
         )
     if incident.resolved_at is not None:
         seconds = (incident.resolved_at - incident.opened_at).total_seconds()
+        closed_by = next((e.data.get("closedBy") for e in events if e.kind == Event.Kind.INCIDENT_RESOLVED), None)
         yield TimelineEntry(
             incident.resolved_at,
             RESOLVED,
-            "Incident resolved",
+            f"Incident closed by {closed_by}" if closed_by else "Incident resolved",
             f"after {_duration(seconds)}",
-            {"durationSeconds": round(seconds, 3)},
+            {"durationSeconds": round(seconds, 3), "closedBy": closed_by},
         )
     if incident.postmortem:
         yield TimelineEntry(incident.resolved_at or incident.opened_at, POSTMORTEM, "Postmortem", incident.postmortem)
-
-
-def _acknowledgements(incident: Incident) -> Iterable[TimelineEntry]:
-    """From the events (an escalation clears the incident's acknowledgement; the event keeps it), else the field."""
-    events = Event.objects.filter(
-        service_id=incident.service_id,
-        kind__in=[Event.Kind.INCIDENT_ACKNOWLEDGED, Event.Kind.RECOVERY_ESCALATED],
-        data__incident=incident.pk,
-    ).order_by("created_at", "pk")
-    acknowledged = False
-    for event in events:
-        if event.kind == Event.Kind.INCIDENT_ACKNOWLEDGED:
-            acknowledged = True
-            by = event.data.get("user") if isinstance(event.data, dict) else None
-            yield TimelineEntry(event.created_at, ACKNOWLEDGED, f"Acknowledged by {by or 'someone'}", "", {"by": by})
-        else:
-            yield TimelineEntry(
-                event.created_at, ESCALATED, event.title, event.body, {"failures": event.data.get("failures")}
-            )
-    if not acknowledged and incident.acknowledged_at is not None:
-        by = username(incident.acknowledged_by)
-        yield TimelineEntry(
-            incident.acknowledged_at, ACKNOWLEDGED, f"Acknowledged by {by or 'someone'}", "", {"by": by}
-        )
 
 
 def _duration(seconds: float) -> str:

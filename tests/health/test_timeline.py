@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from health import timeline
+from health import incidents, timeline
 from health.models import Event, Incident, IncidentUpdate, Service
 from health.runner import run_round
 from notify import outbox
@@ -172,23 +172,24 @@ def test_it_tells_a_declared_incident_with_its_postmortem_last():
     alice = make_user("alice")
     service = ServiceFactory(name="payments")
     now = timezone.now()
-    incident = Incident.objects.create(
-        service=service,
-        opened_at=now - timedelta(hours=2),
-        resolved_at=now - timedelta(hours=1),
-        declared_by=alice,
+    incident = incidents.declare(
+        service,
+        severity="critical",
         cause="the card processor is degraded",
-        postmortem="The processor's region failed over.",
+        user=alice,
+        message="Looking into it",
+        now=now - timedelta(hours=2),
     )
-    IncidentUpdate.objects.create(
-        incident=incident, status="monitoring", message="internal note", public=False, created_at=now
-    )
-    entries = timeline.build(world.load(incident))
-    assert kinds(entries) == ["opened", "resolved", "update", "postmortem"]
+    incidents.post_update(incident, status="monitoring", message="internal note", public=False, author=alice)
+    incidents.close(incident, user=alice, now=now + timedelta(hours=1))
+    incidents.set_postmortem(incident, "The processor's region failed over.")
+    entries = [e for e in timeline.build(world.load(incident)) if e.kind != "notification"]
+    assert kinds(entries) == ["opened", "update", "update", "resolved", "postmortem"]
     assert entries[0].title == "Incident opened by alice" and entries[0].data["declaredBy"] == "alice"
-    assert entries[1].detail == "after 1 h 0 min"
+    assert entries[1].title == "Update: investigating" and entries[1].detail == "Looking into it"
     assert entries[2].title == "Update: monitoring (internal)" and entries[2].data["public"] is False
-    assert entries[3].detail == "The processor's region failed over."
+    assert entries[3].title == "Incident closed by alice" and entries[3].detail == "after 3 h 0 min"
+    assert entries[4].detail == "The processor's region failed over."
 
 
 def test_it_reads_each_source_once_however_many_rows(django_assert_max_num_queries):

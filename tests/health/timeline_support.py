@@ -12,7 +12,8 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 
-from health.models import Incident, IncidentUpdate, Service
+from health import incidents
+from health.models import Incident, Service
 from health.runner import run_round
 from notify import outbox
 from notify.models import Channel
@@ -70,7 +71,7 @@ def outage(target: HttpServer, hook: HttpServer, tmp_path: Path, *, evidence: di
     incident = Incident.objects.get(service=service)
     user = get_user_model().objects.create_user("alice", password=None, is_staff=True)
     assert incident.acknowledge(user)
-    IncidentUpdate.objects.create(incident=incident, status="identified", message=UPDATE_MESSAGE, author=user)
+    incidents.post_update(incident, status="identified", message=UPDATE_MESSAGE, author=user)
     (result,) = recover_services(["web"], trigger="manual", user=user, via="test")  # re-probed: resolved
     attempt = RecoveryAttempt.objects.get(pk=result["attempt"])
     if evidence is not None:
