@@ -271,6 +271,36 @@ SCHEMAS: dict[str, Any] = {
             "parent": _NULL_INT,
         }
     ),
+    "TimelineEntry": _obj(
+        {
+            "at": {"type": "string", "format": "date-time"},
+            "kind": {
+                "type": "string",
+                "description": "state_change, opened, notification, recovery, acknowledged, escalated, update, "
+                "resolved, postmortem",
+            },
+            "title": {"type": "string"},
+            "detail": {"type": "string"},
+            "data": {
+                "type": "object",
+                "description": "the kind's fields (a notification's channel and status, an attempt's outcome and "
+                "verification…); a recovery's actionDetail and evidence only with a token or staff session, "
+                "else named in withheld",
+            },
+        }
+    ),
+    "IncidentDetail": {
+        "allOf": [
+            _ref("Incident"),
+            _obj(
+                {
+                    "declaredBy": _NULL_STR,
+                    "postmortem": {"type": "string"},
+                    "timeline": {"type": "array", "items": _ref("TimelineEntry")},
+                }
+            ),
+        ]
+    },
     "Incidents": _obj(
         {
             "incidents": {"type": "array", "items": _ref("Incident")},
@@ -381,6 +411,15 @@ def build_openapi() -> dict[str, Any]:
                     {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["open", "resolved"]}},
                     {"name": "service", "in": "query", "schema": {"type": "string", "pattern": SLUG_PATTERN}},
                     *_PAGING,
+                ],
+                **readable,
+            ),
+            "/health/incidents/{id}": _get(
+                "One incident with its timeline, in order: state changes, notifications, recovery, updates",
+                _json(_ref("IncidentDetail"), "The incident"),
+                extra={"404": _err("Unknown incident"), **_PROTECTED},
+                parameters=[
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
                 ],
                 **readable,
             ),

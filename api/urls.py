@@ -13,6 +13,7 @@ urlpatterns = [
     path("recovery-stats", views.recovery_stats, name="recovery-stats"),
     path("recover", views.recover, name="recover"),
     path("incidents", views.incidents, name="incidents"),
+    path("incidents/<int:pk>", views.incident, name="incident"),
     path("uptime", views.uptime, name="uptime"),
     path("openapi.json", views.openapi, name="openapi"),
     # Last: anything else under /health/ is a JSON 404.

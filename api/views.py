@@ -12,6 +12,9 @@ from api.base import api_view, json_response
 from api.metrics import cached_exposition
 from api.openapi import build_openapi
 from api.snapshot import cached_status
+from core.mask import mask
+from health import timeline
+from health.models import Incident
 from health.permissions import RUN_RECOVERY
 from recovery.stats import stats_payload
 
@@ -62,6 +65,23 @@ def incidents(request: HttpRequest) -> HttpResponse:
     limit = api.int_param(request, "limit", 50, 1, 500)
     offset = api.int_param(request, "offset", 0, 0, 100_000)
     return json_response(api.incidents_payload(status_filter, service, limit, offset))
+
+
+@api_view("GET")
+@readable
+def incident(request: HttpRequest, pk: int) -> HttpResponse:
+    """One incident with its timeline (health.timeline: built from the rows that record it)."""
+    found = Incident.objects.select_related("service", "acknowledged_by", "declared_by").filter(pk=pk).first()
+    if found is None:
+        return api.error(f"no incident {pk}", 404)
+    # What a repair printed and its evidence (log tails, processes) are for operators, as ping URLs are.
+    operator = staff_asks(request)
+    payload = api.incident_dict(found) | {
+        "declaredBy": timeline.username(found.declared_by),
+        "postmortem": mask(found.postmortem),
+        "timeline": [entry.as_dict(operator=operator) for entry in timeline.build(found)],
+    }
+    return json_response(payload)
 
 
 @api_view("GET")

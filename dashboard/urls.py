@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import path
 
-from dashboard import incident_forms, sla
+from dashboard import incident_forms, incident_page, sla
 from dashboard import views as dashboard
 
 app_name = "dashboard"
@@ -14,6 +14,7 @@ urlpatterns = [
     path("", dashboard.overview, name="overview"),
     path("live/overview/", dashboard.overview_live, name="overview-live"),
     path("incidents/", dashboard.incidents, name="incidents"),
+    path("incidents/<int:pk>/", incident_page.incident, name="incident"),
     path("incidents/<int:pk>/acknowledge/", dashboard.incident_ack, name="incident-ack"),
     path("incidents/<int:pk>/update/", incident_forms.incident_update, name="incident-update"),
     path("incidents/<int:pk>/postmortem/", incident_forms.incident_postmortem, name="incident-postmortem"),

@@ -42,6 +42,7 @@ def test_it_serves_the_document_with_every_endpoint(client):
         "/health/recovery-stats",
         "/health/recover",
         "/health/incidents",
+        "/health/incidents/{id}",
         "/health/uptime",
         "/health/openapi.json",
         "/metrics",
