@@ -132,7 +132,8 @@ def test_it_renders_many_attempts_in_a_bounded_number_of_queries(staff_client, i
     assert staff_client.get(page_url(incident)).content.decode().count('class="evidence"') == 80
 
 
-def test_it_is_linked_from_the_incidents_list_and_the_service_page(staff_client, incident):
+def test_it_is_linked_from_the_incidents_list_the_service_page_and_the_overview(staff_client, incident):
     link = f'href="{page_url(incident)}"'
     assert link in staff_client.get("/incidents/").content.decode()
     assert link in staff_client.get("/services/db/").content.decode()
+    assert link in staff_client.get("/").content.decode()  # the open incident's row
