@@ -25,12 +25,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Max, Min, Q, Sum
+from django.db.models.functions import TruncDay
 from django.utils import timezone
 
 from core.db import run_db
@@ -258,22 +259,20 @@ class Tally:
 _OK = (UP, DEGRADED)
 
 
-def tallies(service_ids: Iterable[int], start: dt.datetime, end: dt.datetime) -> dict[int, Tally]:
-    """A Tally per service over [start, end). Two queries, whatever the number of services.
-
-    The part before `rolled_until()` comes from rollups, whole hours (an hour counts when it starts
-    inside the range); the rest from raw rows. Results taken in maintenance, and misconfigured ones, are
-    counted apart on both.
-    """
-    ids = list(service_ids)
-    out = {sid: Tally() for sid in ids}
+def _tally_rows(
+    ids: list[int], start: dt.datetime, end: dt.datetime, *, by_day: bool
+) -> Iterator[tuple[int, dt.datetime | None, Tally]]:
+    """(service, UTC day or None, Tally) rows over [start, end): rollups before `rolled_until()` (whole hours,
+    an hour counts when it starts inside the range), raw rows after. Two queries."""
     split = rolled_until()
     raw_start = start
     if split is not None and start < split:
         raw_start = min(max(start, split), end)
+        rollups = HourlyRollup.objects.filter(service_id__in=ids, hour__gte=floor_hour(start), hour__lt=min(split, end))
+        if by_day:
+            rollups = rollups.annotate(day=TruncDay("hour", tzinfo=dt.UTC))
         rows = (
-            HourlyRollup.objects.filter(service_id__in=ids, hour__gte=floor_hour(start), hour__lt=min(split, end))
-            .values("service_id")
+            rollups.values("service_id", *(["day"] if by_day else []))
             .annotate(
                 n=Sum("count"),
                 answered=Sum("up") + Sum("degraded"),
@@ -287,13 +286,15 @@ def tallies(service_ids: Iterable[int], start: dt.datetime, end: dt.datetime) ->
             n, m, m_down, mis = row["n"] or 0, row["m"] or 0, row["m_down"] or 0, row["mis"] or 0
             # Of the results in maintenance, those not down answered: take them out of `ok` too.
             ok = (row["answered"] or 0) - (m - m_down)
-            out[row["service_id"]] += Tally(ok, n - m - mis, m, mis)
+            yield row["service_id"], row.get("day"), Tally(ok, n - m - mis, m, mis)
     if raw_start < end:
         misconfigured = Q(status=MISCONFIGURED)
         counted = Q(maintenance=False) & ~misconfigured
+        raw = ProbeResult.objects.filter(service_id__in=ids, checked_at__gte=raw_start, checked_at__lt=end)
+        if by_day:
+            raw = raw.annotate(day=TruncDay("checked_at", tzinfo=dt.UTC))
         rows = (
-            ProbeResult.objects.filter(service_id__in=ids, checked_at__gte=raw_start, checked_at__lt=end)
-            .values("service_id")
+            raw.values("service_id", *(["day"] if by_day else []))
             .annotate(
                 n=Count("id", filter=counted),
                 ok=Count("id", filter=counted & Q(status__in=_OK)),
@@ -303,7 +304,30 @@ def tallies(service_ids: Iterable[int], start: dt.datetime, end: dt.datetime) ->
             .order_by()
         )
         for row in rows:
-            out[row["service_id"]] += Tally(row["ok"], row["n"], row["m"], row["mis"])
+            yield row["service_id"], row.get("day"), Tally(row["ok"], row["n"], row["m"], row["mis"])
+
+
+def tallies(service_ids: Iterable[int], start: dt.datetime, end: dt.datetime) -> dict[int, Tally]:
+    """A Tally per service over [start, end). Two queries, whatever the number of services.
+
+    The part before `rolled_until()` comes from rollups, whole hours (an hour counts when it starts
+    inside the range); the rest from raw rows. Results taken in maintenance, and misconfigured ones, are
+    counted apart on both.
+    """
+    ids = list(service_ids)
+    out = {sid: Tally() for sid in ids}
+    for sid, _, tally in _tally_rows(ids, start, end, by_day=False):
+        out[sid] += tally
+    return out
+
+
+def tallies_by_day(service_ids: Iterable[int], start: dt.datetime, end: dt.datetime) -> dict[int, dict[dt.date, Tally]]:
+    """tallies(), split by UTC day: {service: {date: Tally}}; a day without any result is absent."""
+    ids = list(service_ids)
+    out: dict[int, dict[dt.date, Tally]] = {sid: {} for sid in ids}
+    for sid, day, tally in _tally_rows(ids, start, end, by_day=True):
+        key = day.astimezone(dt.UTC).date() if isinstance(day, dt.datetime) else day
+        out[sid][key] = out[sid].get(key, Tally()) + tally
     return out
 
 

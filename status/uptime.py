@@ -11,18 +11,13 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Count, Q, Sum
-from django.db.models.functions import TruncDay
-
-from health.models import HourlyRollup, ProbeResult
-from health.probes.base import DEGRADED, MISCONFIGURED, UP
-from health.rollups import Tally, floor_hour, rolled_until
+from health.probes.base import DEGRADED, UP
+from health.rollups import Tally, tallies_by_day
 
 UTC = dt.UTC
 DAYS = 90
 # A day with failures that still answered this share of its probes is shown degraded, below it down.
 DEGRADED_FROM = 95.0
-_OK = (UP, DEGRADED)
 
 
 @dataclass(frozen=True)
@@ -50,53 +45,7 @@ def first_day(now: dt.datetime, days: int = DAYS) -> dt.datetime:
 
 def daily_tallies(service_ids: Iterable[int], now: dt.datetime, days: int = DAYS) -> dict[int, dict[dt.date, Tally]]:
     """A Tally per service and UTC day over the last `days` days (today included, up to `now`)."""
-    ids = list(service_ids)
-    out: dict[int, dict[dt.date, Tally]] = {sid: {} for sid in ids}
-    start, end = first_day(now, days), now + dt.timedelta(microseconds=1)
-    split = rolled_until()
-    raw_start = start
-    if split is not None and start < split:
-        raw_start = min(max(start, split), end)
-        rows = (
-            HourlyRollup.objects.filter(service_id__in=ids, hour__gte=floor_hour(start), hour__lt=min(split, end))
-            .annotate(day=TruncDay("hour", tzinfo=UTC))
-            .values("service_id", "day")
-            .annotate(
-                n=Sum("count"),
-                answered=Sum("up") + Sum("degraded"),
-                m=Sum("maintenance"),
-                m_down=Sum("maintenance_down"),
-                mis=Sum("misconfigured"),
-            )
-            .order_by()
-        )
-        for row in rows:
-            n, m, m_down, mis = row["n"] or 0, row["m"] or 0, row["m_down"] or 0, row["mis"] or 0
-            ok = (row["answered"] or 0) - (m - m_down)  # as in tallies(): maintenance results are not `ok`
-            _add(out[row["service_id"]], row["day"], Tally(ok, n - m - mis, m, mis))
-    if raw_start < end:
-        misconfigured = Q(status=MISCONFIGURED)
-        counted = Q(maintenance=False) & ~misconfigured
-        rows = (
-            ProbeResult.objects.filter(service_id__in=ids, checked_at__gte=raw_start, checked_at__lt=end)
-            .annotate(day=TruncDay("checked_at", tzinfo=UTC))
-            .values("service_id", "day")
-            .annotate(
-                n=Count("id", filter=counted),
-                ok=Count("id", filter=counted & Q(status__in=_OK)),
-                m=Count("id", filter=Q(maintenance=True) & ~misconfigured),
-                mis=Count("id", filter=misconfigured),
-            )
-            .order_by()
-        )
-        for row in rows:
-            _add(out[row["service_id"]], row["day"], Tally(row["ok"], row["n"], row["m"], row["mis"]))
-    return out
-
-
-def _add(days: dict[dt.date, Tally], day: dt.datetime | dt.date, tally: Tally) -> None:
-    key = day.astimezone(UTC).date() if isinstance(day, dt.datetime) else day
-    days[key] = days.get(key, Tally()) + tally
+    return tallies_by_day(service_ids, first_day(now, days), now + dt.timedelta(microseconds=1))
 
 
 def day_state(tally: Tally | None) -> str:
