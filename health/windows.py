@@ -96,20 +96,28 @@ def validate_window(window: MaintenanceWindow) -> None:
     zone(window.timezone)
 
 
-def window_active(window: MaintenanceWindow, now: dt.datetime) -> bool:
+def active_span(window: MaintenanceWindow, now: dt.datetime) -> tuple[dt.datetime, dt.datetime] | None:
+    """(start, end) of the window's occurrence that covers `now` (the latest start that does), or None.
+
+    A one-off window as written; a cron window's start minutes and a weekdays + start_time window's days
+    read in its local time, so DST is honoured."""
     if not window.enabled:
-        return False
+        return None
     if window.starts_at is not None and window.ends_at is not None:
-        return window.starts_at <= now < window.ends_at
+        return (window.starts_at, window.ends_at) if window.starts_at <= now < window.ends_at else None
     tz = zone(window.timezone)
     length = dt.timedelta(minutes=window.duration)
     if window.cron:
         fields = parse_cron(window.cron)
-        # Every start minute that would still cover `now`, read in local time (so DST is honoured).
+        # Every start minute that would still cover `now`, newest first.
         top = now.astimezone(UTC).replace(second=0, microsecond=0)
-        return any(cron_matches(fields, (top - dt.timedelta(minutes=k)).astimezone(tz)) for k in range(window.duration))
+        for back in range(window.duration):
+            start = top - dt.timedelta(minutes=back)
+            if cron_matches(fields, start.astimezone(tz)):
+                return start, start + length
+        return None
     if window.start_time is None:
-        return False
+        return None
     local_today = now.astimezone(tz).date()
     for back in range(window.duration // 1440 + 2):
         day = local_today - dt.timedelta(days=back)
@@ -117,5 +125,9 @@ def window_active(window: MaintenanceWindow, now: dt.datetime) -> bool:
             continue
         start = dt.datetime.combine(day, window.start_time, tzinfo=tz).astimezone(UTC)
         if start <= now < start + length:
-            return True
-    return False
+            return start, start + length
+    return None
+
+
+def window_active(window: MaintenanceWindow, now: dt.datetime) -> bool:
+    return active_span(window, now) is not None

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from health.models import DEGRADED, DOWN, HARD, UNKNOWN, UP, Incident, IncidentUpdate, MaintenanceWindow, Service
 from health.probes.push import next_tick
-from health.windows import cron_matches, parse_cron, window_active, zone
+from health.windows import active_span, parse_cron, zone
 from status import uptime
 from status.models import StatusPage
 
@@ -214,32 +214,6 @@ def next_start(window: MaintenanceWindow, now: dt.datetime) -> tuple[dt.datetime
     return None
 
 
-def current_span(window: MaintenanceWindow, now: dt.datetime) -> tuple[dt.datetime | None, dt.datetime | None]:
-    """(start, end) of an open window: as written for a one-off, the latest start that covers `now` otherwise
-    (the same reading of cron and weekdays + start_time as health.windows.window_active)."""
-    if window.starts_at is not None:
-        return window.starts_at, window.ends_at
-    length = dt.timedelta(minutes=window.duration)
-    tz = zone(window.timezone)
-    if window.cron:
-        fields = parse_cron(window.cron)
-        top = now.astimezone(UTC).replace(second=0, microsecond=0)
-        for back in range(window.duration):
-            start = top - dt.timedelta(minutes=back)
-            if cron_matches(fields, start.astimezone(tz)):
-                return start, start + length
-    elif window.start_time is not None:
-        local_today = now.astimezone(tz).date()
-        for back in range(window.duration // 1440 + 2):
-            day = local_today - dt.timedelta(days=back)
-            if window.weekdays and day.weekday() not in window.weekdays:
-                continue
-            start = dt.datetime.combine(day, window.start_time, tzinfo=tz).astimezone(UTC)
-            if start <= now < start + length:
-                return start, start + length
-    return None, None
-
-
 def build(page: StatusPage, now: dt.datetime | None = None) -> Snapshot:
     """The snapshot of one page, read from the database (see the module docstring for what it may hold)."""
     now = now or timezone.now()
@@ -301,8 +275,8 @@ def build(page: StatusPage, now: dt.datetime | None = None) -> Snapshot:
             "component_names": [names[i] for i in affected],
             "reason": window.reason if page.show_details else "",
         }
-        if window_active(window, now):
-            start, end = current_span(window, now)
+        if (span := active_span(window, now)) is not None:
+            start, end = span
             snapshot.maintenance.append(MaintenanceView(status="in_progress", starts_at=start, ends_at=end, **common))
         elif (upcoming := next_start(window, now)) is not None:
             start, end = upcoming

@@ -7,7 +7,8 @@ import datetime as dt
 import pytest
 
 from health.models import MaintenanceWindow, Service
-from status.pages import Component, component_id, component_state, current_span, next_start, overall
+from health.windows import active_span
+from status.pages import Component, component_id, component_state, next_start, overall
 
 UTC = dt.UTC
 
@@ -79,13 +80,13 @@ def test_it_finds_the_next_start_of_each_kind_of_window():
 def test_it_finds_the_span_of_an_open_recurring_window():
     now = dt.datetime(2026, 12, 1, 2, 10, 30, tzinfo=UTC)
     cron = MaintenanceWindow(cron="0 3 * * *", duration=30, timezone="Europe/Berlin")
-    assert current_span(cron, now) == (
+    assert active_span(cron, now) == (
         dt.datetime(2026, 12, 1, 2, 0, tzinfo=UTC),
         dt.datetime(2026, 12, 1, 2, 30, tzinfo=UTC),
     )
     daily = MaintenanceWindow(start_time=dt.time(23, 30), duration=120, timezone="UTC")
     late = dt.datetime(2026, 12, 1, 0, 15, tzinfo=UTC)
-    assert current_span(daily, late) == (
+    assert active_span(daily, late) == (
         dt.datetime(2026, 11, 30, 23, 30, tzinfo=UTC),
         dt.datetime(2026, 12, 1, 1, 30, tzinfo=UTC),
     )
