@@ -23,6 +23,7 @@ from django.core.cache import caches
 from django.core.exceptions import NON_FIELD_ERRORS, ImproperlyConfigured, ValidationError
 from django.db import DatabaseError, connection
 from django.db.models import Model
+from django.http.request import validate_host
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -37,6 +38,7 @@ from notify.models import Channel
 from recovery.actions import registry as action_registry
 from recovery.actions.base import stale_bound_problem
 from recovery.models import RecoveryAction
+from status.models import StatusPage
 from tunnels.models import Tunnel
 
 log = logging.getLogger("opsportal.doctor")
@@ -516,6 +518,21 @@ def check_bounds() -> Finding:
     )
 
 
+def check_status_hosts() -> Finding:
+    """A status page's own `hostname` must be in ALLOWED_HOSTS: Django refuses any other Host with a 400
+    before the page is looked up, so the page would never answer there."""
+    hosts = StatusPage.objects.exclude(hostname="").order_by("slug").values_list("slug", "hostname")
+    refused = [f"{slug} ({host})" for slug, host in hosts if not validate_host(host, settings.ALLOWED_HOSTS)]
+    if not refused:
+        return ok("status_hosts", "every status page's hostname is in ALLOWED_HOSTS")
+    shown, more = first_of(refused, MAX_UNSET_SHOWN)
+    return problem(
+        "status_hosts",
+        "status pages whose hostname Django refuses (not in ALLOWED_HOSTS): " + ", ".join(shown) + more,
+        "add each hostname to ALLOWED_HOSTS in the env file and restart the web workers",
+    )
+
+
 Check = Callable[[], Finding]
 # (name, function, needs the database)
 CHECKS: list[tuple[str, Check, bool]] = [
@@ -532,6 +549,7 @@ CHECKS: list[tuple[str, Check, bool]] = [
     ("variables", check_variables, True),
     ("recovery", check_recovery_bounds, True),
     ("bounds", check_bounds, True),
+    ("status_hosts", check_status_hosts, True),
     ("supervisor", check_supervisor, False),
     ("static", check_static, False),
 ]
