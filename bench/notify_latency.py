@@ -5,8 +5,9 @@ Each trial turns a real `http` service down (its endpoint answers 500; failure_t
 probe round with the real runner (health.runner.run_round: probe, record, incident, outbox row, commit),
 then up again; the time from the round's start to the json:// notification's arrival at a loopback
 webhook is one sample ("down" and "up again" each). The send is the deliver-on-commit path
-(notify.realtime), in process (no qcluster here: a cluster takes it as a Django-Q2 task instead).
-No `process_outbox` runs in between: no minute schedule.
+(notify.realtime): in process by default; with --cluster a real `manage.py qcluster` runs beside (its
+workers take the send as a Django-Q2 task, its scheduler runs the minute schedule at the same time: any
+duplicate would show). Otherwise no `process_outbox` runs in between: no minute schedule.
 
 Baseline, computed in the same run: the old path sent only on the `opsportal-notify` schedule, once a
 minute, so each event waited from its commit to the next minute's pass, then the same round and send.
@@ -16,6 +17,7 @@ A lower bound: Django-Q2's scheduler looks for due schedules only every ~30 s, w
 
     python bench/notify_latency.py                  # N=50 trials, SQLite
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_notify python bench/notify_latency.py
+    python bench/notify_latency.py --cluster        # the send queued to a real qcluster (ORM broker or Redis)
     python bench/notify_latency.py --trials 10 --json
 """
 
@@ -24,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -33,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _django import setup, teardown  # noqa: E402
+from _django import ROOT, setup, teardown  # noqa: E402
 
 SCHEDULE_PERIOD_S = 60.0  # opsportal-notify: every minute
 TARGET_P95_S = 5.0
@@ -105,6 +109,22 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def start_cluster(alive) -> subprocess.Popen:  # noqa: ANN001
+    """A real `manage.py qcluster` on the bench's database, once it is alive (its resident loop beats)."""
+    env = {**os.environ, "AUTO_RECOVERY_ENABLED": "false", "DEBUG": "false"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    log = open(f"/tmp/bench-notify-qcluster-{os.getpid()}.log", "w")  # noqa: SIM115 — the child keeps it
+    proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    deadline = time.monotonic() + 60
+    while not alive():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise SystemExit(f"qcluster did not come up: see {log.name}")
+        time.sleep(0.5)
+    time.sleep(2)  # its workers are up too
+    return proc
+
+
 def line(s: dict[str, float]) -> str:
     return f"n={s['n']:3d}  p50 {s['p50']:6.3f} s  p95 {s['p95']:6.3f} s  max {s['max']:6.3f} s"
 
@@ -114,6 +134,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=50, help="down/up cycles (each gives two samples)")
     parser.add_argument("--timeout", type=float, default=30, help="give up on one delivery after this, s")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--cluster", action="store_true", help="run a real qcluster: the send goes to it as a task")
     args = parser.parse_args()
 
     # One service turned down and up 2×N times in a row would be flapping (its alerts held): not measured here.
@@ -121,7 +142,9 @@ def main() -> int:
     os.environ.setdefault("LOG_LEVEL", "ERROR")  # the round's own warnings, 2×N times, are not the figures
     db = setup("notify-latency")
     from django.conf import settings
+    from django.utils import timezone
 
+    from dispatch.tasks import cluster_alive
     from health.models import Service
     from health.runner import run_round
     from notify.models import Channel, Delivery
@@ -131,12 +154,18 @@ def main() -> int:
     settings.FLAP_DETECTION = False
     receiver = Receiver()
     service = Service.objects.create(
-        name="web", kind="http", settings={"url": f"http://127.0.0.1:{receiver.port}/svc"}, failure_threshold=1
+        name="web",
+        kind="http",
+        settings={"url": f"http://127.0.0.1:{receiver.port}/svc"},
+        failure_threshold=1,
+        interval=86400,  # the bench's rounds probe it, not a qcluster's dispatcher
+        next_due_at=timezone.now() + timezone.timedelta(days=1),
     )
     Channel.objects.create(name="hook", url=f"json://127.0.0.1:{receiver.port}/hook/bench")
     samples: dict[str, list[float]] = {"down": [], "up": []}
     sends: list[tuple[float, float]] = []  # (the round until its commit, commit → arrival)
     missed = 0
+    cluster = start_cluster(cluster_alive) if args.cluster else None
     try:
         for _ in range(args.trials):
             for kind, failing, title in (("down", True, "web is down"), ("up", False, "web is up again")):
@@ -153,9 +182,14 @@ def main() -> int:
                 samples[kind].append(arrived - started)
                 sends.append(((committed - started), (arrived - committed)))
             sender.wait_idle(args.timeout)
+        if cluster is not None:
+            time.sleep(SCHEDULE_PERIOD_S + 5)  # the cluster's minute schedule runs at least once more: no resend
         duplicates = len(receiver.received) - Delivery.objects.filter(status="sent").count()
     finally:
         receiver.stop()
+        if cluster is not None:
+            cluster.send_signal(signal.SIGTERM)  # the main process only: Django-Q2 stops its workers
+            cluster.wait(60)
     both = samples["down"] + samples["up"]
     # The old path: each commit waits for the next minute's pass (commits spread evenly over the minute).
     baseline = [
@@ -164,6 +198,8 @@ def main() -> int:
     ]
     figures = {
         "database": db,
+        "path": "qcluster task (async_task)" if cluster is not None else "in process (sender thread)",
+        "in_process_passes": sender.passes,
         "trials": args.trials,
         "missed": missed,
         "duplicates": duplicates,
@@ -176,6 +212,7 @@ def main() -> int:
         print(json.dumps(figures, indent=2))
     else:
         print(f"notification latency, state change (probe round start) → webhook, {db}, {args.trials} trials")
+        print(f"  sent by: {figures['path']}; in-process passes {sender.passes}")
         for name in ("down", "up", "all"):
             print(f"  on commit, {name:>4}:          {line(figures['on_commit'][name])}")
         print(f"  minute schedule (computed): {line(figures['minute_schedule_baseline'])}")

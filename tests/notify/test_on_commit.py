@@ -194,3 +194,14 @@ def test_it_sends_in_process_when_the_broker_fails(http_server, monkeypatch):
     monkeypatch.setattr(tasks, "async_task", broken)
     Event.emit(Event.Kind.BREAKER_OPENED, "database circuit breaker opened", subject="database")
     wait_for(lambda: hook_messages(http_server), timeout=5)
+
+
+def test_it_leaves_the_admins_test_notification_to_send_test(http_server):
+    channel = hook_channel(http_server)
+    passes = realtime.sender.passes
+    delivery = outbox.send_test(channel, user="admin")  # sends at once itself: no second sender may race it
+    assert realtime.sender.wait_idle(5)
+    assert realtime.sender.passes == passes  # no pass was kicked to fan it out beside send_test
+    assert delivery.status == "sent"
+    assert Delivery.objects.count() == 1
+    assert [m["title"] for m in hook_messages(http_server)] == ["Test notification from opsportal to ops"]
