@@ -18,6 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.named import NamedQuerySet
+from core.signals import events_written
 from core.spec import ConfigError, field_validators
 from core.spool import create_or_spool
 from health.probes import registry as probe_registry
@@ -444,10 +445,19 @@ class IncidentUpdate(models.Model):
         return f"{self.incident_id} {self.status} {self.created_at:%Y-%m-%d %H:%M}"
 
 
-class Event(models.Model):
-    """A notification-worthy event (an outbox row): recorded where it happens, sent elsewhere.
+class EventQuerySet(models.QuerySet):
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[Event]:
+        created = super().bulk_create(objs, *args, **kwargs)
+        if created:
+            events_written.send_robust(sender=Event, events=created, using=self.db)
+        return created
 
-    The notifications issue delivers these through apprise; until then they are a history.
+
+class Event(models.Model):
+    """A notification-worthy event (an outbox row): recorded where it happens, sent elsewhere (notify).
+
+    Every insert, by save() (emit, the spool's replay) or bulk_create() (the runner, the breaker's writer),
+    sends `core.signals.events_written`: notify delivers on commit without knowing the writers.
     """
 
     class Kind(models.TextChoices):
@@ -479,12 +489,20 @@ class Event(models.Model):
     data = models.JSONField(default=dict, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
+    objects = EventQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["kind", "-created_at"], name="event_kind_time")]
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.title}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        adding = self._state.adding
+        super().save(*args, **kwargs)
+        if adding:
+            events_written.send_robust(sender=Event, events=[self], using=self._state.db)
 
     @staticmethod
     def row(

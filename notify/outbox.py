@@ -1,8 +1,9 @@
 """Notifications: Event rows (the outbox) delivered to Channels through apprise.
 
 Events are written where things happen (the runner, the recovery engine, the tunnel watchdog, the
-database breaker); nothing is sent there. `process_outbox()` — the `opsportal-notify` schedule,
-every minute — does the sending, out of the request and probe paths:
+database breaker); nothing is sent there. `process_outbox()` does the sending, out of the request and
+probe paths: seconds after an event's transaction commits (notify.realtime: a Django-Q2 task, or this
+process's sender thread), and every minute as the `opsportal-notify` schedule, the safety net:
 
 1. `fan_out`: each unprocessed event becomes one Delivery row per channel that wants it (kind and
    service filters). An event the runner marked `held` (its service flaps, or its incident is a
@@ -12,7 +13,8 @@ every minute — does the sending, out of the request and probe paths:
    the opening is still pending).
 2. `send_due`: pending deliveries are claimed (a conditional UPDATE, so two workers never send one
    twice), sent, and marked `sent`; a failure is retried NOTIFY_MAX_ATTEMPTS times in all, waiting
-   NOTIFY_RETRY_SECONDS, doubling, then marked `failed` with the (scrubbed) error.
+   NOTIFY_RETRY_SECONDS, doubling, then marked `failed` with the (scrubbed) error. Each sent one is
+   logged (INFO: kind, channel name, subject, milliseconds; never the URL).
 3. `remind`: open, unacknowledged incidents get a `reminder` event every `remind_every` seconds.
 
 Channel URLs name secrets as `${VAR}`; they are expanded only here, at send time, and every error
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 
 import apprise
@@ -179,10 +182,20 @@ def deliver(delivery: Delivery, now: dt.datetime | None = None) -> bool:
     if not claimed:
         return False
     delivery.attempts += 1
+    started = time.monotonic()
     result = send(delivery.channel, delivery.event)
+    took_ms = (time.monotonic() - started) * 1000
     done = timezone.now()
     if result.ok:
         delivery.status, delivery.sent_at, delivery.error, delivery.next_attempt_at = Status.SENT, done, "", None
+        # The channel's name, never its URL (it holds tokens).
+        log.info(
+            "Notification %s sent to %s: %s (%.0f ms)",
+            delivery.event.kind,
+            delivery.channel.name,
+            delivery.event.subject or "opsportal",
+            took_ms,
+        )
     elif delivery.attempts >= settings.NOTIFY_MAX_ATTEMPTS:
         delivery.status, delivery.error, delivery.next_attempt_at = Status.FAILED, result.error, None
         log.warning(

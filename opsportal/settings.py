@@ -349,6 +349,8 @@ PRUNE_BATCH_SIZE = env_int("PRUNE_BATCH_SIZE", 5_000, minimum=1)
 NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 5, minimum=1)
 NOTIFY_RETRY_SECONDS = env_int("NOTIFY_RETRY_SECONDS", 30, minimum=0)
 NOTIFY_TIMEOUT_SECONDS = env_int("NOTIFY_TIMEOUT_SECONDS", 120, minimum=10)
+# Send a notification seconds after its event commits (notify.realtime); false: the minute schedule alone.
+NOTIFY_ON_COMMIT = env_bool("NOTIFY_ON_COMMIT", True)
 # Flap detection (health/flapping.py): weighted % state change over the last 21 results.
 FLAP_DETECTION = env_bool("FLAP_DETECTION", True)
 FLAP_HIGH_THRESHOLD = env_float("FLAP_HIGH_THRESHOLD", 20.0, minimum=0)
