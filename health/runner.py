@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, close_old_connections, connection, connections, transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -26,7 +28,19 @@ from core.db import DB_ERRORS, run_db, unavailable
 from core.spec import scrub
 from health import flapping, maintenance, rollups
 from health.events import hold_reason
-from health.models import Event, Incident, ProbeResult, Service, StateChange, Transition, overall_status
+from health.models import (
+    HARD,
+    HEALTHY,
+    PAUSED,
+    UNKNOWN,
+    Event,
+    Incident,
+    ProbeResult,
+    Service,
+    StateChange,
+    Transition,
+    overall_status,
+)
 from health.probes import registry
 from health.probes.base import (
     DEGRADED,
@@ -395,9 +409,9 @@ def record_durably(
         }
         kept = _spool.default_spool().append("probe_round", payload)  # False: dropped (spool full), counted there
         log.warning(
-            "Database unwritable (%s): probe round of %d services %s",
+            "Database unwritable (%s): probe round of %s %s",
             type(exc).__name__,
-            len(services),
+            plural(len(services), "service"),
             "spooled" if kept else "dropped (spool full)",
         )
         restore()
@@ -413,6 +427,92 @@ def replay_round(payload: dict) -> None:
     rollups.invalidate([s.pk for s, _ in rows], checked_at)  # an hour rolled up meanwhile is rebuilt with these
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+# The order states are counted in ("3 up, 1 degraded, 2 down"); a state with no service is left out.
+STATE_ORDER = (UP, DEGRADED, DOWN, MISCONFIGURED, UNKNOWN, PAUSED)
+NAMES_SHOWN = 5  # a round of more services names the first few: the line stays a line
+
+
+def _tally(counts: dict[str, int]) -> str:
+    return ", ".join(f"{counts[s]} {s}" for s in STATE_ORDER if counts.get(s))
+
+
+def portal_counts() -> dict[str, int]:
+    """Every enabled service's state, counted in one aggregate query (no rows read: cheap at 1,000 services).
+
+    `enabled`: how many; a count per state of those overall_status() counts (not paused, disabled or in
+    maintenance); `critical_hard_down`: what makes the portal `down`."""
+    counted = Q(enabled=True, paused=False, in_maintenance=False) & ~Q(status=PAUSED)
+    per_state = {f"n_{s}": Count("pk", filter=counted & Q(status=s)) for s in STATE_ORDER if s != PAUSED}
+    counts = Service.objects.aggregate(  # aliases apart from the field names, which they would shadow
+        n_enabled=Count("pk", filter=Q(enabled=True)),
+        n_critical_hard_down=Count("pk", filter=counted & Q(critical=True, status=DOWN, state_type=HARD)),
+        **per_state,
+    )
+    return {name.removeprefix("n_"): n for name, n in counts.items()}
+
+
+def _read_portal_counts() -> dict[str, int] | None:
+    """portal_counts(), or None when the database is away: never a wait on a database the round just found
+    away (its results are in the spool), never a retry (through the breaker, which fails fast when open)."""
+    if _spool.default_spool().pending():
+        return None
+    try:
+        return run_db(portal_counts, retry=False)
+    except DB_ERRORS as exc:
+        if not unavailable(exc):
+            raise
+        return None
+
+
+def portal_words(counts: dict[str, int]) -> str:
+    """The portal's overall_status() from portal_counts(), in words: `portal overall degraded (2 down)`."""
+    counted = sum(counts.get(s, 0) for s in STATE_ORDER if s != PAUSED)
+    if counts["critical_hard_down"]:
+        overall = DOWN
+    elif counts.get(UP, 0) == counted:
+        overall = HEALTHY
+    else:
+        overall = DEGRADED
+    rest = _tally({s: n for s, n in counts.items() if s in STATE_ORDER and s not in (UP, PAUSED)})
+    return f"portal overall {overall}" + (f" ({rest})" if rest else "")
+
+
+def round_summary(services: list[Service], duration_s: float, *, everything: bool = False) -> str:
+    """The round's log line: which services it probed, out of how many, what they are now, and the portal's
+    overall status (a round of a few services says nothing of the others: it must not read as the portal's).
+
+    `everything`: the round probed every enabled service, so the portal's counts are the round's own."""
+    n = len(services)
+    if n == 0:
+        return f"Probe round: no services to probe in {duration_s:.2f} s"
+    states = Counter(s.status for s in services)
+    total: int | None = n
+    if everything:
+        portal = f"portal overall {overall_status(services)}"
+    else:
+        counts = _read_portal_counts()
+        if counts is None:
+            total, portal = None, "portal overall unknown (database unavailable)"
+        else:
+            # A disabled service probed by name (`runprobes old`) is one more, not one of the enabled ones.
+            total = counts["enabled"] + sum(1 for s in services if not s.enabled)
+            portal = portal_words(counts)
+    names = ", ".join(s.name for s in services[:NAMES_SHOWN]) + (
+        f", +{n - NAMES_SHOWN} more" if n > NAMES_SHOWN else ""
+    )
+    if total is None:  # out of how many is not known
+        which = f"{plural(n, 'service')} ({names})"
+    elif n >= total:
+        which = f"the only service ({names})" if n == 1 else f"all {n} services"
+    else:
+        which = f"{n} of {total} services ({names})"
+    return f"Probe round of {which} in {duration_s:.2f} s: {_tally(states)}; {portal}"
+
+
 def select_services(names: Iterable[str] | None = None) -> list[Service]:
     """The services to probe: those named (unknown names raise), else every enabled one."""
     names = list(names or [])
@@ -426,6 +526,7 @@ def run_round(services: list[Service] | None = None, *, deadline: float | None =
     """
     if not connection.in_atomic_block:  # inside a transaction Django would close the connection under it
         close_old_connections()
+    everything = services is None  # every enabled service: the round is the portal, no count query needed
     if services is None:
         services = select_services()
     started = timezone.now()
@@ -442,12 +543,8 @@ def run_round(services: list[Service] | None = None, *, deadline: float | None =
         started_at=started,
         duration_s=time.perf_counter() - t0,
     )
-    log.info(
-        "Probe round: %d services in %.2f s, overall %s",
-        len(services),
-        result.duration_s,
-        result.status,
-    )
+    if log.isEnabledFor(logging.INFO):  # the portal's counts cost a query: only when the line is written
+        log.info("%s", round_summary(services, result.duration_s, everything=everything))
     for t in transitions:
         if t.changed:
             s = t.service

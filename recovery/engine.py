@@ -203,7 +203,12 @@ def abandon_stale() -> int:
             done, what = owners.kill_orphan(info)
             if not done:
                 held.add(attempt.service_id)
-                log.info("Recovery of %s: waiting to take over attempt %d: %s", attempt.service.name, attempt.pk, what)
+                log.info(
+                    "Recovery of %s: waiting to take over %s: %s",
+                    attempt.service.name,
+                    attempt_label(attempt, attempt.service.name),
+                    what,
+                )
                 continue
         detail = f"abandoned: {reason}" + (f"; {what}" if what else "")
         done = RecoveryAttempt.objects.filter(pk=attempt.pk, outcome=Outcome.IN_PROGRESS).update(
@@ -212,9 +217,9 @@ def abandon_stale() -> int:
         if done:
             abandoned += 1
             log.warning(
-                "⚠️ Recovery of %s abandoned (attempt %d, started %s): %s",
+                "⚠️ Recovery of %s abandoned (%s, started %s): %s",
                 attempt.service.name,
-                attempt.pk,
+                attempt_label(attempt, attempt.service.name),
                 attempt.started_at.strftime("%Y-%m-%d %H:%M:%S"),
                 detail,
             )
@@ -227,6 +232,25 @@ def abandon_stale() -> int:
         ).update(running_since=None, claim_token="", claimed_by="")
     owners.forget_dead_owners(now)
     return abandoned
+
+
+def attempt_label(attempt: RecoveryAttempt, name: str) -> str:
+    """How a log line names an attempt: "attempt 3 of web (#8)", the service's own count of attempts (skips
+    are not attempts) and the row id (the pk alone reads as a count, and is one over every service)."""
+    if attempt.pk is None:
+        return f"an attempt of {name} (not recorded yet)"
+    try:
+        # One indexed count (service, then pk), once an attempt: attempts are minutes apart, never a round's.
+        n = (
+            RecoveryAttempt.objects.filter(service_id=attempt.service_id, pk__lte=attempt.pk)
+            .exclude(outcome__startswith="skipped_")
+            .count()
+        )
+    except DB_ERRORS as exc:
+        if not unavailable(exc):
+            raise
+        return f"attempt #{attempt.pk} of {name}"
+    return f"attempt {n} of {name} (#{attempt.pk})"
 
 
 def recover_one(
@@ -311,13 +335,14 @@ def _run(
     service: Service, action: RecoveryAction, attempt: RecoveryAttempt, state: RecoveryState, token: str
 ) -> RecoveryResult:
     requester = attempt.requested_via or (attempt.requested_by.get_username() if attempt.requested_by else "")
+    label = attempt_label(attempt, service.name)
     log.info(
-        "🔄 Recovery of %s started: %s (trigger %s%s, attempt %s)",
+        "🔄 Recovery of %s started: %s (trigger %s%s, %s)",
         service.name,
         action.kind,
         attempt.trigger,
         f" by {requester}" if requester else "",
-        attempt.pk,
+        label,
     )
     # The action's process group is recorded with the attempt as soon as it runs: a takeover kills it.
     with procs.on_child_start(lambda child: _record_child(attempt, child)):
@@ -351,9 +376,9 @@ def _run(
         # Taken over while it ran (its owner looked dead): the takeover's outcome stands, and its claim
         # (only while still ours) is given back without counting this result.
         log.warning(
-            "Recovery of %s: attempt %s was taken over while it ran (%s); its result is not recorded",
+            "Recovery of %s: %s was taken over while it ran (%s); its result is not recorded",
             service.name,
-            attempt.pk,
+            label,
             attempt.detail,
         )
         state.release(token, last_finished_at=now)
@@ -370,14 +395,14 @@ def _run(
     mark = "✅" if success else "❌"
     log.log(
         level,
-        "%s Recovery of %s %s in %.1f s: %s; %s (attempt %s, %d failed in a row)",
+        "%s Recovery of %s %s in %.1f s: %s; %s (%s, %d failed in a row)",
         mark,
         service.name,
         "succeeded" if success else "failed",
         attempt.duration_ms / 1000,
         result.detail.splitlines()[0][:200] if result.detail else "",
         verify_detail[:200],
-        attempt.pk,
+        label,
         failures,
     )
     return RecoveryResult.of(attempt, service)
@@ -508,10 +533,10 @@ def _events(service: Service, attempt: RecoveryAttempt, failures: int, escalate:
 def _loop_events(service: Service, loop: policy.RepairLoop) -> None:
     attempt = loop.attempt
     log.warning(
-        "🔁 Recovery of %s did not hold: down again %.0f s after attempt %s (repair loop, %d failed in a row)",
+        "🔁 Recovery of %s did not hold: down again %.0f s after %s (repair loop, %d failed in a row)",
         service.name,
         loop.after,
-        attempt.pk,
+        attempt_label(attempt, service.name),
         loop.failures,
     )
     _notify(
