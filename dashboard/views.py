@@ -236,7 +236,8 @@ def _recover(service: Service, user: Any, *, force: bool) -> tuple[int, str]:
         return messages.SUCCESS, f"Recovery of {service.name} started: this page shows its progress and outcome."
     if started.busy:
         return messages.WARNING, f"Recovery of {service.name} is already running: {started.reason}. Nothing started."
-    return messages.WARNING, f"Recovery of {service.name} not started: {started.reason}."
+    hint = " Force overrides it." if started.outcome in ("skipped_cooldown", "skipped_escalated") else ""
+    return messages.WARNING, f"Recovery of {service.name} not started: {started.reason}.{hint}"
 
 
 # --- incidents ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connections
 from django.db.models import OuterRef, Subquery
@@ -32,6 +33,8 @@ log = logging.getLogger("opsportal.recovery")
 Outcome = RecoveryAttempt.Outcome
 VIA = "dashboard"
 TASK = "dispatch.manual.run_manual"
+# Beyond the action and the re-probe: the claim, the rows, the events.
+TASK_MARGIN_S = 30
 
 
 @dataclass(frozen=True)
@@ -88,13 +91,23 @@ def start(service: Service, user: Any, *, force: bool) -> Started:
     if cluster_alive():
         from django_q.tasks import async_task  # here: importing django_q needs the app registry ready
 
-        async_task(TASK, service.name, user_id, force, task_name=f"recover-{service.name}"[:100])
+        async_task(
+            TASK, service.name, user_id, force, task_name=f"recover-{service.name}"[:100], timeout=task_timeout(service)
+        )
         return Started(True, where="cluster")
     thread = threading.Thread(
         target=_in_thread, args=(service.name, user_id, force), name=f"recover-{service.name}", daemon=True
     )
     thread.start()
     return Started(True, where="thread")
+
+
+def task_timeout(service: Service) -> int:
+    """The cluster's task timeout, or longer when the slowest action and its verification need it (a worker
+    killed mid-attempt leaves it to the takeover: recovery.owner)."""
+    actions = policy.eligible_actions(service, auto=False)
+    needed = max((a.timeout + a.verify_delay for a in actions), default=0.0) + service.timeout + TASK_MARGIN_S
+    return max(int(settings.Q_CLUSTER["timeout"]), int(needed) + 1)
 
 
 def cluster_alive() -> bool:

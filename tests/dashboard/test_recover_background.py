@@ -112,7 +112,7 @@ def test_it_shows_a_failed_verification_as_the_outcome(staff_client, threads_may
 def test_it_answers_cooldown_at_once_and_force_overrides_it(staff_client, web):
     RecoveryState.objects.create(service=web, next_allowed_at="2999-01-01T00:00:00Z")
     body = staff_client.post("/services/web/recover/", follow=True).content.decode()
-    assert "not started" in body and "cooldown" in body
+    assert "not started" in body and "cooldown" in body and "Force overrides it" in body
     assert [a.outcome for a in attempts(web)] == ["skipped_cooldown"]
     assert "in cooldown" in staff_client.get("/services/web/recover/").content.decode()
     body = staff_client.post("/services/web/recover/", {"force": "on"}, follow=True).content.decode()
@@ -123,11 +123,13 @@ def test_it_answers_cooldown_at_once_and_force_overrides_it(staff_client, web):
 
 def test_it_enqueues_a_task_when_a_cluster_is_alive(staff_client, web):
     beat(owner="resident@test-cluster")  # a resident loop of dispatch's qcluster beats
+    RecoveryAction.objects.filter(service=web).update(timeout=600)  # longer than the cluster's task timeout
     body = staff_client.post("/services/web/recover/", follow=True).content.decode()
     assert "Recovery of web started" in body
     (queued,) = OrmQ.objects.all()
     assert queued.func() == TASK
     assert queued.task["args"] == ("web", staff_client.user.pk, False)
+    assert queued.task["timeout"] >= 600 + 0 + 5  # the action's timeout, its verify delay, the probe's
     assert attempts(web) == []  # nothing ran in this process: the cluster runs it
 
 
