@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django_q.models import OrmQ
 
-from dispatch.manual import TASK
+from dispatch.manual import TASK, run_manual
 from dispatch.scheduler import beat
 from health.models import Service
 from recovery.models import RecoveryAction, RecoveryAttempt, RecoveryState
@@ -121,6 +121,7 @@ def test_it_answers_cooldown_at_once_and_force_overrides_it(staff_client, web):
     assert attempts(web)[-1].outcome == "succeeded"
 
 
+@pytest.mark.slow("runs the queued task's 2 s action")
 def test_it_enqueues_a_task_when_a_cluster_is_alive(staff_client, web):
     beat(owner="resident@test-cluster")  # a resident loop of dispatch's qcluster beats
     RecoveryAction.objects.filter(service=web).update(timeout=600)  # longer than the cluster's task timeout
@@ -131,6 +132,9 @@ def test_it_enqueues_a_task_when_a_cluster_is_alive(staff_client, web):
     assert queued.task["args"] == ("web", staff_client.user.pk, False)
     assert queued.task["timeout"] >= 600 + 0 + 5  # the action's timeout, its verify delay, the probe's
     assert attempts(web) == []  # nothing ran in this process: the cluster runs it
+    # What the cluster's worker then runs:
+    assert run_manual(*queued.task["args"]).startswith("web: succeeded")
+    assert attempts(web)[0].requested_by == staff_client.user
 
 
 def test_it_offers_no_recovery_for_a_service_without_an_action(staff_client, db):
