@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
@@ -98,7 +98,7 @@ def start(service: Service, user: Any, *, force: bool) -> Started:
     thread = threading.Thread(
         target=_in_thread, args=(service.name, user_id, force), name=f"recover-{service.name}", daemon=True
     )
-    thread.start()
+    transaction.on_commit(thread.start)  # at once outside a transaction; else once what it reads is committed
     return Started(True, where="thread")
 
 
