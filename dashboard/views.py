@@ -25,13 +25,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from core.db import database_status
 from core.version import build_info, version
 from dashboard import reports, svg
-from dispatch import rounds
+from dispatch import manual, rounds
 from dispatch.scheduler import scheduler_status
 from health.models import Incident, Ping, ProbeResult, Service
 from health.permissions import ACKNOWLEDGE_INCIDENT, PAUSE_SERVICE, PROBE_NOW, RUN_RECOVERY, allowed, denied
 from health.pings import ping_url
 from recovery import stats as recovery_stats
-from recovery.engine import RecoveryNotAvailable, recover_services
 from recovery.models import RecoveryAttempt
 from tunnels.status import tunnels_status
 
@@ -142,6 +141,7 @@ def _service_context(request: HttpRequest, service: Service) -> dict[str, Any] |
         "chart": svg.latency_chart(reports.latency_series(service, range_key), range_key=range_key),
         "card": reports.cards([service], timezone.now())[0],
         "now": timezone.now(),
+        "recovery": manual.progress(service),
     }
 
 
@@ -161,6 +161,7 @@ def service_detail(request: HttpRequest, name: str) -> HttpResponse:
         "config": reports.service_config(service),
         "actions": [(a, reports.action_config(a)) for a in service.recovery_actions.order_by("position")],
     }
+    context["recoverable"] = any(a.enabled for a, _ in context["actions"])  # else no Recover button
     if service.kind == "push":
         # A heartbeat's address is its secret: shown to staff here, never on public answers.
         context["ping_url"] = ping_url(service.ping_uuid)
@@ -210,10 +211,16 @@ class RecoverForm(forms.Form):
 @require_http_methods(["GET", "POST"])
 @permission_required(RUN_RECOVERY)
 def service_recover(request: HttpRequest, name: str) -> HttpResponse:
-    """GET: the confirmation (cooldown state, Force). POST: run recovery, as the API's button does."""
+    """GET: the confirmation (current state, cooldown, Force). POST: start the recovery in the background
+    (dispatch.manual) and land back at once; the service page's live refresh shows its progress."""
     service = get_object_or_404(Service, name=name)
     if request.method == "GET":
-        context = {"service": service, "state": reports.cooldown_state(service), "form": RecoverForm()}
+        context = {
+            "service": service,
+            "state": reports.cooldown_state(service),
+            "form": RecoverForm(),
+            "now": timezone.now(),
+        }
         return render(request, "dashboard/recover_confirm.html", context)
     form = RecoverForm(request.POST)
     if not form.is_valid():
@@ -224,19 +231,13 @@ def service_recover(request: HttpRequest, name: str) -> HttpResponse:
 
 
 def _recover(service: Service, user: Any, *, force: bool) -> tuple[int, str]:
-    try:
-        results = recover_services([service.name], trigger="manual", user=user, via="dashboard", force=force)
-    except RecoveryNotAvailable as exc:
-        return messages.ERROR, f"Recovery is not available: {exc}."
-    if not results:
-        return messages.WARNING, f"Nothing was attempted for {service.name}."
-    r = results[0]
-    reason = r.reason or r.detail
-    if r.skipped:
-        return messages.WARNING, f"Recovery of {service.name} skipped: {reason or r.outcome}."
-    if r.success:
-        return messages.SUCCESS, f"Recovered {service.name}: verified healthy. {reason}".strip()
-    return messages.ERROR, f"Recovery of {service.name} failed ({r.outcome}). {reason}".strip()
+    started = manual.start(service, user, force=force)
+    if started.started:
+        return messages.SUCCESS, f"Recovery of {service.name} started: this page shows its progress and outcome."
+    if started.busy:
+        return messages.WARNING, f"Recovery of {service.name} is already running: {started.reason}. Nothing started."
+    hint = " Force overrides it." if started.outcome in ("skipped_cooldown", "skipped_escalated") else ""
+    return messages.WARNING, f"Recovery of {service.name} not started: {started.reason}.{hint}"
 
 
 # --- incidents ----------------------------------------------------------------------------------

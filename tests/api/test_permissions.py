@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -67,8 +68,12 @@ DASHBOARD = [
         "POST",
         "/services/api/recover/",
         {"force": "on"},
-        lambda: RecoveryAttempt.objects.exists(),
+        lambda: recovery_ran("api"),
     ),
+]
+# The dashboard's recovery runs in a thread of this process (dispatch.manual), which reads committed rows only.
+DASHBOARD_PARAMS = [
+    pytest.param(a, marks=pytest.mark.django_db(transaction=True)) if a.name == "recover" else a for a in DASHBOARD
 ]
 API_RECOVER = Action(
     "api-recover",
@@ -78,6 +83,14 @@ API_RECOVER = Action(
     {"services": ["api"], "force": True},
     lambda: RecoveryAttempt.objects.exists(),
 )
+
+
+def recovery_ran(name: str) -> bool:
+    """An attempt was recorded, once the dashboard's background recovery thread (if one started) ended."""
+    for thread in threading.enumerate():
+        if thread.name == f"recover-{name}":
+            thread.join(timeout=15)
+    return RecoveryAttempt.objects.exists()
 
 
 def session(user: Any) -> Client:
@@ -94,7 +107,7 @@ def api_post(client: Client, action: Action, **headers: str):
     return client.generic("POST", action.url, json.dumps(action.data), content_type="application/json", **headers)
 
 
-@pytest.mark.parametrize("action", DASHBOARD, ids=lambda a: a.name)
+@pytest.mark.parametrize("action", DASHBOARD_PARAMS, ids=lambda a: a.name)
 def test_it_refuses_a_dashboard_action_to_staff_without_its_permission(action):
     _world()
     client = session(make_user("staffer"))
@@ -104,7 +117,7 @@ def test_it_refuses_a_dashboard_action_to_staff_without_its_permission(action):
     assert not action.done()
 
 
-@pytest.mark.parametrize("action", DASHBOARD, ids=lambda a: a.name)
+@pytest.mark.parametrize("action", DASHBOARD_PARAMS, ids=lambda a: a.name)
 def test_it_runs_a_dashboard_action_for_staff_with_its_permission(action):
     _world()
     client = session(make_user("operator", perms=(action.permission,)))
@@ -113,7 +126,7 @@ def test_it_runs_a_dashboard_action_for_staff_with_its_permission(action):
     assert action.done()
 
 
-@pytest.mark.parametrize("action", DASHBOARD, ids=lambda a: a.name)
+@pytest.mark.parametrize("action", DASHBOARD_PARAMS, ids=lambda a: a.name)
 def test_it_runs_every_dashboard_action_for_a_superuser(action):
     _world()
     root = get_user_model().objects.create_superuser("root", password=None)
@@ -121,7 +134,7 @@ def test_it_runs_every_dashboard_action_for_a_superuser(action):
     assert action.done()
 
 
-@pytest.mark.parametrize("action", DASHBOARD, ids=lambda a: a.name)
+@pytest.mark.parametrize("action", DASHBOARD_PARAMS, ids=lambda a: a.name)
 def test_it_does_not_let_another_permission_stand_in(action):
     _world()
     others = tuple(a.permission for a in DASHBOARD if a.permission != action.permission)

@@ -13,9 +13,11 @@ from health.models import Incident, ProbeResult, Service
 from health.runner import run_round
 from recovery.models import RecoveryAction, RecoveryAttempt
 from tests.browser.conftest import login, screenshot, wait_until
+from tests.dashboard.dashboard_fixtures import threads_may_read
 from tests.servers import Reply
 
 pytestmark = pytest.mark.browser
+__all__ = ["threads_may_read"]
 
 
 @pytest.fixture
@@ -62,7 +64,10 @@ def history(services: list[Service]) -> None:
     ProbeResult.objects.bulk_create(rows)
 
 
-def test_it_logs_in_sees_the_down_service_and_recovers_it_in_two_clicks(page, staff_user, broken_api):
+def test_it_logs_in_sees_the_down_service_and_recovers_it_in_two_clicks(
+    page, staff_user, broken_api, threads_may_read, settings
+):
+    settings.DASHBOARD_REFRESH_SECONDS = 1  # the live partial shows the background recovery's outcome
     login(page, staff_user)
     card = page.locator("#svc-api")
     assert "down" in card.locator(".badge").first.inner_text()
@@ -84,7 +89,10 @@ def test_it_logs_in_sees_the_down_service_and_recovers_it_in_two_clicks(page, st
     assert "ready" in page.locator(".confirm").inner_text()
     page.get_by_role("button", name="Confirm recovery").click()  # click 2
     page.wait_for_url(page.base + "/services/api/")
-    assert "Recovered api: verified healthy" in page.locator(".messages").inner_text()
+    assert "Recovery of api started" in page.locator(".messages").inner_text()
+    wait_until(page, "document.querySelector('#live .recovery-last')")
+    assert "verified healthy" in page.locator("#live .recovery-last").inner_text()
+    page.reload()
     attempts = page.locator("section[aria-labelledby=att-h]")
     assert "succeeded" in attempts.inner_text()
     assert "manual (ops)" in attempts.inner_text()

@@ -14,9 +14,11 @@ from core.procs import ProcRef, find_processes, stop
 from health.models import Service
 from health.runner import run_round
 from recovery.models import RecoveryAction, RecoveryAttempt
-from tests.browser.conftest import login, screenshot
+from tests.browser.conftest import login, screenshot, wait_until
+from tests.dashboard.dashboard_fixtures import threads_may_read
 
 pytestmark = pytest.mark.browser
+__all__ = ["threads_may_read"]
 
 
 @pytest.fixture
@@ -44,7 +46,10 @@ def demo(transactional_db, live_server, tcp_server, tmp_path, settings):
     assert find_processes(cmdline_contains=marker) == []
 
 
-def test_it_shows_the_broken_demo_service_and_recovers_it_with_two_clicks(page, staff_user, demo):
+def test_it_shows_the_broken_demo_service_and_recovers_it_with_two_clicks(
+    page, staff_user, demo, threads_may_read, settings
+):
+    settings.DASHBOARD_REFRESH_SECONDS = 1  # the live partial shows the background recovery's outcome
     services = list(Service.objects.filter(enabled=True))
     for _ in range(2):
         run_round(services)
@@ -62,7 +67,10 @@ def test_it_shows_the_broken_demo_service_and_recovers_it_with_two_clicks(page, 
     page.get_by_role("link", name="Recover demo-worker…").click()
     page.get_by_role("button", name="Confirm recovery").click()
     page.wait_for_url(page.base + "/services/demo-worker/")
-    assert "Recovered demo-worker: verified healthy" in page.locator(".messages").inner_text()
+    assert "Recovery of demo-worker started" in page.locator(".messages").inner_text()
+    wait_until(page, "document.querySelector('#live .recovery-last')", timeout=30)
+    assert "verified healthy" in page.locator("#live .recovery-last").inner_text()
+    page.reload()
     assert "restart_process" in page.locator("section[aria-labelledby=att-h]").inner_text()
     assert len(find_processes(cmdline_contains=demo)) == 1
 

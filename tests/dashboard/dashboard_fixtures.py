@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -88,3 +89,22 @@ def make_world(n: int, *, prefix: str = "svc", results_per_service: int = 3) -> 
         for a in actions
     )
     return services
+
+
+@pytest.fixture
+def threads_may_read(transactional_db) -> Iterator[None]:
+    """A transactional database the test's requests can read while a recovery thread writes it. The test
+    database on SQLite is in memory with a shared cache, whose table locks fail a reader at once (no busy
+    wait): read-uncommitted lets readers pass. A file database or PostgreSQL needs nothing."""
+    from django.db import connection
+    from django.db.backends.signals import connection_created
+
+    def uncommitted(sender: object, connection: object, **kwargs: object) -> None:
+        if connection.vendor == "sqlite":
+            connection.cursor().execute("PRAGMA read_uncommitted = 1")
+
+    connection_created.connect(uncommitted)
+    connection.ensure_connection()
+    uncommitted(None, connection)
+    yield
+    connection_created.disconnect(uncommitted)

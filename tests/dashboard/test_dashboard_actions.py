@@ -5,10 +5,10 @@ from django.test import Client
 
 from health.models import Event, Incident, ProbeResult, Service
 from recovery.models import RecoveryAction, RecoveryAttempt
-from tests.dashboard.dashboard_fixtures import make_service, staff_client, user_client
-from tests.servers import Reply
+from tests.dashboard.dashboard_fixtures import make_service, staff_client, threads_may_read, user_client
+from tests.servers import Reply, wait_for
 
-__all__ = ["staff_client", "user_client"]
+__all__ = ["staff_client", "threads_may_read", "user_client"]
 
 pytestmark = pytest.mark.django_db
 
@@ -110,7 +110,8 @@ def test_it_shows_the_cooldown_state_before_recovering(staff_client):
     assert 'name="force"' in body
 
 
-def test_it_recovers_through_the_engine_and_records_the_attempt(staff_client, http_server):
+@pytest.mark.slow("the recovery runs in a thread of this process (dispatch.manual): polled until verified")
+def test_it_recovers_through_the_engine_and_records_the_attempt(threads_may_read, staff_client, http_server):
     fixed = {"yes": False}
 
     def handler(request):
@@ -119,20 +120,26 @@ def test_it_recovers_through_the_engine_and_records_the_attempt(staff_client, ht
             return Reply(200, "fixed")
         return Reply(200 if fixed["yes"] else 503, "state")
 
+    def done(n: int) -> bool:
+        return RecoveryAttempt.objects.filter(service=svc, outcome="succeeded").count() == n and not (
+            RecoveryAttempt.objects.filter(service=svc, outcome="in_progress").exists()
+        )
+
     http_server.handler = handler
     svc = make_service("api", kind="http", settings={"url": http_server.url + "/health"}, status="down")
     RecoveryAction.objects.create(
         service=svc, kind="http", settings={"url": http_server.url + "/fix", "method": "POST"}, verify_delay=0
     )
     response = staff_client.post("/services/api/recover/", {"next": "/services/api/"}, follow=True)
-    assert "Recovered api: verified healthy" in response.content.decode()
+    assert "Recovery of api started" in response.content.decode()
+    assert wait_for(lambda: done(1), timeout=15.0)
     attempt = RecoveryAttempt.objects.get(service=svc)
     assert (attempt.outcome, attempt.trigger, attempt.requested_by) == ("succeeded", "manual", staff_client.user)
     # A second press is inside the cooldown: recorded as a skip, and Force overrides it.
     again = staff_client.post("/services/api/recover/", follow=True).content.decode()
-    assert "skipped" in again and "cooldown" in again
+    assert "not started" in again and "cooldown" in again
     body = staff_client.get("/services/api/recover/").content.decode()
     assert "in cooldown" in body
     forced = staff_client.post("/services/api/recover/", {"force": "on"}, follow=True).content.decode()
-    assert "Recovered api" in forced
-    assert RecoveryAttempt.objects.filter(service=svc, outcome="succeeded").count() == 2
+    assert "Recovery of api started" in forced
+    assert wait_for(lambda: done(2), timeout=15.0)
