@@ -1,9 +1,53 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.http import HttpRequest
 from django.utils import timezone
 
+from health.admin_forms import KindSettingsForm, kind_form, kind_links
 from health.models import Event, HourlyRollup, Incident, MaintenanceWindow, ProbeResult, Service, StateChange
+from health.probes import registry as probe_registry
+
+
+class ServiceForm(KindSettingsForm):
+    kind_registry = probe_registry
+
+
+# Set by the portal as it runs, never by a person: shown read-only, folded away.
+RUNTIME_FIELDS = (
+    "status",
+    "state_type",
+    "consecutive_failures",
+    "consecutive_successes",
+    "last_checked_at",
+    "latency",
+    "last_detail",
+    "last_error",
+    "status_changed_at",
+    "next_due_at",
+    "running_since",
+    "claimed_by",
+    "in_maintenance",
+    "flapping",
+    "flap_percent",
+    "flap_history",
+    "cert_expires_at",
+    "ping_uuid",
+    "created_at",
+    "updated_at",
+)
+# Model fields that are no form field: the runtime ones above, and `settings`, edited as its kind's keys.
+NOT_EDITED = {*RUNTIME_FIELDS, "last_latency_ms", "settings", "id"}
+# Columns shown as a person reads them (whatever list_display names): "28.9 ms", "critical"/"—".
+READABLE_COLUMNS = {"last_latency_ms": "latency", "critical": "criticality"}
+
+
+def format_latency(ms: float | None) -> str:
+    if ms is None:
+        return "—"
+    return f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 
 
 @admin.register(Service)
@@ -12,21 +56,49 @@ class ServiceAdmin(admin.ModelAdmin):
     list_filter = ("kind", "status", "critical", "enabled", "paused")
     search_fields = ("name", "description", "last_detail")
     filter_horizontal = ("depends_on",)
-    readonly_fields = (
-        "status",
-        "state_type",
-        "consecutive_failures",
-        "consecutive_successes",
-        "last_checked_at",
-        "last_latency_ms",
-        "last_detail",
-        "last_error",
-        "status_changed_at",
-        "next_due_at",
-        "running_since",
-        "created_at",
-        "updated_at",
-    )
+    form = ServiceForm
+    readonly_fields = RUNTIME_FIELDS
+
+    def get_list_display(self, request: HttpRequest) -> list[str]:
+        return [READABLE_COLUMNS.get(name, name) for name in super().get_list_display(request)]
+
+    @admin.display(description="latency", ordering="last_latency_ms")
+    def latency(self, service: Service) -> str:
+        return format_latency(service.last_latency_ms)
+
+    @admin.display(description="critical", ordering="critical")
+    def criticality(self, service: Service) -> str:
+        return "critical" if service.critical else "—"
+
+    def _kind(self, request: HttpRequest, obj: Service | None) -> str:
+        """The kind whose keys the form shows: the posted one, else `?kind=`, else the row's."""
+        return request.POST.get("kind") or request.GET.get("kind") or (obj.kind if obj else "")
+
+    def get_form(self, request: HttpRequest, obj: Service | None = None, change: bool = False, **kwargs: Any) -> Any:
+        kwargs["form"] = kind_form(ServiceForm, Service, self._kind(request, obj))
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Service | None = None) -> Any:
+        form = kind_form(ServiceForm, Service, self._kind(request, obj))
+        # Every configurable column in model order, so a column added to the model shows up by itself.
+        common = [
+            f.name
+            for f in (*Service._meta.concrete_fields, *Service._meta.many_to_many)
+            if f.editable and f.name not in NOT_EDITED
+        ]
+        if form.kind and obj:
+            description = (
+                f"Keys of kind {form.kind}, as in the config file's [[service]] table "
+                "(for another kind's keys: change the kind above and save)"
+            )
+        else:  # adding: the kind decides the fields, so it comes first
+            description = kind_links(probe_registry, form.kind)
+        kind_set = {"fields": list(form.field_keys), "description": description}
+        return [
+            (None, {"fields": common}),
+            (f"{form.kind or 'Kind'} settings", kind_set),
+            ("Runtime (read-only)", {"classes": ("collapse",), "fields": RUNTIME_FIELDS}),
+        ]
 
 
 @admin.register(ProbeResult)
