@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils import timezone
 
-from health.admin_forms import KindSettingsForm, kind_form, kind_links
+from health.admin_forms import KindAdminMixin, KindSettingsForm
 from health.models import Event, HourlyRollup, Incident, MaintenanceWindow, ProbeResult, Service, StateChange
 from health.probes import registry as probe_registry
 
@@ -38,8 +38,9 @@ RUNTIME_FIELDS = (
     "created_at",
     "updated_at",
 )
-# Model fields that are no form field: the runtime ones above, and `settings`, edited as its kind's keys.
-NOT_EDITED = {*RUNTIME_FIELDS, "last_latency_ms", "settings", "id"}
+# Columns that are no form field: the runtime ones (`last_latency_ms` shows as `latency`); `settings` is
+# edited as its kind's keys.
+NOT_EDITED = {*RUNTIME_FIELDS, "last_latency_ms"}
 # Columns shown as a person reads them (whatever list_display names): "28.9 ms", "critical"/"—".
 READABLE_COLUMNS = {"last_latency_ms": "latency", "critical": "criticality"}
 
@@ -51,12 +52,14 @@ def format_latency(ms: float | None) -> str:
 
 
 @admin.register(Service)
-class ServiceAdmin(admin.ModelAdmin):
+class ServiceAdmin(KindAdminMixin, admin.ModelAdmin):
     list_display = ("name", "kind", "status", "state_type", "critical", "enabled", "last_latency_ms", "last_checked_at")
     list_filter = ("kind", "status", "critical", "enabled", "paused")
     search_fields = ("name", "description", "last_detail")
     filter_horizontal = ("depends_on",)
     form = ServiceForm
+    kind_base = ServiceForm
+    kind_table = "[[service]]"
     readonly_fields = RUNTIME_FIELDS
 
     def get_list_display(self, request: HttpRequest) -> list[str]:
@@ -70,33 +73,10 @@ class ServiceAdmin(admin.ModelAdmin):
     def criticality(self, service: Service) -> str:
         return "critical" if service.critical else "—"
 
-    def _kind(self, request: HttpRequest, obj: Service | None) -> str:
-        """The kind whose keys the form shows: the posted one, else `?kind=`, else the row's."""
-        return request.POST.get("kind") or request.GET.get("kind") or (obj.kind if obj else "")
-
-    def get_form(self, request: HttpRequest, obj: Service | None = None, change: bool = False, **kwargs: Any) -> Any:
-        kwargs["form"] = kind_form(ServiceForm, Service, self._kind(request, obj))
-        return super().get_form(request, obj, change=change, **kwargs)
-
     def get_fieldsets(self, request: HttpRequest, obj: Service | None = None) -> Any:
-        form = kind_form(ServiceForm, Service, self._kind(request, obj))
-        # Every configurable column in model order, so a column added to the model shows up by itself.
-        common = [
-            f.name
-            for f in (*Service._meta.concrete_fields, *Service._meta.many_to_many)
-            if f.editable and f.name not in NOT_EDITED
-        ]
-        if form.kind and obj:
-            description = (
-                f"Keys of kind {form.kind}, as in the config file's [[service]] table "
-                "(for another kind's keys: change the kind above and save)"
-            )
-        else:  # adding: the kind decides the fields, so it comes first
-            description = kind_links(probe_registry, form.kind)
-        kind_set = {"fields": list(form.field_keys), "description": description}
         return [
-            (None, {"fields": common}),
-            (f"{form.kind or 'Kind'} settings", kind_set),
+            (None, {"fields": self.config_fields(NOT_EDITED)}),
+            self.kind_fieldset(request, obj),
             ("Runtime (read-only)", {"classes": ("collapse",), "fields": RUNTIME_FIELDS}),
         ]
 

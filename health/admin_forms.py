@@ -17,6 +17,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import ProhibitNullCharactersValidator
 from django.db import models
+from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
@@ -240,3 +241,42 @@ def kind_links(registry: Registry[Any], current: str) -> str:
         ((k, mark_safe(' aria-current="true"') if k == current else "", k) for k in registry.kinds()),
     )
     return format_html("Choose the kind first; its keys are the fields here: {}", links)
+
+
+class KindAdminMixin:
+    """For a ModelAdmin of a model with `kind` and `settings`: the form and the fieldset of the kind's keys.
+
+    `kind_base` is the KindSettingsForm subclass; `kind_table` names the config file's table in help text.
+    """
+
+    kind_base: ClassVar[type[KindSettingsForm]]
+    kind_table: ClassVar[str] = ""
+    model: type[models.Model]
+
+    def form_kind(self, request: HttpRequest, obj: Any) -> str:
+        """The kind whose keys the form shows: the posted one, else `?kind=`, else the row's."""
+        return request.POST.get("kind") or request.GET.get("kind") or (obj.kind if obj else "")
+
+    def kind_form_class(self, request: HttpRequest, obj: Any) -> type[KindSettingsForm]:
+        return kind_form(self.kind_base, self.model, self.form_kind(request, obj))
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        kwargs["form"] = self.kind_form_class(request, obj)
+        return super().get_form(request, obj, change=change, **kwargs)  # type: ignore[misc]
+
+    def kind_fieldset(self, request: HttpRequest, obj: Any) -> tuple[str, dict[str, Any]]:
+        form = self.kind_form_class(request, obj)
+        if form.kind and obj:
+            description: str = (
+                f"Keys of kind {form.kind}, as in the config file's {self.kind_table} table "
+                "(for another kind's keys: change the kind above and save)"
+            )
+        else:  # adding: the kind decides the fields, so it comes first
+            description = kind_links(self.kind_base.kind_registry, form.kind)
+        return f"{form.kind or 'Kind'} settings", {"fields": list(form.field_keys), "description": description}
+
+    def config_fields(self, exclude: set[str]) -> list[str]:
+        """Every configurable column in model order (a column added to the model shows up by itself)."""
+        meta = self.model._meta
+        fields = (*meta.concrete_fields, *meta.many_to_many)
+        return [f.name for f in fields if f.editable and f.name not in exclude and f.name not in ("id", "settings")]
