@@ -3,16 +3,34 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.utils import timezone
 
-from health.admin_forms import KindAdminMixin, KindSettingsForm
+from core.spec import ConfigError, validate
+from health.admin_forms import KindAdminMixin, KindSettingsForm, display, key_field
 from health.models import Event, HourlyRollup, Incident, MaintenanceWindow, ProbeResult, Service, StateChange
 from health.probes import registry as probe_registry
+from health.spec import SERVICE_KEYS
 
 
 class ServiceForm(KindSettingsForm):
     kind_registry = probe_registry
+    # A column that is a list in the config file: one item per line, as the kind's list keys.
+    evidence_log = key_field(SERVICE_KEYS["evidence_log"], "Evidence log")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "evidence_log" in self.fields:
+            self.initial["evidence_log"] = display(SERVICE_KEYS["evidence_log"], self.initial.get("evidence_log"))
+
+    def clean_evidence_log(self) -> list[str]:
+        value = self.cleaned_data.get("evidence_log") or []
+        try:
+            validate({"evidence_log": SERVICE_KEYS["evidence_log"]}, {"evidence_log": value}, "")
+        except ConfigError as exc:
+            raise ValidationError(exc.message, code="config") from None
+        return value
 
 
 # Set by the portal as it runs, never by a person: shown read-only, folded away.
@@ -74,11 +92,10 @@ class ServiceAdmin(KindAdminMixin, admin.ModelAdmin):
         return "critical" if service.critical else "—"
 
     def get_fieldsets(self, request: HttpRequest, obj: Service | None = None) -> Any:
-        return [
-            (None, {"fields": self.config_fields(NOT_EDITED)}),
-            self.kind_fieldset(request, obj),
-            ("Runtime (read-only)", {"classes": ("collapse",), "fields": RUNTIME_FIELDS}),
-        ]
+        fieldsets = self.kind_fieldsets(request, obj, self.config_fields(NOT_EDITED))
+        if obj is not None:
+            fieldsets.append(("Runtime (read-only)", {"classes": ("collapse",), "fields": RUNTIME_FIELDS}))
+        return fieldsets
 
 
 @admin.register(ProbeResult)

@@ -240,7 +240,7 @@ def kind_links(registry: Registry[Any], current: str) -> str:
         '<a href="?kind={}"{}>{}</a>',
         ((k, mark_safe(' aria-current="true"') if k == current else "", k) for k in registry.kinds()),
     )
-    return format_html("Choose the kind first; its keys are the fields here: {}", links)
+    return format_html("The kind decides the keys below; choose it first: {}", links)
 
 
 class KindAdminMixin:
@@ -264,16 +264,19 @@ class KindAdminMixin:
         kwargs["form"] = self.kind_form_class(request, obj)
         return super().get_form(request, obj, change=change, **kwargs)  # type: ignore[misc]
 
-    def kind_fieldset(self, request: HttpRequest, obj: Any) -> tuple[str, dict[str, Any]]:
+    def kind_fieldsets(self, request: HttpRequest, obj: Any, common: list[str]) -> list[tuple[str | None, Any]]:
+        """The common columns and the kind's keys; adding, the kind comes first, as it decides the fields."""
         form = self.kind_form_class(request, obj)
-        if form.kind and obj:
-            description: str = (
-                f"Keys of kind {form.kind}, as in the config file's {self.kind_table} table "
-                "(for another kind's keys: change the kind above and save)"
-            )
-        else:  # adding: the kind decides the fields, so it comes first
-            description = kind_links(self.kind_base.kind_registry, form.kind)
-        return f"{form.kind or 'Kind'} settings", {"fields": list(form.field_keys), "description": description}
+        keys = (f"{form.kind} settings", {"fields": list(form.field_keys)})
+        if obj is None:
+            picker = {"fields": ["kind"], "description": kind_links(self.kind_base.kind_registry, form.kind)}
+            rest = [name for name in common if name != "kind"]
+            return [("Kind", picker), (None, {"fields": rest}), *([keys] if form.kind else [])]
+        keys[1]["description"] = (
+            f"Keys of kind {form.kind}, as in the config file's {self.kind_table} table "
+            "(for another kind's keys: change the kind above and save)"
+        )
+        return [(None, {"fields": common}), keys]
 
     def config_fields(self, exclude: set[str]) -> list[str]:
         """Every configurable column in model order (a column added to the model shows up by itself)."""

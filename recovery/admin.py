@@ -36,7 +36,7 @@ class RecoveryActionAdmin(KindAdminMixin, admin.ModelAdmin):
     kind_table = "[[service.recovery]]"
 
     def get_fieldsets(self, request: HttpRequest, obj: RecoveryAction | None = None) -> Any:
-        return [(None, {"fields": self.config_fields(set())}), self.kind_fieldset(request, obj)]
+        return self.kind_fieldsets(request, obj, self.config_fields(set()))
 
 
 @admin.register(RecoveryAttempt)

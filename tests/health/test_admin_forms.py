@@ -141,6 +141,7 @@ def test_it_saves_exactly_the_settings_importconfig_stores_for_the_same_toml(adm
         "json_equals": "42",
         "json_path": "data.0.id",
         "cert_warn_days": "30",
+        "evidence_log": "/var/log/web.log\r\n/var/log/web.err\r\n",  # a common key that is a list, typed too
     }
     page = admin_client.post(url, data)
     assert page.status_code == 302, page.context["adminform"].form.errors
@@ -150,9 +151,12 @@ def test_it_saves_exactly_the_settings_importconfig_stores_for_the_same_toml(adm
         "headers = {Authorization = 'Bearer ${ADMIN_FORM_TOKEN}', X-Probe = 'opsportal'}\n"
         "expect_status = [200, 201]\nverify_tls = false\nfollow_redirects = 'same-origin'\n"
         "json_equals = 42\njson_path = 'data.0.id'\ncert_warn_days = 30\n"
+        "evidence_log = ['/var/log/web.log', '/var/log/web.err']\n"
     )
     service.refresh_from_db()
-    assert service.settings == parse(toml).services[0]["settings"]
+    imported = parse(toml).services[0]
+    assert service.settings == imported["settings"]
+    assert service.evidence_log == imported["evidence_log"]
     assert service.settings["json_equals"] == 42 and service.settings["verify_tls"] is False
 
 
@@ -205,6 +209,7 @@ def test_it_lists_latency_with_units_and_criticality_as_words(admin_client):
 def test_it_adds_a_tcp_service_choosing_the_kind_first(admin_client):
     picker = admin_client.get("/admin/health/service/add/").content.decode()
     assert 'href="?kind=tcp"' in picker and 'href="?kind=http"' in picker
+    assert picker.index('href="?kind=tcp"') < picker.index('name="name"')  # the kind comes first
 
     page = admin_client.get("/admin/health/service/add/?kind=tcp")
     form = page.context["adminform"].form
