@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.utils import timezone
 
 from core.spec import ConfigError, validate
-from health.admin_forms import KindAdminMixin, KindSettingsForm, display, key_field
+from health.admin_forms import LIST_TYPES, KindAdminMixin, KindSettingsForm, display, help_text, key_field
 from health.models import Event, HourlyRollup, Incident, MaintenanceWindow, ProbeResult, Service, StateChange
 from health.probes import registry as probe_registry
 from health.spec import SERVICE_KEYS
@@ -16,21 +16,33 @@ from health.spec import SERVICE_KEYS
 
 class ServiceForm(KindSettingsForm):
     kind_registry = probe_registry
-    # A column that is a list in the config file: one item per line, as the kind's list keys.
-    evidence_log = key_field(SERVICE_KEYS["evidence_log"], "Evidence log")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if "evidence_log" in self.fields:
-            self.initial["evidence_log"] = display(SERVICE_KEYS["evidence_log"], self.initial.get("evidence_log"))
+        # The common columns in the config file's terms: a list (evidence_log, …) one item per line instead
+        # of JSON, and every column's help with its key's bounds and default.
+        self.list_columns: list[str] = []
+        for name, key in SERVICE_KEYS.items():
+            field = self.fields.get(name)
+            if field is None or name in ("name", "kind", "depends_on"):
+                continue
+            if key.type in LIST_TYPES and isinstance(field, forms.JSONField):
+                self.fields[name] = key_field(key, str(field.label), lead=str(field.help_text or ""))
+                self.initial[name] = display(key, self.initial.get(name))
+                self.list_columns.append(name)
+            else:
+                field.help_text = help_text(key, str(field.help_text or ""))
 
-    def clean_evidence_log(self) -> list[str]:
-        value = self.cleaned_data.get("evidence_log") or []
-        try:
-            validate({"evidence_log": SERVICE_KEYS["evidence_log"]}, {"evidence_log": value}, "")
-        except ConfigError as exc:
-            raise ValidationError(exc.message, code="config") from None
-        return value
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        for name in self.list_columns:
+            if name in cleaned:
+                cleaned[name] = cleaned[name] or []
+                try:
+                    validate({name: SERVICE_KEYS[name]}, {name: cleaned[name]}, "")
+                except ConfigError as exc:
+                    self.add_error(name, exc.message)
+        return cleaned
 
 
 # Set by the portal as it runs, never by a person: shown read-only, folded away.

@@ -126,9 +126,10 @@ def display(key: Key, value: Any) -> str:
     return str(value)
 
 
-def help_text(key: Key) -> str:
-    """The Key's help, its format, bounds and default, as the config file reference would say them."""
-    parts = [key.help.rstrip(".") + "." if key.help else ""]
+def help_text(key: Key, lead: str = "") -> str:
+    """The Key's help (or `lead`), its format, bounds and default, as the config file reference says them."""
+    lead = lead or key.help
+    parts = [lead.rstrip(".") + "." if lead else ""]
     parts.append(_LINE_HELP.get(key.type, ""))
     if key.minimum is not None or key.maximum is not None:
         low, high = key.minimum, key.maximum
@@ -138,12 +139,12 @@ def help_text(key: Key) -> str:
             parts.append(f"From {low:g} to {high:g}.")
     if key.required:
         parts.append("Required.")
-    elif key.default not in (None, [], {}):
+    elif key.default not in (None, "", [], {}):
         parts.append(f"Default: {toml_value(key.default)}.")
     return " ".join(p for p in parts if p)
 
 
-def key_field(key: Key, label: str) -> KeyField:
+def key_field(key: Key, label: str, lead: str = "") -> KeyField:
     """The form field of one Key: a select for a choice or a boolean, a textarea for lists and tables."""
     attrs: dict[str, Any] = {}
     if key.type in ("bool", "redirects") or key.choices:
@@ -156,7 +157,7 @@ def key_field(key: Key, label: str) -> KeyField:
         attrs["widget"] = forms.Textarea(attrs={"rows": 3, "cols": 60})
     else:
         attrs["widget"] = forms.TextInput(attrs={"size": 60 if key.type in ("str", "text") else 12})
-    return KeyField(key, label=label, help_text=help_text(key), **attrs)
+    return KeyField(key, label=label, help_text=help_text(key, lead), **attrs)
 
 
 class KindSettingsForm(forms.ModelForm):
@@ -176,6 +177,9 @@ class KindSettingsForm(forms.ModelForm):
         keys = self.kind_keys()
         for field, key in self.field_keys.items():
             self.initial[field] = display(keys[key], (stored or {}).get(key))
+            if "\n" in self.initial[field] and isinstance(self.fields[field].widget, forms.TextInput):
+                # An input would drop the line breaks of a value such as a tcp `send` of "QUIT\r\n".
+                self.fields[field].widget = forms.Textarea(attrs={"rows": 2, "cols": 60})
 
     @classmethod
     def kind_keys(cls) -> dict[str, Key]:
@@ -205,7 +209,8 @@ class KindSettingsForm(forms.ModelForm):
         fields = {k: f for f, k in self.field_keys.items()}
         if key in fields:
             return fields[key], f"{rest}: {exc.message}" if rest else exc.message
-        return None, str(exc)
+        # A rule over several keys ("needs exactly one of …"): the form's own error, named as the file would.
+        return None, f"{path}: {exc.message}" if path else exc.message
 
     def _update_errors(self, errors: ValidationError) -> None:
         # The model's clean() checks `settings` again, a field this form shows as its keys: its error

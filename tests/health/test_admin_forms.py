@@ -239,3 +239,32 @@ def test_it_shows_the_new_kinds_keys_when_the_kind_is_changed(admin_client):
     assert form.errors["host"] == ["is required"] and "port" in form.fields and "url" not in form.fields
     service.refresh_from_db()
     assert service.kind == "http" and service.settings == SETTINGS
+
+
+def test_it_shows_a_value_with_line_breaks_in_a_textarea_and_keeps_it(admin_client):
+    crlf = {"host": "127.0.0.1", "port": 25, "send": "QUIT\r\n"}
+    service = Service.objects.create(name="mail", kind="tcp", settings=crlf)
+    url = change_url(service)
+    assert re.search(r'<textarea[^>]*name="send"', admin_client.get(url).content.decode())
+    assert admin_client.post(url, posted(admin_client, url)).status_code == 302
+    service.refresh_from_db()
+    assert service.settings == crlf
+
+
+def test_it_shows_a_rule_over_several_keys_as_the_forms_own_error(admin_client, tmp_path):
+    service = Service.objects.create(name="worker", kind="process", settings={"process_name": "worker"})
+    url = change_url(service)
+    page = admin_client.post(url, {**posted(admin_client, url), "pid_file": "/run/worker.pid"})
+    message = "needs exactly one of process_name, cmdline_contains, pid_file"
+    assert page.context["adminform"].form.non_field_errors() == [message]
+    service.refresh_from_db()
+    assert service.settings == {"process_name": "worker"}
+    toml = "[[service]]\nname = 'w'\nkind = 'process'\nprocess_name = 'worker'\npid_file = '/run/worker.pid'\n"
+    assert f"service[0]: {message}" in import_error(tmp_path, toml)
+
+
+def test_it_gives_the_common_columns_their_keys_bounds_and_defaults(admin_client):
+    form = admin_client.get(change_url(web())).context["adminform"].form
+    assert form.fields["interval"].help_text == "seconds. From 1 to 86400. Default: 60."
+    assert form.fields["timeout"].help_text == "seconds. From 0.1 to 3600. Default: 5."
+    assert "One item per line" in form.fields["evidence_log"].help_text
