@@ -2,13 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 from django.utils import timezone
 
-from core.spec import ConfigError, validate
-from health.admin_forms import LIST_TYPES, KindAdminMixin, KindSettingsForm, display, help_text, key_field
+from health.admin_forms import KindAdminMixin, KindSettingsForm
 from health.models import Event, HourlyRollup, Incident, MaintenanceWindow, ProbeResult, Service, StateChange
 from health.probes import registry as probe_registry
 from health.spec import SERVICE_KEYS
@@ -16,33 +14,7 @@ from health.spec import SERVICE_KEYS
 
 class ServiceForm(KindSettingsForm):
     kind_registry = probe_registry
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # The common columns in the config file's terms: a list (evidence_log, …) one item per line instead
-        # of JSON, and every column's help with its key's bounds and default.
-        self.list_columns: list[str] = []
-        for name, key in SERVICE_KEYS.items():
-            field = self.fields.get(name)
-            if field is None or name in ("name", "kind", "depends_on"):
-                continue
-            if key.type in LIST_TYPES and isinstance(field, forms.JSONField):
-                self.fields[name] = key_field(key, str(field.label), lead=str(field.help_text or ""))
-                self.initial[name] = display(key, self.initial.get(name))
-                self.list_columns.append(name)
-            else:
-                field.help_text = help_text(key, str(field.help_text or ""))
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        for name in self.list_columns:
-            if name in cleaned:
-                cleaned[name] = cleaned[name] or []
-                try:
-                    validate({name: SERVICE_KEYS[name]}, {name: cleaned[name]}, "")
-                except ConfigError as exc:
-                    self.add_error(name, exc.message)
-        return cleaned
+    common_keys = SERVICE_KEYS
 
 
 # Set by the portal as it runs, never by a person: shown read-only, folded away.
@@ -59,18 +31,18 @@ RUNTIME_FIELDS = (
     "next_due_at",
     "running_since",
     "claimed_by",
-    "in_maintenance",
-    "flapping",
-    "flap_percent",
+    "maintenance_now",
+    "flapping_now",
+    "flap_share",
     "flap_history",
     "cert_expires_at",
     "ping_uuid",
     "created_at",
     "updated_at",
 )
-# Columns that are no form field: the runtime ones (`last_latency_ms` shows as `latency`); `settings` is
-# edited as its kind's keys.
-NOT_EDITED = {*RUNTIME_FIELDS, "last_latency_ms"}
+# Columns that are no form field: the runtime ones (some shown by a method: `last_latency_ms` as `latency`);
+# `settings` is edited as its kind's keys.
+NOT_EDITED = {*RUNTIME_FIELDS, "last_latency_ms", "in_maintenance", "flapping", "flap_percent"}
 # Columns shown as a person reads them (whatever list_display names): "28.9 ms", "critical"/"—".
 READABLE_COLUMNS = {"last_latency_ms": "latency", "critical": "criticality"}
 
@@ -98,6 +70,19 @@ class ServiceAdmin(KindAdminMixin, admin.ModelAdmin):
     @admin.display(description="latency", ordering="last_latency_ms")
     def latency(self, service: Service) -> str:
         return format_latency(service.last_latency_ms)
+
+    # Read-only flags as words: Django's red ✖ reads as an error where "no" is the normal state.
+    @admin.display(description="in maintenance")
+    def maintenance_now(self, service: Service) -> str:
+        return "in a maintenance window" if service.in_maintenance else "no"
+
+    @admin.display(description="flapping")
+    def flapping_now(self, service: Service) -> str:
+        return "flapping" if service.flapping else "no"
+
+    @admin.display(description="flap percent")
+    def flap_share(self, service: Service) -> str:
+        return f"{service.flap_percent:.1f} %"
 
     @admin.display(description="critical", ordering="critical")
     def criticality(self, service: Service) -> str:

@@ -22,7 +22,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from core.registry import Registry
-from core.spec import INT_MAX, ConfigError, Key
+from core.spec import INT_MAX, ConfigError, Key, validate
 
 WHERE = "settings"
 LIST_TYPES = ("list[str]", "argv", "list[int]")
@@ -51,6 +51,10 @@ def _number(text: str) -> Any:
         return float(text)
     except ValueError:
         return text
+
+
+def _bound(n: float | None) -> str:
+    return str(int(n)) if n is not None and float(n).is_integer() else f"{n}"
 
 
 def _norm(text: Any) -> str:
@@ -134,9 +138,9 @@ def help_text(key: Key, lead: str = "") -> str:
     if key.minimum is not None or key.maximum is not None:
         low, high = key.minimum, key.maximum
         if high is None or high >= INT_MAX:
-            parts.append(f"At least {low:g}.")
+            parts.append(f"At least {_bound(low)}.")
         else:
-            parts.append(f"From {low:g} to {high:g}.")
+            parts.append(f"From {_bound(low)} to {_bound(high)}.")
     if key.required:
         parts.append("Required.")
     elif key.default not in (None, "", [], {}):
@@ -168,11 +172,25 @@ class KindSettingsForm(forms.ModelForm):
     """
 
     kind_registry: ClassVar[Registry[Any]]
+    # The keys of the table's common columns (health.spec.SERVICE_KEYS): their help gets the bounds and
+    # default, and a list column (evidence_log) is one item per line instead of JSON.
+    common_keys: ClassVar[dict[str, Key]] = {}
     kind: ClassVar[str] = ""
     field_keys: ClassVar[dict[str, str]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.list_columns: list[str] = []
+        for name, key in self.common_keys.items():
+            field = self.fields.get(name)
+            if field is None or name in ("name", "kind", "depends_on"):
+                continue
+            if key.type in LIST_TYPES and isinstance(field, forms.JSONField):
+                self.fields[name] = key_field(key, str(field.label), lead=str(field.help_text or ""))
+                self.initial[name] = display(key, self.initial.get(name))
+                self.list_columns.append(name)
+            else:
+                field.help_text = help_text(key, str(field.help_text or ""))
         stored = self.instance.settings if self.instance.kind == self.kind else {}
         keys = self.kind_keys()
         for field, key in self.field_keys.items():
@@ -187,6 +205,13 @@ class KindSettingsForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        for name in self.list_columns:
+            if name in cleaned:
+                cleaned[name] = cleaned[name] or []
+                try:
+                    validate({name: self.common_keys[name]}, {name: cleaned[name]}, "")
+                except ConfigError as exc:
+                    self.add_error(name, exc.message)
         if not self.kind or any(f in self.errors for f in self.field_keys):
             return cleaned
         stored = (self.instance.settings or {}) if self.instance.kind == self.kind else {}

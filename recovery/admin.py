@@ -11,10 +11,12 @@ from health.permissions import RUN_RECOVERY, allowed
 from recovery.actions import registry as action_registry
 from recovery.engine import recover_services
 from recovery.models import RecoveryAction, RecoveryAttempt, RecoveryState
+from recovery.spec import RECOVERY_KEYS
 
 
 class RecoveryActionForm(KindSettingsForm):
     kind_registry = action_registry
+    common_keys = RECOVERY_KEYS
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()

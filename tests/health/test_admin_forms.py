@@ -179,7 +179,8 @@ def test_it_keeps_the_runtime_internals_read_only(admin_client):
     for internal in ("claimed_by", "flapping", "flap_percent", "status", "consecutive_failures", "next_due_at"):
         assert internal not in form.fields, internal
     html = page.content.decode()
-    assert "Runtime (read-only)" in html and "loop-a" in html
+    assert "Runtime (read-only)" in html and "loop-a" in html and "12.5 %" in html
+    assert "icon-no.svg" not in html  # read-only flags are words ("no"), not red crosses
 
     data = {
         **posted(admin_client, url),
@@ -268,3 +269,4 @@ def test_it_gives_the_common_columns_their_keys_bounds_and_defaults(admin_client
     assert form.fields["interval"].help_text == "seconds. From 1 to 86400. Default: 60."
     assert form.fields["timeout"].help_text == "seconds. From 0.1 to 3600. Default: 5."
     assert "One item per line" in form.fields["evidence_log"].help_text
+    assert "From 0 to 3600000. Default: 2000." in form.fields["degraded_latency_ms"].help_text

@@ -115,3 +115,9 @@ def test_it_adds_an_action_choosing_the_kind_first(admin_client):
     data["tunnel"] = "edge"
     assert admin_client.post(add, data).status_code == 302
     assert RecoveryAction.objects.get().settings == {"tunnel": "edge"}
+
+
+def test_it_gives_the_common_columns_their_keys_bounds(admin_client):
+    form = admin_client.get(change_url(action())).context["adminform"].form
+    assert form.fields["cooldown"].help_text == "seconds between attempts. From 0 to 86400. Default: 300."
+    assert form.fields["verify_delay"].help_text.endswith("From 0 to 600. Default: 5.")
