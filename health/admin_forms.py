@@ -284,8 +284,10 @@ class KindAdminMixin:
     model: type[models.Model]
 
     def form_kind(self, request: HttpRequest, obj: Any) -> str:
-        """The kind whose keys the form shows: the posted one, else `?kind=`, else the row's."""
-        return request.POST.get("kind") or request.GET.get("kind") or (obj.kind if obj else "")
+        """The kind whose keys the form shows: the posted one, else the row's, else (adding) `?kind=`."""
+        if request.method == "POST":
+            return request.POST.get("kind", "")
+        return obj.kind if obj is not None else request.GET.get("kind", "")
 
     def kind_form_class(self, request: HttpRequest, obj: Any) -> type[KindSettingsForm]:
         return kind_form(self.kind_base, self.model, self.form_kind(request, obj))
@@ -297,8 +299,8 @@ class KindAdminMixin:
     def kind_fieldsets(self, request: HttpRequest, obj: Any, common: list[str]) -> list[tuple[str | None, Any]]:
         """The common columns and the kind's keys; adding, the kind comes first, as it decides the fields."""
         form = self.kind_form_class(request, obj)
-        keys = (f"{form.kind} settings", {"fields": list(form.field_keys)})
-        if obj is None:
+        keys = (f"{form.kind or 'Kind'} settings", {"fields": list(form.field_keys)})
+        if obj is None or not form.kind:
             picker = {"fields": ["kind"], "description": kind_links(self.kind_base.kind_registry, form.kind)}
             rest = [name for name in common if name != "kind"]
             return [("Kind", picker), (None, {"fields": rest}), *([keys] if form.kind else [])]
