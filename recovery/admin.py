@@ -1,20 +1,44 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from health.admin_forms import KindAdminMixin, KindSettingsForm
 from health.permissions import RUN_RECOVERY, allowed
+from recovery.actions import registry as action_registry
 from recovery.engine import recover_services
 from recovery.models import RecoveryAction, RecoveryAttempt, RecoveryState
+from recovery.spec import RECOVERY_KEYS
+
+
+class RecoveryActionForm(KindSettingsForm):
+    kind_registry = action_registry
+    common_keys = RECOVERY_KEYS
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        service = cleaned.get("service")
+        # The cross-table rule importconfig checks too (configfile.config.parse), in its words.
+        if self.kind == "restart_process" and service is not None and service.kind != "process":
+            self.add_error("kind", "restart_process needs a service of kind process")
+        return cleaned
 
 
 @admin.register(RecoveryAction)
-class RecoveryActionAdmin(admin.ModelAdmin):
+class RecoveryActionAdmin(KindAdminMixin, admin.ModelAdmin):
     list_display = ("service", "position", "kind", "timeout", "cooldown", "escalate_after", "auto", "enabled")
     list_filter = ("kind", "enabled", "auto")
     search_fields = ("service__name",)
     list_select_related = ("service",)
+    form = RecoveryActionForm
+    kind_base = RecoveryActionForm
+    kind_table = "[[service.recovery]]"
+
+    def get_fieldsets(self, request: HttpRequest, obj: RecoveryAction | None = None) -> Any:
+        return self.kind_fieldsets(request, obj, self.config_fields(set()))
 
 
 @admin.register(RecoveryAttempt)
