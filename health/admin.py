@@ -1,16 +1,46 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.utils import timezone
 
 from health.models import Event, HourlyRollup, Incident, MaintenanceWindow, ProbeResult, Service, StateChange
+from health.spec import has_tag
+
+
+class TagFilter(admin.SimpleListFilter):
+    title = "tag"
+    parameter_name = "tag"
+
+    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
+        tags = {t for tags in Service.objects.values_list("tags", flat=True) for t in tags or []}
+        return [(t, t) for t in sorted(tags)]
+
+    def queryset(self, request: Any, queryset: Any) -> Any:
+        return queryset.filter(has_tag(self.value())) if self.value() else queryset
 
 
 @admin.register(Service)
 class ServiceAdmin(admin.ModelAdmin):
-    list_display = ("name", "kind", "status", "state_type", "critical", "enabled", "last_latency_ms", "last_checked_at")
-    list_filter = ("kind", "status", "critical", "enabled", "paused")
-    search_fields = ("name", "description", "last_detail")
+    list_display = (
+        "name",
+        "kind",
+        "status",
+        "state_type",
+        "critical",
+        "enabled",
+        "last_latency_ms",
+        "last_checked_at",
+        "tag_list",
+    )
+    list_filter = ("kind", "status", "critical", "enabled", "paused", TagFilter)
+    search_fields = ("name", "description", "last_detail", "tags")
+
+    @admin.display(description="tags")
+    def tag_list(self, obj: Service) -> str:
+        return ", ".join(obj.tags or [])
+
     filter_horizontal = ("depends_on",)
     readonly_fields = (
         "status",
