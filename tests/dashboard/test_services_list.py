@@ -67,9 +67,9 @@ def test_it_draws_the_last_50_results_as_squares_newest_right_with_tooltips(staf
     assert len(rects) == BEATS == 50
     assert [state for state, _ in rects] == ["up"] * 49 + ["down"]
     newest = end.astimezone(dt.UTC)
-    assert rects[-1][1] == f"{newest:%Y-%m-%d %H:%M:%S} UTC · down · 600 ms"
+    assert rects[-1][1] == f"{newest:%Y-%m-%d %H:%M:%S}+00:00 · down · 600 ms"
     oldest = end - dt.timedelta(seconds=60 * 49)
-    assert rects[0][1].startswith(f"{oldest.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC · up")
+    assert rects[0][1].startswith(f"{oldest.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}+00:00 · up")
     assert 'aria-label="api: last 50 results: 49 up, 1 down"' in html
 
 
