@@ -92,3 +92,14 @@ def test_it_refuses_a_bad_tag_in_the_admin_with_the_same_rule():
     assert "tags[0]: must be a tag" in str(caught.value.message_dict["tags"])
     service.tags = ["good", "also-good"]
     service.full_clean()
+
+
+def test_it_shows_searches_and_filters_tags_in_the_admin(admin_client):
+    import_text(TAGGED)
+    listing = admin_client.get("/admin/health/service/").content.decode()
+    assert "edge, eu-west, team.web, env:prod" in listing  # the list's tags column
+    assert "?tag=eu-west" in listing  # the filter offers each tag
+    filtered = admin_client.get("/admin/health/service/", {"tag": "eu-west"}).content.decode()
+    assert "/admin/health/service/" in filtered and ">web</a>" in filtered and ">cache</a>" not in filtered
+    searched = admin_client.get("/admin/health/service/", {"q": "team.web"}).content.decode()
+    assert ">web</a>" in searched and ">cache</a>" not in searched
