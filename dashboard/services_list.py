@@ -33,6 +33,9 @@ from health.spec import TAG, TAG_RULE, has_tag
 UTC = dt.UTC
 # Squares in a row's heartbeat bar: the service's last results, newest on the right (as Uptime Kuma).
 BEATS = 50
+# How far back the squares look: BEATS intervals, times this slack (late rounds, retries), at least an hour.
+BEAT_SPAN = 3
+MIN_BEAT_SPAN = dt.timedelta(hours=1)
 STATES = (UP, DEGRADED, DOWN, UNKNOWN, PAUSED, MISCONFIGURED)
 SORTS = {
     "state": "state, problems first",
@@ -146,14 +149,25 @@ def _opening(state: str, height: int) -> str:
     return f'<rect class="seg seg-{html.escape(state)}" y="{height - h:.1f}" width="4" height="{h:.1f}"'
 
 
-def last_results(service_ids: list[int], per_service: int = BEATS) -> dict[int, list[Beat]]:
+def last_results(services: list[Service], now: dt.datetime, per_service: int = BEATS) -> dict[int, list[Beat]]:
     """The last `per_service` results of each service, oldest first: ONE query for all of them
-    (ROW_NUMBER() over a partition by service, which SQLite >= 3.25 and PostgreSQL both have)."""
-    out: dict[int, list[Beat]] = {sid: [] for sid in service_ids}
-    if not service_ids:
+    (ROW_NUMBER() over a partition by service, which SQLite >= 3.25 and PostgreSQL both have).
+
+    The window only ranks the results of the last BEAT_SPAN intervals of each service, so the query reads
+    a few hundred rows a service, not the whole raw retention (7 days at 1 a minute: 10,000); a service
+    probed far less often than its interval (a portal stopped for hours) shows the squares it has."""
+    out: dict[int, list[Beat]] = {s.pk: [] for s in services}
+    if not services:
         return out
+    by_interval: dict[int, list[int]] = {}
+    for s in services:
+        by_interval.setdefault(s.interval, []).append(s.pk)
+    recent = Q()
+    for interval, ids in by_interval.items():
+        span = max(dt.timedelta(seconds=interval * per_service * BEAT_SPAN), MIN_BEAT_SPAN)
+        recent |= Q(service_id__in=ids, checked_at__gte=now - span)
     ranked = (
-        ProbeResult.objects.filter(service_id__in=service_ids)
+        ProbeResult.objects.filter(recent)
         .annotate(
             rank=Window(RowNumber(), partition_by=[F("service_id")], order_by=[F("checked_at").desc(), F("id").desc()])
         )
@@ -197,7 +211,7 @@ def rows(form: ServiceListFilter, page_number: Any, now: dt.datetime | None = No
         page = Paginator(qs.order_by(*order[sort]), PAGE_SIZE).get_page(page_number)
         services = list(page.object_list)
         uptimes = {sid: t.uptime for sid, t in tallies([s.pk for s in services], *window).items()}
-    beats = last_results([s.pk for s in services])
+    beats = last_results(services, now)
     return page, [Row(s, uptimes.get(s.pk), beats[s.pk]) for s in services]
 
 

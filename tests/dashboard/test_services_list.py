@@ -81,6 +81,18 @@ def test_it_pads_a_service_with_few_results_on_the_left(staff_client):
     assert html.count("<title>no result</title>") == 48
 
 
+def test_it_looks_back_as_far_as_the_services_interval_needs(staff_client):
+    hourly = make_service("hourly", interval=3600)
+    make_results(hourly, ["up"] * 55 + ["down"], step_s=3600)  # 56 hours: the newest 50 are drawn
+    minutely = make_service("minutely", interval=60)
+    make_results(minutely, ["down"] * 5, end=timezone.now() - dt.timedelta(hours=10))  # 200 intervals ago
+    make_results(minutely, ["up"] * 3)
+    html = staff_client.get(URL, {"sort": "name"}).content.decode()
+    bars = re.findall(r'<svg class="beats".*?</svg>', html)
+    assert re.findall(r"seg-([a-z]+)", bars[0]) == ["up"] * 49 + ["down"]
+    assert re.findall(r"seg-([a-z]+)", bars[1]) == ["none"] * 47 + ["up"] * 3  # the old results are not ranked
+
+
 def test_it_searches_name_and_description(staff_client):
     make_service("db-main", description="the primary database")
     make_service("cache", description="redis for sessions")
