@@ -245,6 +245,7 @@ STATUS_COLUMNS = (
     "consecutive_failures",
     "last_detail",
     "flapping",
+    "tags",
 )
 
 _migrations_applied = False

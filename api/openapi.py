@@ -110,6 +110,7 @@ SCHEMAS: dict[str, Any] = {
             "detail": {"type": "string"},
             "flapping": {"type": "boolean"},
             "maintenance": {"type": "boolean"},
+            "tags": {"type": "array", "items": {"type": "string"}, "description": "the service's labels"},
             "pingUrl": {
                 "type": "string",
                 "format": "uri",
@@ -126,6 +127,7 @@ SCHEMAS: dict[str, Any] = {
             "detail",
             "flapping",
             "maintenance",
+            "tags",
         ],
     ),
     "RecoveryStats": _obj(

@@ -21,7 +21,7 @@ from core.spec import MAX_DEPTH, ConfigError, Key, check_depth, env_refs, key_na
 from health.models import Service
 from health.probes import registry as probe_registry
 from health.probes.push import verify_wait
-from health.spec import SERVICE_KEYS
+from health.spec import SERVICE_KEYS, check_tags
 from recovery.actions import registry as action_registry
 from recovery.actions.base import check_stale_bound
 from recovery.models import RecoveryAction
@@ -162,6 +162,7 @@ def parse(text: str, *, prune: bool = False) -> Plan:
         where = f"service[{i}]"
         common, kind_settings = _kind_table(table, where, SERVICE_KEYS, probe_registry, nested=("recovery",))
         _check_lengths(Service, common, where)
+        check_tags(common.get("tags", []), f"{where}.tags")
         if common["kind"] in ARGV_KINDS:
             plan.warnings += argv_warnings(kind_settings.get("argv"), f"{where}.argv")
         if common["name"] in names:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import path
 
-from dashboard import incident_forms, incident_page, sla
+from dashboard import incident_forms, incident_page, services_list, sla
 from dashboard import views as dashboard
 
 app_name = "dashboard"
@@ -21,6 +21,7 @@ urlpatterns = [
     path("incidents/<int:pk>/close/", incident_forms.incident_close, name="incident-close"),
     path("recovery/", dashboard.recovery_history, name="recovery"),
     path("reports/sla/", sla.sla_report, name="sla"),
+    path("services/", services_list.services_list, name="services"),
     path("services/<slug:name>/", dashboard.service_detail, name="service"),
     path("services/<slug:name>/live/", dashboard.service_live, name="service-live"),
     path("services/<slug:name>/probe/", dashboard.service_probe, name="service-probe"),

@@ -9,7 +9,7 @@ from django.utils import timezone
 from health.admin_forms import KindAdminMixin, KindSettingsForm
 from health.models import Event, HourlyRollup, Incident, MaintenanceWindow, ProbeResult, Service, StateChange
 from health.probes import registry as probe_registry
-from health.spec import SERVICE_KEYS
+from health.spec import SERVICE_KEYS, has_tag
 
 
 class ServiceForm(KindSettingsForm):
@@ -53,11 +53,38 @@ def format_latency(ms: float | None) -> str:
     return f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 
 
+class TagFilter(admin.SimpleListFilter):
+    title = "tag"
+    parameter_name = "tag"
+
+    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
+        tags = {t for tags in Service.objects.values_list("tags", flat=True) for t in tags or []}
+        return [(t, t) for t in sorted(tags)]
+
+    def queryset(self, request: Any, queryset: Any) -> Any:
+        return queryset.filter(has_tag(self.value())) if self.value() else queryset
+
+
 @admin.register(Service)
 class ServiceAdmin(KindAdminMixin, admin.ModelAdmin):
-    list_display = ("name", "kind", "status", "state_type", "critical", "enabled", "last_latency_ms", "last_checked_at")
-    list_filter = ("kind", "status", "critical", "enabled", "paused")
-    search_fields = ("name", "description", "last_detail")
+    list_display = (
+        "name",
+        "kind",
+        "status",
+        "state_type",
+        "critical",
+        "enabled",
+        "last_latency_ms",
+        "last_checked_at",
+        "tag_list",
+    )
+    list_filter = ("kind", "status", "critical", "enabled", "paused", TagFilter)
+    search_fields = ("name", "description", "last_detail", "tags")
+
+    @admin.display(description="tags")
+    def tag_list(self, obj: Service) -> str:
+        return ", ".join(obj.tags or [])
+
     filter_horizontal = ("depends_on",)
     form = ServiceForm
     kind_base = ServiceForm

@@ -23,7 +23,7 @@ from core.spec import ConfigError, field_validators
 from core.spool import create_or_spool
 from health.probes import registry as probe_registry
 from health.probes.base import DEGRADED, DOWN, MISCONFIGURED, UP, ProbeOutcome
-from health.spec import MAINTENANCE_KEYS, SERVICE_KEYS
+from health.spec import MAINTENANCE_KEYS, SERVICE_KEYS, validate_tags
 from health.windows import validate_window, window_active
 
 UNKNOWN, PAUSED = "unknown", "paused"
@@ -48,6 +48,7 @@ class ServiceStatus(TypedDict):
     detail: str
     flapping: bool
     maintenance: bool
+    tags: list[str]
 
 
 class Service(models.Model):
@@ -82,6 +83,9 @@ class Service(models.Model):
     )
     enabled = models.BooleanField(default=True)
     paused = models.BooleanField(default=False, help_text="Maintenance: probed and stored, no incidents.")
+    tags = models.JSONField(
+        default=list, blank=True, validators=[validate_tags], help_text="Labels to filter on (the services list)."
+    )
     depends_on = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="dependents")
     remind_every = models.PositiveIntegerField(
         default=0,
@@ -244,6 +248,7 @@ class Service(models.Model):
             "detail": self.last_detail,
             "flapping": self.flapping,
             "maintenance": self.in_maintenance,
+            "tags": list(self.tags or []),
         }
 
 

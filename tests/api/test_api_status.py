@@ -309,3 +309,14 @@ def test_it_shows_a_push_services_ping_url_to_staff_only(client, settings, cache
     assert "pingUrl" not in client.get("/health/status", **bearer("wrong")).json()["services"]["backup"]
     client.force_login(make_user("staffer", staff=True))
     assert client.get("/health/status").json()["services"]["backup"]["pingUrl"] == url
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("cache", [0, 2])
+def test_it_lists_each_services_tags(client, settings, cache):
+    settings.STATUS_CACHE_SECONDS = cache
+    make_service("web", tags=["edge", "eu-west"])
+    make_service("cache")
+    services = client.get("/health/status").json()["services"]
+    assert services["web"]["tags"] == ["edge", "eu-west"]
+    assert services["cache"]["tags"] == []
