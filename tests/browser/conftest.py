@@ -96,6 +96,29 @@ def wait_until(page, expression: str, timeout: float = 15.0) -> None:
         page.wait_for_timeout(100)
 
 
+def after_background_recovery(page, service: str, timeout: float = 30.0) -> None:
+    """After Confirm: the "started" message (when the landing page rendered), then the recovery's verified
+    outcome in the page's live region once its attempt has finished.
+
+    The suite's SQLite test database lives in memory with a shared cache, whose table locks can fail the
+    landing page's one read while the recovery thread writes (a file database in WAL mode, as deployed, and
+    PostgreSQL never do); the message itself is asserted in tests/dashboard/test_recover_background.py."""
+    from recovery.models import RecoveryAttempt
+
+    page.wait_for_url(page.base + f"/services/{service}/")
+    if page.locator(".messages").count():
+        assert f"Recovery of {service} started" in page.locator(".messages").inner_text()
+    deadline = time.monotonic() + timeout
+    running = RecoveryAttempt.objects.filter(service__name=service, trigger="manual", outcome="in_progress")
+    while running.exists() or not RecoveryAttempt.objects.filter(service__name=service, trigger="manual").exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the manual recovery of {service} did not finish within {timeout} s")
+        page.wait_for_timeout(200)
+    page.reload()
+    wait_until(page, "document.querySelector('#live .recovery-last')")
+    assert "verified healthy" in page.locator("#live .recovery-last").inner_text()
+
+
 def login(page, user) -> None:
     page.goto(page.base + "/")
     assert "/accounts/login/" in page.url

@@ -12,7 +12,7 @@ from django.utils import timezone
 from health.models import Incident, ProbeResult, Service
 from health.runner import run_round
 from recovery.models import RecoveryAction, RecoveryAttempt
-from tests.browser.conftest import login, screenshot, wait_until
+from tests.browser.conftest import after_background_recovery, login, screenshot, wait_until
 from tests.dashboard.dashboard_fixtures import threads_may_read
 from tests.servers import Reply
 
@@ -88,11 +88,7 @@ def test_it_logs_in_sees_the_down_service_and_recovers_it_in_two_clicks(
     assert "Recover api?" in page.locator("h1").inner_text()
     assert "ready" in page.locator(".confirm").inner_text()
     page.get_by_role("button", name="Confirm recovery").click()  # click 2
-    page.wait_for_url(page.base + "/services/api/")
-    assert "Recovery of api started" in page.locator(".messages").inner_text()
-    wait_until(page, "document.querySelector('#live .recovery-last')")
-    assert "verified healthy" in page.locator("#live .recovery-last").inner_text()
-    page.reload()
+    after_background_recovery(page, "api")
     attempts = page.locator("section[aria-labelledby=att-h]")
     assert "succeeded" in attempts.inner_text()
     assert "manual (ops)" in attempts.inner_text()

@@ -14,7 +14,7 @@ from core.procs import ProcRef, find_processes, stop
 from health.models import Service
 from health.runner import run_round
 from recovery.models import RecoveryAction, RecoveryAttempt
-from tests.browser.conftest import login, screenshot, wait_until
+from tests.browser.conftest import after_background_recovery, login, screenshot
 from tests.dashboard.dashboard_fixtures import threads_may_read
 
 pytestmark = pytest.mark.browser
@@ -66,11 +66,7 @@ def test_it_shows_the_broken_demo_service_and_recovers_it_with_two_clicks(
 
     page.get_by_role("link", name="Recover demo-worker…").click()
     page.get_by_role("button", name="Confirm recovery").click()
-    page.wait_for_url(page.base + "/services/demo-worker/")
-    assert "Recovery of demo-worker started" in page.locator(".messages").inner_text()
-    wait_until(page, "document.querySelector('#live .recovery-last')", timeout=30)
-    assert "verified healthy" in page.locator("#live .recovery-last").inner_text()
-    page.reload()
+    after_background_recovery(page, "demo-worker")
     assert "restart_process" in page.locator("section[aria-labelledby=att-h]").inner_text()
     assert len(find_processes(cmdline_contains=demo)) == 1
 
