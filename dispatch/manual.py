@@ -59,6 +59,11 @@ class Progress:
     running: RecoveryAttempt | None
     last: RecoveryAttempt | None
 
+    @property
+    def since(self) -> datetime | None:
+        """When the running recovery began: the claim's time, else its attempt's (either may come first)."""
+        return self.running_since or (self.running.started_at if self.running is not None else None)
+
 
 def refusal(service: Service, *, force: bool) -> tuple[str, str]:
     """(outcome, reason) the engine would skip with right now, or ("", "") when it would run an action.

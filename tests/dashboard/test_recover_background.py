@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django.utils import timezone
 from django_q.models import OrmQ
 
 from dispatch.manual import TASK, run_manual
@@ -187,3 +188,17 @@ def test_it_shows_the_current_state_with_its_own_detail(staff_client, db):
     assert "0 running" not in body
     assert 'datetime="2026-12-01T10:00:00+00:00"' in now
     assert "Confirm recovery" in body
+
+
+@pytest.mark.django_db
+def test_it_shows_a_claim_whose_attempt_row_is_not_the_running_one_without_failing(staff_client: Client):
+    """The claim is written before its attempt row: for an instant the latest attempt is a finished one (or
+    none). The page says "running since" the claim's time instead of failing on the missing attempt."""
+    svc = make_service("api", kind="tcp", settings={"host": "127.0.0.1", "port": 9})
+    RecoveryAction.objects.create(service=svc, kind="command", settings={"argv": ["true"]})
+    RecoveryAttempt.objects.create(service=svc, trigger="manual", outcome="succeeded", action_kind="command")
+    RecoveryState.objects.create(service=svc, running_since=timezone.now())
+    for path in ("/services/api/", "/services/api/live/"):
+        response = staff_client.get(path)
+        assert response.status_code == 200, path
+        assert "recovery running" in response.content.decode(), path
